@@ -1,0 +1,104 @@
+"""The codec interface: batches of ``uint8 HxWx3`` arrays to self-describing bytes and back.
+
+Every codec, classical or learned, implements this. The pipeline never looks inside a
+bitstream; it asks the codec to decode and to say what the decode yields (``Decoded.content``),
+which the archive hashes so that ``verify`` can prove a row still decodes to what was written.
+For Pillow codecs that is the decoded pixels; for learned codecs it will be the entropy-decoded
+latent symbols, which are exact by construction while float pixels may differ by a level
+across machines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.bitstream import BitstreamError, Header, unpack
+
+
+class CodecError(ValueError):
+    """A codec cannot encode an input or decode a stream."""
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One decoded image and the bytes its content hash is taken over."""
+
+    image: np.ndarray  # uint8 HxWx3
+    content: bytes
+
+    @property
+    def content_hash(self) -> bytes:
+        return content_hash(self.content)
+
+
+def content_hash(content: bytes) -> bytes:
+    """16-byte BLAKE2b digest: collisions are irrelevant at archive scale, rows stay small."""
+    return hashlib.blake2b(content, digest_size=16).digest()
+
+
+class Codec(ABC):
+    """A registered image codec.
+
+    Class attributes describe it for ``latentarc codecs`` and for the archive manifest.
+    ``code`` is the number written into every bitstream header: never reuse one.
+    """
+
+    id: str
+    code: int
+    kind: str  # "classical" | "learned" | "generative"
+    lossless: bool = False
+    quality_range: tuple[float, float] | None = None
+    default_quality: float | None = None
+    description: str = ""
+
+    def __init__(self, quality: float | None = None) -> None:
+        if self.quality_range is None:
+            if quality is not None:
+                raise CodecError(f"codec {self.id!r} takes no --quality")
+        else:
+            quality = self.default_quality if quality is None else float(quality)
+            lo, hi = self.quality_range
+            if not lo <= quality <= hi:
+                raise CodecError(f"--quality {quality:g} is outside {self.id}'s range {lo:g}..{hi:g}")
+        self.quality = quality
+
+    @abstractmethod
+    def encode_batch(self, images: Sequence[np.ndarray]) -> list[bytes]:
+        """Encode ``uint8 HxWx3`` arrays into framed bitstreams."""
+
+    @abstractmethod
+    def decode_batch(self, streams: Sequence[bytes]) -> list[Decoded]:
+        """Decode framed bitstreams; raise ``CodecError`` on any damaged stream."""
+
+    def versions(self) -> dict[str, str]:
+        """Library versions that define this codec's decoded output (recorded in archives)."""
+        return {}
+
+    def weights_sha256(self) -> str | None:
+        """sha256 of the weights this codec decodes with; None for codecs without weights."""
+        return None
+
+    def read_header(self, stream: bytes) -> tuple[Header, bytes]:
+        """Unpack and check that ``stream`` was written by this codec."""
+        try:
+            header, payload = unpack(stream)
+        except BitstreamError as exc:
+            raise CodecError(str(exc)) from exc
+        if header.codec_code != self.code:
+            raise CodecError(
+                f"bitstream was written by codec code {header.codec_code}, not {self.id} ({self.code})"
+            )
+        return header, payload
+
+
+def check_image(image: np.ndarray) -> None:
+    """Refuse anything but a non-empty ``uint8 HxWx3`` array."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+        raise CodecError("codec input must be a uint8 numpy array")
+    if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] == 0 or image.shape[1] == 0:
+        raise CodecError(f"codec input must be HxWx3, got shape {image.shape}")

@@ -1,0 +1,58 @@
+"""Codec registry: the one place that maps codec ids and header codes to implementations.
+
+The pipeline knows codecs only through ``get_codec`` and ``list_codecs``. Codes are written into
+every bitstream, so a code, once released, is never reused for another codec.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from models.classical import CLASSICAL_CODECS
+from models.codec import Codec, CodecError
+
+_CODECS: dict[str, type[Codec]] = {}
+
+
+def register(cls: type[Codec]) -> type[Codec]:
+    """Add a codec class; refuses a duplicate id or header code."""
+    if cls.id in _CODECS:
+        raise ValueError(f"codec id {cls.id!r} registered twice")
+    for other in _CODECS.values():
+        if other.code == cls.code:
+            raise ValueError(f"codec code {cls.code} used by both {other.id} and {cls.id}")
+    _CODECS[cls.id] = cls
+    return cls
+
+
+for _cls in CLASSICAL_CODECS:
+    register(_cls)
+
+DEFAULT_CODEC = "webp"
+
+
+@dataclass(frozen=True)
+class CodecInfo:
+    id: str
+    kind: str
+    lossless: bool
+    quality_range: tuple[float, float] | None
+    default_quality: float | None
+    description: str
+
+
+def get_codec(codec_id: str, quality: float | None = None) -> Codec:
+    """Instantiate a codec by id; raises ``CodecError`` naming the known ids."""
+    try:
+        cls = _CODECS[codec_id]
+    except KeyError:
+        known = ", ".join(sorted(_CODECS))
+        raise CodecError(f"unknown codec {codec_id!r}; known codecs: {known}") from None
+    return cls(quality)
+
+
+def list_codecs() -> list[CodecInfo]:
+    return [
+        CodecInfo(c.id, c.kind, c.lossless, c.quality_range, c.default_quality, c.description)
+        for c in sorted(_CODECS.values(), key=lambda c: c.code)
+    ]

@@ -1,0 +1,157 @@
+"""Archive format v1: row schema, per-shard file metadata, manifest. Documented in FORMAT.md.
+
+Layout under the archive URL::
+
+    _archive.json               manifest, written last: an archive without it is incomplete
+    _stats.json                 per-shard figures of the archive (rewritten by every run)
+    shards/<shard>.parquet      one file per input shard, rows in source order
+
+Each shard file carries its own JSON metadata (key ``latentarc``) with the codec, quality,
+library versions and the shard's figures, so a resumed run can trust a finished file without
+re-reading its rows.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.storage import StorageOptions, filesystem, join, read_bytes, write_bytes_atomic
+
+FORMAT_VERSION = 1
+FORMAT_NAME = "latentarc-archive"
+MANIFEST = "_archive.json"
+STATS = "_stats.json"
+SHARDS_DIR = "shards"
+META_KEY = "latentarc"  # file-level Parquet key-value metadata
+
+STATUS_OK = "ok"
+STATUS_PASSTHROUGH = "passthrough"
+
+MEMBER = pa.struct([("name", pa.string()), ("data", pa.large_binary())])
+
+SCHEMA = pa.schema(
+    [
+        ("shard", pa.string()),
+        ("key", pa.string()),
+        ("index", pa.int32()),
+        ("status", pa.string()),
+        ("reason", pa.string()),
+        ("image_name", pa.string()),
+        ("format", pa.string()),
+        ("mode", pa.string()),
+        ("height", pa.int32()),
+        ("width", pa.int32()),
+        ("codec", pa.string()),
+        ("weights", pa.string()),
+        ("bitstream", pa.large_binary()),
+        ("crc32c", pa.uint32()),
+        ("content_hash", pa.binary(16)),
+        ("bytes", pa.int64()),
+        ("bpp", pa.float32()),
+        ("psnr", pa.float32()),
+        ("orig_sha256", pa.binary(32)),
+        ("orig_size", pa.int64()),
+        ("members", pa.list_(MEMBER)),
+    ]
+)
+
+
+class FormatError(ValueError):
+    """An archive or shard file is not something this version of latentarc can read."""
+
+
+def shard_url(archive: str, shard: str) -> str:
+    return join(archive, SHARDS_DIR, f"{shard}.parquet")
+
+
+def check_version(meta: dict[str, Any], where: str) -> None:
+    if meta.get("format") != FORMAT_NAME:
+        raise FormatError(f"{where} is not a latentarc archive")
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise FormatError(
+            f"{where} has archive format version {version}; this latentarc reads version "
+            f"{FORMAT_VERSION} only. Use a latentarc release that supports it."
+        )
+
+
+def shard_meta(parquet: pq.ParquetFile, where: str) -> dict[str, Any]:
+    raw = (parquet.metadata.metadata or {}).get(META_KEY.encode())
+    if raw is None:
+        raise FormatError(f"{where} has no latentarc metadata")
+    meta = json.loads(raw)
+    check_version(meta, where)
+    return meta
+
+
+@dataclass(frozen=True)
+class ShardFile:
+    """A finished, readable shard file and its metadata."""
+
+    shard: str
+    url: str
+    meta: dict[str, Any]
+
+
+def open_shard_file(archive: str, shard: str, storage: StorageOptions | None = None):
+    """Open a shard file for reading; the caller closes the returned file object."""
+    fs, path = filesystem(shard_url(archive, shard), storage)
+    f = fs.open(path, "rb")
+    try:
+        return f, pq.ParquetFile(f)
+    except Exception:
+        f.close()
+        raise
+
+
+def validate_shard_file(
+    archive: str, shard: str, storage: StorageOptions | None = None
+) -> tuple[ShardFile | None, str]:
+    """Check that a shard file exists, has a readable footer and the rows its metadata claims.
+
+    Returns (ShardFile, "") when valid, else (None, reason). Rows are not decoded here:
+    that is ``verify``'s job.
+    """
+    url = shard_url(archive, shard)
+    fs, path = filesystem(url, storage)
+    if not fs.exists(path):
+        return None, "missing"
+    try:
+        f, parquet = open_shard_file(archive, shard, storage)
+        with f:
+            meta = shard_meta(parquet, url)
+            rows = parquet.metadata.num_rows
+    except FormatError:
+        raise
+    except Exception as exc:
+        return None, f"unreadable ({type(exc).__name__}: {exc})"
+    if rows != meta.get("samples"):
+        return None, f"has {rows} rows, metadata says {meta.get('samples')}"
+    return ShardFile(shard, url, meta), ""
+
+
+def read_json(url: str, storage: StorageOptions | None = None) -> dict[str, Any]:
+    return json.loads(read_bytes(url, storage))
+
+
+def write_json(url: str, value: dict[str, Any], storage: StorageOptions | None = None) -> None:
+    write_bytes_atomic(url, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode(), storage)
+
+
+def read_manifest(archive: str, storage: StorageOptions | None = None) -> dict[str, Any]:
+    """Read and version-check ``_archive.json``; FormatError if absent or unknown."""
+    url = join(archive, MANIFEST)
+    fs, path = filesystem(url, storage)
+    if not fs.exists(path):
+        raise FormatError(
+            f"{archive} has no {MANIFEST}: it is not an archive, or its compress run has not "
+            "finished (run compress again to complete it)"
+        )
+    manifest = read_json(url, storage)
+    check_version(manifest, url)
+    return manifest

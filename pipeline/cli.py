@@ -1,0 +1,266 @@
+"""The ``latentarc`` command line: compress, restore, verify, info, codecs.
+
+Each verb is a thin wrapper over the Python function of the same name, and ``python -m
+jobs.<verb>`` runs the same code for ``ray job submit``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+from models.codec import CodecError
+from pipeline.archive_format import MANIFEST, STATS, FormatError, read_json
+from pipeline.errors import Refused
+from pipeline.runner import RayOptions
+from pipeline.sources import SourceError
+from pipeline.storage import StorageError, StorageOptions, exists, join
+
+EXIT_OK, EXIT_INCOMPLETE, EXIT_REFUSED = 0, 1, 2
+
+EXIT_CODES = """exit codes:
+  0  done: every input shard is accounted for (verify: every row checks out)
+  1  ran, but some shard failed or some row is bad (each is named with shard and key)
+  2  refused: bad arguments, changed codec or quality on resume, unknown archive version
+
+object stores: URLs are fsspec URLs (s3://bucket/prefix, gs://..., file paths). Only
+non-secret options are taken by flag or config (--endpoint-url, --region, --storage-option,
+--storage-config); credentials come from the environment (AWS_ACCESS_KEY_ID, ...) or the usual
+credential files, never from flags, because a `ray job submit` entrypoint is stored in Ray's
+job table. AWS_ENDPOINT_URL is honoured when --endpoint-url is not given."""
+
+
+def _add_storage(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("object store (non-secret options only)")
+    g.add_argument("--endpoint-url", help="S3-compatible endpoint, e.g. http://127.0.0.1:8333")
+    g.add_argument("--region", help="object store region")
+    g.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra fsspec option (value parsed as JSON when it is JSON); repeatable")
+    g.add_argument("--storage-config", metavar="FILE",
+                   help="JSON file of fsspec options (endpoint_url, region, ...)")
+
+
+def _add_ray(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("Ray")
+    g.add_argument("--ray-address", help="cluster address (default: RAY_ADDRESS, else in-process Ray)")
+    g.add_argument("--actors", type=int,
+                   help="codec actors (default: one per cluster CPU, at most one per shard)")
+    g.add_argument("--cpus-per-actor", type=float, default=0.5,
+                   help="CPUs reserved per actor (default 0.5: leaves Ray Data's own tasks room)")
+    g.add_argument("--gpus-per-actor", type=float, default=0.0,
+                   help="GPUs per actor; fractions share one device (default 0)")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="latentarc",
+        description="Compress WebDataset image shards into a Parquet archive of codec "
+        "bitstreams, and restore them.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    p = sub.add_parser("compress", help="compress shards into an archive (resumable)",
+                       description="Compress WebDataset shards into ARCHIVE, one Parquet file per "
+                       "shard. Rerunning on the same ARCHIVE redoes only shards whose file is "
+                       "missing or damaged; another codec or quality than the archive's is refused.",
+                       epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("sources", nargs="+", metavar="SRC",
+                   help="shard URL, brace list (s3://b/p/shard-{000000..000009}.tar), glob, or "
+                   "a directory/prefix holding *.tar shards")
+    p.add_argument("archive", metavar="ARCHIVE", help="archive URL (directory or prefix)")
+    p.add_argument("--codec", default=None,
+                   help="codec id (see `latentarc codecs`; default: the registry's default codec)")
+    p.add_argument("--quality", type=float, help="codec quality (range: `latentarc codecs`)")
+    _add_storage(p)
+    _add_ray(p)
+
+    p = sub.add_parser("restore", help="restore an archive (or part of it) to WebDataset shards",
+                       description="Write WebDataset shards with the original names and keys. "
+                       "Non-image members and passthrough samples come back byte-identical; images "
+                       "are decoded, checked against their content hash, and written in their "
+                       "original format (lossless formats losslessly, JPEG at --jpeg-quality).",
+                       epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("archive", metavar="ARCHIVE")
+    p.add_argument("destination", metavar="DST", help="directory or prefix for the restored shards")
+    p.add_argument("--shards", nargs="+", metavar="SHARD", help="only these shards (names without .tar)")
+    p.add_argument("--keys", metavar="FILE", help="only these keys: one per line, `key` or `shard<TAB>key`")
+    p.add_argument("--image-format", choices=["png", "jpeg", "webp", "bmp", "tiff"],
+                   help="write every image in this format (png: the exact decoded pixels)")
+    p.add_argument("--jpeg-quality", type=int, default=95, help="quality for JPEG output (default 95)")
+    _add_storage(p)
+    _add_ray(p)
+
+    p = sub.add_parser("verify", help="decode every row and check it against its content hash",
+                       epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("archive", metavar="ARCHIVE")
+    _add_storage(p)
+    _add_ray(p)
+
+    p = sub.add_parser("info", help="show an archive's manifest and figures")
+    p.add_argument("archive", metavar="ARCHIVE")
+    p.add_argument("--json", action="store_true", help="print the manifest and stats as JSON")
+    _add_storage(p)
+
+    sub.add_parser("codecs", help="list codec ids, kinds and quality ranges")
+    return parser
+
+
+def _storage(args: argparse.Namespace) -> StorageOptions:
+    return StorageOptions.from_config(args.storage_config, args.endpoint_url, args.region,
+                                      args.storage_option)
+
+
+def _ray(args: argparse.Namespace) -> RayOptions:
+    return RayOptions(args.ray_address, args.actors, args.cpus_per_actor, args.gpus_per_actor)
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return format(value, spec)
+
+
+def summary_table(totals: dict[str, Any], archive: str) -> str:
+    """The one table users read after a run."""
+    rows = [
+        ("images", str(totals.get("samples", 0))),
+        ("compressed / passthrough", f"{totals.get('compressed', 0)} / {totals.get('passthrough', 0)}"),
+        ("MB in (source shards)", _fmt(totals.get("source_bytes", 0) / 1e6, ".2f")),
+        ("MB out (archive files)", _fmt(totals.get("archive_bytes", 0) / 1e6, ".2f")),
+        ("ratio", _fmt(totals.get("ratio"), ".2f")),
+        ("mean bpp", _fmt(totals.get("mean_bpp"), ".3f")),
+        ("mean PSNR (dB)", _fmt(totals.get("mean_psnr"), ".2f")),
+        ("archive", archive),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+
+
+def _cmd_compress(args: argparse.Namespace) -> int:
+    from models.registry import DEFAULT_CODEC
+    from pipeline.compress import compress
+
+    report = compress(args.sources, args.archive, args.codec or DEFAULT_CODEC, args.quality,
+                      _storage(args), _ray(args), progress=not args.quiet)
+    print(f"compress: {len(report.done)} shard(s) done, {len(report.skipped)} skipped "
+          f"(already finished), {len(report.failed)} failed, in {report.seconds:.1f} s")
+    print(summary_table(report.totals, report.archive))
+    if report.failed:
+        for name, error in report.failed.items():
+            print(f"FAILED {name}: {error}", file=sys.stderr)
+        print(f"latentarc: {len(report.failed)} of {len(report.shards)} shards not compressed; "
+              "rerun the same command to retry them", file=sys.stderr)
+        return EXIT_INCOMPLETE
+    return EXIT_OK
+
+
+def _cmd_restore(args: argparse.Namespace) -> int:
+    from pipeline.restore import restore
+
+    report = restore(args.archive, args.destination, args.shards, args.keys, args.image_format,
+                     args.jpeg_quality, _storage(args), _ray(args), progress=not args.quiet)
+    samples = sum(report.written.values())
+    print(f"restore: {samples} sample(s) in {len(report.written)} shard(s) written to "
+          f"{report.destination} in {report.seconds:.1f} s")
+    for name, error in report.failed.items():
+        print(f"FAILED {name}: {error}", file=sys.stderr)
+    if report.missing_keys:
+        shown = ", ".join(report.missing_keys[:10])
+        print(f"latentarc: {len(report.missing_keys)} requested key(s) not in the archive: {shown}",
+              file=sys.stderr)
+    if report.failed:
+        print(f"latentarc: {len(report.failed)} shard(s) not restored", file=sys.stderr)
+    return EXIT_OK if report.ok else EXIT_INCOMPLETE
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from pipeline.verify import verify
+
+    report = verify(args.archive, _storage(args), _ray(args), progress=not args.quiet)
+    for problem in report.problems:
+        print(f"BAD {problem}", file=sys.stderr)
+    verdict = "OK" if report.ok else f"{len(report.problems)} problem(s)"
+    print(f"verify: {report.rows} rows in {report.shards} shards checked in "
+          f"{report.seconds:.1f} s: {verdict}")
+    return EXIT_OK if report.ok else EXIT_INCOMPLETE
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    storage = _storage(args)
+    archive = args.archive.rstrip("/")
+    complete = exists(join(archive, MANIFEST), storage)
+    manifest = read_json(join(archive, MANIFEST), storage) if complete else None
+    stats = read_json(join(archive, STATS), storage) if exists(join(archive, STATS), storage) else None
+    if manifest is None and stats is None:
+        raise Refused(f"{archive} is not a latentarc archive (no {MANIFEST} or {STATS})")
+    if args.json:
+        print(json.dumps({"manifest": manifest, "stats": stats}, indent=2))
+        return EXIT_OK if complete else EXIT_INCOMPLETE
+    source = manifest or stats["run"]
+    print(f"archive    {archive}")
+    print(f"status     {'complete' if complete else 'INCOMPLETE (compress has not finished)'}")
+    if manifest:
+        print(f"format     v{manifest['format_version']}, created {manifest['created']}")
+        versions = ", ".join(f"{k} {v}" for k, v in sorted(manifest["codec_versions"].items()))
+        print(f"codec      {manifest['codec']} quality {manifest['quality']} ({versions})")
+    else:
+        print(f"codec      {source['codec']} quality {source['quality']}")
+    totals = (manifest or stats)["totals"]
+    print(summary_table(totals, archive))
+    if stats:
+        failed = stats["run"].get("failed") or {}
+        print(f"shards     {len(stats['shards'])} in archive; last run: {len(stats['run']['done'])} "
+              f"done, {len(stats['run']['skipped'])} skipped, {len(failed)} failed")
+        for name, error in failed.items():
+            print(f"  FAILED {name}: {error}")
+        passthrough = [(n, r) for n, s in stats["shards"].items() for r in s.get("passthrough_reasons", [])]
+        if passthrough:
+            print(f"passthrough samples ({len(passthrough)}):")
+            for name, r in passthrough[:20]:
+                print(f"  {name} {r['key']}: {r['reason']}")
+    return EXIT_OK if complete else EXIT_INCOMPLETE
+
+
+def _cmd_codecs(args: argparse.Namespace) -> int:
+    from models.registry import DEFAULT_CODEC, list_codecs
+
+    print(f"{'id':<15} {'kind':<10} {'quality':<12} {'default':<8} description")
+    for c in list_codecs():
+        q = "lossless" if c.quality_range is None else f"{c.quality_range[0]:g}..{c.quality_range[1]:g}"
+        d = "-" if c.default_quality is None else f"{c.default_quality:g}"
+        star = " (default codec)" if c.id == DEFAULT_CODEC else ""
+        print(f"{c.id:<15} {c.kind:<10} {q:<12} {d:<8} {c.description}{star}")
+    return EXIT_OK
+
+
+COMMANDS = {"compress": _cmd_compress, "restore": _cmd_restore, "verify": _cmd_verify,
+            "info": _cmd_info, "codecs": _cmd_codecs}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.verb](args)
+    except (Refused, StorageError, FormatError, CodecError, SourceError) as exc:
+        print(f"latentarc {args.verb}: refused: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except Exception as exc:
+        if os.environ.get("LATENTARC_DEBUG"):
+            traceback.print_exc()
+        print(f"latentarc {args.verb}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_INCOMPLETE
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,231 @@
+"""``compress``: plan which shards need work, run them on Ray, write the stats and the manifest.
+
+Resume is the plan: a shard whose file exists and validates is skipped (and named as skipped);
+a missing or damaged one is (re)done. An archive written with another codec or quality is
+refused, because mixing them would make one archive decode two ways. ``_archive.json`` is
+removed while work is pending and written last, only when every shard is accounted for.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from models.registry import DEFAULT_CODEC, get_codec
+from pipeline.archive_format import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    MANIFEST,
+    STATS,
+    FormatError,
+    ShardFile,
+    read_json,
+    validate_shard_file,
+    write_json,
+)
+from pipeline.errors import Refused
+from pipeline.progress import Progress
+from pipeline.runner import RayOptions, run_per_shard, shard_task
+from pipeline.shard_encode import encode_shard
+from pipeline.sources import Shard, expand_sources
+from pipeline.storage import StorageOptions, exists, filesystem, join, remove
+
+
+@dataclass
+class CompressReport:
+    archive: str
+    codec: str
+    quality: float | None
+    shards: list[str]
+    skipped: list[str] = field(default_factory=list)
+    redone: dict[str, str] = field(default_factory=dict)
+    done: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    totals: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+class CompressWorker:
+    """Ray actor: holds the codec, compresses one shard per call."""
+
+    def __init__(self, codec_id: str, quality: float | None, archive: str, storage: dict) -> None:
+        self.codec = get_codec(codec_id, quality)
+        self.archive = archive
+        self.storage = StorageOptions(**storage)
+
+    @shard_task
+    def __call__(self, task: dict[str, Any]) -> dict[str, Any]:
+        shard = Shard(task["url"], task["shard"], task["file_name"])
+        return encode_shard(shard, self.archive, self.codec, self.storage)
+
+
+def _check_same_codec(meta: dict[str, Any], codec_id: str, quality: float | None, where: str) -> None:
+    if meta.get("codec") != codec_id or meta.get("quality") != quality:
+        raise Refused(
+            f"{where} was written with --codec {meta.get('codec')} --quality {meta.get('quality')}; "
+            f"refusing to add shards with --codec {codec_id} --quality {quality}. "
+            "Use another destination, or the archive's codec and quality."
+        )
+
+
+def totals(shard_stats: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sum per-shard figures; means are per image, as rate-distortion papers report them."""
+    keys = ("samples", "compressed", "passthrough", "source_bytes", "archive_bytes",
+            "image_bytes", "bitstream_bytes", "pixels")
+    out: dict[str, Any] = {k: sum(s.get(k, 0) for s in shard_stats) for k in keys}
+    out["shards"] = len(shard_stats)
+    compressed = out["compressed"]
+    psnr_count = sum(s.get("psnr_count", 0) for s in shard_stats)
+    out["mean_bpp"] = sum(s.get("bpp_sum", 0.0) for s in shard_stats) / compressed if compressed else None
+    out["mean_psnr"] = (
+        sum(s.get("psnr_sum", 0.0) for s in shard_stats) / psnr_count if psnr_count else None
+    )
+    out["ratio"] = out["source_bytes"] / out["archive_bytes"] if out["archive_bytes"] else None
+    return out
+
+
+def _existing_shards(archive: str, storage: StorageOptions) -> list[str]:
+    fs, path = filesystem(join(archive, "shards"), storage)
+    if not fs.exists(path):
+        return []
+    names = [p.rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)]
+    return sorted(n[: -len(".parquet")] for n in names if n.endswith(".parquet") and not n.startswith("."))
+
+
+def compress(
+    sources: list[str],
+    archive: str,
+    codec_id: str = DEFAULT_CODEC,
+    quality: float | None = None,
+    storage: StorageOptions | None = None,
+    ray_options: RayOptions | None = None,
+    progress: bool = True,
+) -> CompressReport:
+    """Compress WebDataset shards into ``archive``; see the module docstring for resume rules.
+
+    Raises ``Refused`` (nothing changed) for unusable arguments; shard failures are reported in
+    the returned ``CompressReport`` (``ok`` is False) and in ``_stats.json``.
+    """
+    storage = storage or StorageOptions()
+    ray_options = ray_options or RayOptions()
+    started = time.monotonic()
+    try:
+        codec = get_codec(codec_id, quality)
+    except ValueError as exc:
+        raise Refused(str(exc)) from exc
+    archive = archive.rstrip("/")
+    try:
+        shards = expand_sources(sources, storage)
+    except (ValueError, OSError) as exc:
+        raise Refused(str(exc)) from exc
+
+    manifest_url = join(archive, MANIFEST)
+    if exists(manifest_url, storage):
+        _check_same_codec(read_json(manifest_url, storage), codec.id, codec.quality, archive)
+    report = CompressReport(archive, codec.id, codec.quality, [s.name for s in shards])
+    log = Progress("compress", len(shards), progress)
+
+    finished: dict[str, ShardFile] = {}
+    todo: list[Shard] = []
+    for shard in shards:
+        try:
+            found, reason = validate_shard_file(archive, shard.name, storage)
+        except FormatError as exc:
+            raise Refused(str(exc)) from exc
+        if found is not None:
+            _check_same_codec(found.meta, codec.id, codec.quality, found.url)
+            finished[shard.name] = found
+            report.skipped.append(shard.name)
+        else:
+            if reason != "missing":
+                report.redone[shard.name] = reason
+            todo.append(shard)
+    if report.skipped:
+        log.note(f"skipping {len(report.skipped)} finished shard(s): {', '.join(report.skipped)}")
+    for name, reason in report.redone.items():
+        log.note(f"redoing shard {name}: its file is {reason}")
+
+    if todo:
+        remove(manifest_url, storage)  # the archive is incomplete until this run finishes
+    log.total = len(todo)
+    log.started = time.monotonic()
+    tasks = [{"shard": s.name, "url": s.url, "file_name": s.file_name} for s in todo]
+    results: dict[str, dict[str, Any]] = {}
+    worker_args = (codec.id, codec.quality, archive, asdict(storage))
+    for result in run_per_shard(CompressWorker, worker_args, tasks, ray_options):
+        name = result["shard"]
+        if result["ok"]:
+            results[name] = result
+            report.done.append(name)
+            log.update(name, result["samples"], result["source_bytes"], result["archive_bytes"])
+        else:
+            report.failed[name] = result["error"]
+            log.update(name, error=result["error"])
+    for shard in todo:  # a result that never came back is a failure too, never a silent gap
+        if shard.name not in results and shard.name not in report.failed:
+            report.failed[shard.name] = "no result returned by the worker"
+
+    # Figures for every shard in the archive: this run's, the skipped ones', and any older ones.
+    shard_stats: dict[str, dict[str, Any]] = {n: f.meta for n, f in finished.items()}
+    shard_stats.update(results)
+    for name in _existing_shards(archive, storage):
+        if name not in shard_stats and name not in report.failed:
+            found, _ = validate_shard_file(archive, name, storage)
+            if found is not None:
+                shard_stats[name] = found.meta
+    per_shard = {n: _public_stats(s) for n, s in sorted(shard_stats.items())}
+    report.totals = totals(list(per_shard.values()))
+    report.seconds = round(time.monotonic() - started, 3)
+    write_json(
+        join(archive, STATS),
+        {
+            "run": {
+                "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "seconds": report.seconds,
+                "codec": codec.id,
+                "quality": codec.quality,
+                "done": report.done,
+                "skipped": report.skipped,
+                "redone": report.redone,
+                "failed": report.failed,
+            },
+            "totals": report.totals,
+            "shards": per_shard,
+        },
+        storage,
+    )
+    if report.ok:
+        write_json(
+            manifest_url,
+            {
+                "format": FORMAT_NAME,
+                "format_version": FORMAT_VERSION,
+                "codec": codec.id,
+                "quality": codec.quality,
+                "codec_versions": codec.versions(),
+                "weights_sha256": codec.weights_sha256(),
+                "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "shards": [
+                    {"shard": n, "source_file": s["source_file"], "samples": s["samples"]}
+                    for n, s in per_shard.items()
+                ],
+                "totals": report.totals,
+            },
+            storage,
+        )
+    return report
+
+
+_PUBLIC = ("shard", "source", "source_file", "samples", "compressed", "passthrough",
+           "source_bytes", "archive_bytes", "image_bytes", "bitstream_bytes", "pixels",
+           "bpp_sum", "psnr_sum", "psnr_count", "passthrough_reasons", "seconds")
+
+
+def _public_stats(meta: dict[str, Any]) -> dict[str, Any]:
+    return {k: meta[k] for k in _PUBLIC if k in meta}

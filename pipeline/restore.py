@@ -1,0 +1,183 @@
+"""``restore``: an archive, or a selection of its shards and keys, back to WebDataset shards.
+
+Each selected shard becomes one tar with its original file name and keys: non-image members
+byte-identical, passthrough samples byte-identical, the image member decoded (every row checked,
+see ``pipeline.rows``) and written in its original format (lossless formats losslessly, JPEG at
+``jpeg_quality``) or in ``image_format`` for the exact decoded pixels. A shard is written
+atomically, and not at all if any of its rows fails its checks.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pipeline.archive_format import STATUS_OK, FormatError, read_manifest
+from pipeline.errors import Refused
+from pipeline.images import IMAGE_SUFFIXES, RESTORE_FORMATS, encode_for_restore
+from pipeline.progress import Progress
+from pipeline.rows import RowDecoder, iter_rows
+from pipeline.runner import RayOptions, run_per_shard, shard_task
+from pipeline.storage import StorageOptions, join, write_atomic
+from pipeline.tars import Sample, write_samples
+
+
+@dataclass
+class RestoreReport:
+    archive: str
+    destination: str
+    shards: list[str]
+    written: dict[str, int] = field(default_factory=dict)  # shard -> samples written
+    failed: dict[str, str] = field(default_factory=dict)
+    missing_keys: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.missing_keys
+
+
+def read_keys_file(path: str) -> tuple[set[str], set[tuple[str, str]]]:
+    """Keys to restore: one per line, either ``key`` (in any shard) or ``shard<TAB>key``."""
+    any_shard: set[str] = set()
+    pairs: set[tuple[str, str]] = set()
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if not line.strip():
+                continue
+            if "\t" in line:
+                shard, key = line.split("\t", 1)
+                pairs.add((shard, key))
+            else:
+                any_shard.add(line)
+    return any_shard, pairs
+
+
+def _image_member(row: dict[str, Any], image, image_format: str | None, jpeg_quality: int):
+    suffix = row["image_name"]
+    if image_format:
+        pil_format = RESTORE_FORMATS[image_format]
+        base = suffix.rsplit(".", 1)[0] + "." if "." in suffix else ""
+        suffix = base + image_format
+    else:
+        pil_format = IMAGE_SUFFIXES.get(suffix.rsplit(".", 1)[-1].lower(), "PNG")
+    return suffix, encode_for_restore(image, row["mode"], pil_format, jpeg_quality)
+
+
+def restore_shard(
+    archive: str,
+    shard: str,
+    destination_url: str,
+    keys: set[str] | None,
+    image_format: str | None,
+    jpeg_quality: int,
+    storage: StorageOptions,
+    decoder: RowDecoder | None = None,
+) -> dict[str, Any]:
+    """Restore one shard file into one tar at ``destination_url``; returns what was written."""
+    decoder = decoder or RowDecoder()
+    found: list[str] = []
+
+    def samples():
+        for row in iter_rows(archive, shard, storage):
+            if keys is not None and row["key"] not in keys:
+                continue
+            found.append(row["key"])
+            decoded = decoder.check(row)
+            sample = Sample(row["key"])
+            if row["status"] == STATUS_OK:
+                sample.members.append(_image_member(row, decoded.image, image_format, jpeg_quality))
+            sample.members.extend((m["name"], m["data"]) for m in row["members"])
+            yield sample
+
+    size = write_atomic(destination_url, lambda f: write_samples(f, samples()), storage)
+    return {"shard": shard, "samples": len(found), "keys": found, "bytes_out": size}
+
+
+class RestoreWorker:
+    """Ray actor: keeps decoders resident, restores one shard per call."""
+
+    def __init__(self, archive: str, destination: str, image_format: str | None,
+                 jpeg_quality: int, storage: dict) -> None:
+        self.archive = archive
+        self.destination = destination
+        self.image_format = image_format
+        self.jpeg_quality = jpeg_quality
+        self.storage = StorageOptions(**storage)
+        self.decoder = RowDecoder()
+
+    @shard_task
+    def __call__(self, task: dict[str, Any]) -> dict[str, Any]:
+        keys = set(task["keys"]) if task["keys"] is not None else None
+        url = join(self.destination, task["file_name"])
+        return restore_shard(self.archive, task["shard"], url, keys, self.image_format,
+                             self.jpeg_quality, self.storage, self.decoder)
+
+
+def restore(
+    archive: str,
+    destination: str,
+    shards: list[str] | None = None,
+    keys_file: str | None = None,
+    image_format: str | None = None,
+    jpeg_quality: int = 95,
+    storage: StorageOptions | None = None,
+    ray_options: RayOptions | None = None,
+    progress: bool = True,
+) -> RestoreReport:
+    """Restore ``archive`` (or the chosen shards/keys) into WebDataset shards at ``destination``."""
+    storage = storage or StorageOptions()
+    started = time.monotonic()
+    archive, destination = archive.rstrip("/"), destination.rstrip("/")
+    if image_format is not None and image_format not in RESTORE_FORMATS:
+        raise Refused(f"--image-format must be one of {', '.join(sorted(RESTORE_FORMATS))}")
+    try:
+        manifest = read_manifest(archive, storage)
+    except (FormatError, OSError) as exc:
+        raise Refused(str(exc)) from exc
+    entries = {e["shard"]: e for e in manifest["shards"]}
+    chosen = list(entries) if not shards else shards
+    unknown = [s for s in chosen if s not in entries]
+    if unknown:
+        raise Refused(f"archive has no shard(s) {', '.join(unknown)}; it has {len(entries)} shards")
+    any_shard, pairs = read_keys_file(keys_file) if keys_file else (set(), set())
+    if keys_file and not any_shard and not pairs:
+        raise Refused(f"keys file {keys_file} lists no keys")
+    if keys_file:
+        wanted_by_shard = {s: any_shard | {k for (ps, k) in pairs if ps == s} for s in chosen}
+        chosen = [s for s in chosen if any_shard or wanted_by_shard[s]]
+    report = RestoreReport(archive, destination, chosen)
+    tasks = [
+        {
+            "shard": s,
+            "file_name": entries[s]["source_file"],
+            "keys": sorted(wanted_by_shard[s]) if keys_file else None,
+        }
+        for s in chosen
+    ]
+    log = Progress("restore", len(tasks), progress)
+    found_pairs: set[tuple[str, str]] = set()
+    args = (archive, destination, image_format, jpeg_quality, asdict(storage))
+    for result in run_per_shard(RestoreWorker, args, tasks, ray_options or RayOptions()):
+        name = result["shard"]
+        if result["ok"]:
+            report.written[name] = result["samples"]
+            found_pairs.update((name, k) for k in result["keys"])
+            log.update(name, result["samples"], 0, result["bytes_out"])
+        else:
+            report.failed[name] = result["error"]
+            log.update(name, error=result["error"])
+    for task in tasks:
+        if task["shard"] not in report.written and task["shard"] not in report.failed:
+            report.failed[task["shard"]] = "no result returned by the worker"
+    if keys_file:
+        found_keys = {k for _, k in found_pairs}
+        report.missing_keys = sorted(
+            [k for k in any_shard if k not in found_keys]
+            + [f"{s}\t{k}" for s, k in pairs if (s, k) not in found_pairs and s in report.written]
+            + [f"{s}\t{k}" for s, k in pairs if s not in entries]
+        )
+    report.seconds = round(time.monotonic() - started, 3)
+    return report

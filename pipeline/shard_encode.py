@@ -1,0 +1,241 @@
+"""Compress one input shard into one Parquet file. Pure function of its inputs; no Ray here.
+
+Samples stream through in chunks: prepare the image members, encode the chunk as one codec
+batch, decode it again (for PSNR and the content hash), and append rows in source order.
+Row groups are flushed by size, so a shard never sits in memory whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import crc32c
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from models.codec import Codec, CodecError
+from pipeline.archive_format import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    META_KEY,
+    SCHEMA,
+    STATUS_OK,
+    STATUS_PASSTHROUGH,
+    shard_url,
+)
+from pipeline.images import Unsupported, image_member_index, prepare, psnr
+from pipeline.sources import Shard
+from pipeline.storage import StorageOptions, filesystem, write_atomic
+from pipeline.tars import Sample, iter_samples
+
+CHUNK_SAMPLES = 8
+ROW_GROUP_BYTES = 32 << 20
+
+
+@dataclass
+class _Prepared:
+    sample: Sample
+    index: int
+    image_pos: int | None
+    image: np.ndarray | None = None
+    mode: str | None = None
+    fmt: str | None = None
+    reason: str | None = None
+
+
+class _CountingReader:
+    """Counts bytes read from the source, so the shard's input size needs no extra stat call."""
+
+    def __init__(self, f) -> None:
+        self._f = f
+        self.count = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(n)
+        self.count += len(data)
+        return data
+
+
+def _members(sample: Sample, skip: int | None) -> list[dict[str, Any]]:
+    return [{"name": s, "data": d} for i, (s, d) in enumerate(sample.members) if i != skip]
+
+
+def _passthrough_row(p: _Prepared, shard: str, codec: Codec) -> dict[str, Any]:
+    image = p.sample.members[p.image_pos][1] if p.image_pos is not None else None
+    return {
+        "shard": shard,
+        "key": p.sample.key,
+        "index": p.index,
+        "status": STATUS_PASSTHROUGH,
+        "reason": p.reason,
+        "image_name": p.sample.members[p.image_pos][0] if p.image_pos is not None else None,
+        "codec": None,
+        "orig_sha256": hashlib.sha256(image).digest() if image is not None else None,
+        "orig_size": len(image) if image is not None else None,
+        "members": _members(p.sample, None),
+    }
+
+
+def _ok_row(p: _Prepared, shard: str, codec: Codec, stream: bytes, decoded) -> dict[str, Any]:
+    suffix, original = p.sample.members[p.image_pos]
+    h, w, _ = p.image.shape
+    value = psnr(p.image, decoded.image)
+    return {
+        "shard": shard,
+        "key": p.sample.key,
+        "index": p.index,
+        "status": STATUS_OK,
+        "image_name": suffix,
+        "format": p.fmt,
+        "mode": p.mode,
+        "height": h,
+        "width": w,
+        "codec": codec.id,
+        "weights": codec.weights_sha256(),
+        "bitstream": stream,
+        "crc32c": crc32c.crc32c(stream),
+        "content_hash": decoded.content_hash,
+        "bytes": len(stream),
+        "bpp": 8.0 * len(stream) / (h * w),
+        "psnr": value,
+        "orig_sha256": hashlib.sha256(original).digest(),
+        "orig_size": len(original),
+        "members": _members(p.sample, p.image_pos),
+    }
+
+
+def _encode_chunk(chunk: list[_Prepared], shard: str, codec: Codec) -> list[dict[str, Any]]:
+    todo = [p for p in chunk if p.image is not None]
+    results: dict[int, tuple[bytes, Any]] = {}
+    try:
+        streams = codec.encode_batch([p.image for p in todo])
+        for p, stream, decoded in zip(todo, streams, codec.decode_batch(streams), strict=True):
+            results[p.index] = (stream, decoded)
+    except CodecError:
+        # Find the image the batch failed on; the others still go through the codec.
+        for p in todo:
+            try:
+                stream = codec.encode_batch([p.image])[0]
+                results[p.index] = (stream, codec.decode_batch([stream])[0])
+            except CodecError as exc:
+                p.image, p.reason = None, f"codec {codec.id} failed: {exc}"
+    rows = []
+    for p in chunk:
+        if p.index in results:
+            rows.append(_ok_row(p, shard, codec, *results[p.index]))
+        else:
+            rows.append(_passthrough_row(p, shard, codec))
+    return rows
+
+
+def _prepare(sample: Sample, index: int) -> _Prepared:
+    pos = image_member_index(sample.suffixes())
+    p = _Prepared(sample, index, pos)
+    if pos is None:
+        p.reason = "no image member"
+        return p
+    try:
+        p.image, p.mode, p.fmt = prepare(sample.members[pos][1])
+    except Unsupported as exc:
+        p.reason = str(exc)
+    return p
+
+
+def _row_chunks(samples: Iterator[Sample], shard: str, codec: Codec) -> Iterator[list[dict]]:
+    chunk: list[_Prepared] = []
+    for index, sample in enumerate(samples):
+        chunk.append(_prepare(sample, index))
+        if len(chunk) >= CHUNK_SAMPLES:
+            yield _encode_chunk(chunk, shard, codec)
+            chunk = []
+    if chunk:
+        yield _encode_chunk(chunk, shard, codec)
+
+
+def encode_shard(
+    shard: Shard,
+    archive: str,
+    codec: Codec,
+    storage: StorageOptions | None = None,
+) -> dict[str, Any]:
+    """Compress ``shard`` into ``archive``/shards/<name>.parquet; returns the shard's figures.
+
+    The output appears only when complete. Raises on a shard that cannot be read to the end
+    (the message names the shard and the last key), leaving no output behind.
+    """
+    started = time.monotonic()
+    stats: dict[str, Any] = {
+        "shard": shard.name,
+        "source": shard.url,
+        "source_file": shard.file_name,
+        "samples": 0,
+        "compressed": 0,
+        "passthrough": 0,
+        "image_bytes": 0,
+        "bitstream_bytes": 0,
+        "pixels": 0,
+        "bpp_sum": 0.0,
+        "psnr_sum": 0.0,
+        "psnr_count": 0,
+        "passthrough_reasons": [],
+    }
+    fs, path = filesystem(shard.url, storage)
+
+    def write(out) -> None:
+        with fs.open(path, "rb") as raw:
+            source = _CountingReader(raw)
+            writer = pq.ParquetWriter(out, SCHEMA, compression="zstd")
+            pending: list[dict] = []
+            pending_bytes = 0
+            for rows in _row_chunks(iter_samples(source, shard.name), shard.name, codec):
+                for row in rows:
+                    _account(stats, row)
+                    pending_bytes += (row.get("bytes") or 0) + sum(
+                        len(m["data"]) for m in row["members"]
+                    )
+                pending.extend(rows)
+                if pending_bytes >= ROW_GROUP_BYTES:
+                    writer.write_table(pa.Table.from_pylist(pending, schema=SCHEMA))
+                    pending, pending_bytes = [], 0
+            if pending or stats["samples"] == 0:
+                writer.write_table(pa.Table.from_pylist(pending, schema=SCHEMA))
+            stats["source_bytes"] = source.count
+            stats["seconds"] = round(time.monotonic() - started, 3)
+            meta = {
+                "format": FORMAT_NAME,
+                "format_version": FORMAT_VERSION,
+                "codec": codec.id,
+                "quality": codec.quality,
+                "codec_versions": codec.versions(),
+                "weights_sha256": codec.weights_sha256(),
+                **stats,
+            }
+            # The shard's figures are known only now; file-level metadata is written at close.
+            writer.add_key_value_metadata({META_KEY: json.dumps(meta, sort_keys=True)})
+            writer.close()
+
+    stats["archive_bytes"] = write_atomic(shard_url(archive, shard.name), write, storage)
+    return stats
+
+
+def _account(stats: dict[str, Any], row: dict[str, Any]) -> None:
+    stats["samples"] += 1
+    stats["image_bytes"] += row.get("orig_size") or 0
+    if row["status"] == STATUS_OK:
+        stats["compressed"] += 1
+        stats["bitstream_bytes"] += row["bytes"]
+        stats["pixels"] += row["height"] * row["width"]
+        stats["bpp_sum"] += row["bpp"]
+        if math.isfinite(row["psnr"]):
+            stats["psnr_sum"] += row["psnr"]
+            stats["psnr_count"] += 1
+    else:
+        stats["passthrough"] += 1
+        stats["passthrough_reasons"].append({"key": row["key"], "reason": row["reason"]})

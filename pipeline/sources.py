@@ -1,0 +1,82 @@
+"""Turn the user's SRC arguments into a list of shard URLs, each with a unique shard name.
+
+SRC may be a shard URL, a brace list (``s3://b/p/shard-{000000..000009}.tar``), a glob, or a
+directory/prefix (every ``*.tar`` directly under it). The shard name (the file name without
+``.tar``) names the archive's Parquet file and the restored shard, so two sources with the same
+file name are refused rather than silently merged.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import braceexpand
+
+from pipeline.storage import StorageOptions, filesystem, is_local
+
+SHARD_SUFFIX = ".tar"
+
+
+class SourceError(ValueError):
+    """The sources cannot be turned into a list of shards."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    url: str
+    name: str  # file name without .tar: the shard's identity in the archive
+    file_name: str  # original file name, used when restoring
+
+
+def shard_name(url: str) -> tuple[str, str]:
+    file_name = url.rstrip("/").rsplit("/", 1)[-1]
+    name = file_name[: -len(SHARD_SUFFIX)] if file_name.endswith(SHARD_SUFFIX) else file_name
+    if not name or name.startswith("."):
+        raise SourceError(f"cannot name a shard after {url!r}")
+    return name, file_name
+
+
+def _full_url(fs, path: str) -> str:
+    if is_local(fs):
+        return os.path.abspath(path)
+    return fs.unstrip_protocol(path)
+
+
+def _expand_one(src: str, storage: StorageOptions | None) -> list[str]:
+    fs, path = filesystem(src, storage)
+    if any(ch in path for ch in "*?["):
+        found = sorted(fs.glob(path))
+        if not found:
+            raise SourceError(f"no files match {src}")
+        return [_full_url(fs, p) for p in found]
+    if fs.isdir(path):
+        found = sorted(
+            p for p in fs.ls(path, detail=False) if p.endswith(SHARD_SUFFIX) and fs.isfile(p)
+        )
+        if not found:
+            raise SourceError(f"no *{SHARD_SUFFIX} shards under {src}")
+        return [_full_url(fs, p) for p in found]
+    # A single named shard is taken as given: a missing one fails as that shard, not the job.
+    return [_full_url(fs, path)]
+
+
+def expand_sources(sources: list[str], storage: StorageOptions | None = None) -> list[Shard]:
+    """Expand SRC arguments into shards, in the order given; refuse duplicate shard names."""
+    shards: list[Shard] = []
+    seen: dict[str, str] = {}
+    for src in sources:
+        for pattern in braceexpand.braceexpand(src):
+            for url in _expand_one(pattern, storage):
+                name, file_name = shard_name(url)
+                if name in seen:
+                    if seen[name] == url:
+                        continue
+                    raise SourceError(
+                        f"two sources share the shard name {name!r}: {seen[name]} and {url}"
+                    )
+                seen[name] = url
+                shards.append(Shard(url, name, file_name))
+    if not shards:
+        raise SourceError("no input shards given")
+    return shards

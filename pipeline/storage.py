@@ -1,0 +1,196 @@
+"""The one place that opens URLs: fsspec filesystems, the credential policy, atomic writes.
+
+Storage options given on the command line or in a config file are stored in Ray's job table
+and may be logged, so they must be non-secret (endpoint, region, ...). ``StorageOptions``
+refuses anything that looks like a credential; workers find credentials in their own
+environment or the usual credential files, exactly as boto/gcsfs do without latentarc.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import IO, Any
+from urllib.parse import urlsplit
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+_SECRET_WORDS = ("key", "secret", "token", "password", "passwd", "credential", "session")
+_ALLOWED_WITH_SECRET_WORD = {"use_listings_cache"}  # none today; keep the check strict
+
+
+class StorageError(ValueError):
+    """A URL or storage option is refused (for example, it carries a credential)."""
+
+
+def _check_non_secret(options: Mapping[str, Any], where: str) -> None:
+    for name, value in options.items():
+        lowered = str(name).lower()
+        if lowered not in _ALLOWED_WITH_SECRET_WORD and any(w in lowered for w in _SECRET_WORDS):
+            raise StorageError(
+                f"storage option {where}{name!r} looks like a credential; credentials are taken "
+                "only from the environment or credential files, never from flags or config"
+            )
+        if isinstance(value, Mapping):
+            _check_non_secret(value, f"{where}{name}.")
+
+
+def check_url(url: str) -> None:
+    """Refuse URLs that embed credentials (``s3://KEY:SECRET@bucket``)."""
+    parts = urlsplit(url)
+    if parts.scheme and "@" in parts.netloc:
+        raise StorageError("URLs must not carry credentials (found '@' in the host part)")
+
+
+@dataclass(frozen=True)
+class StorageOptions:
+    """Non-secret fsspec options for remote URLs (local paths ignore them).
+
+    ``endpoint_url`` and ``region`` are mapped to what s3fs expects; ``extra`` is passed to
+    fsspec as is. When no endpoint is given, ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``
+    from the environment is used, since not every client library honours them.
+    """
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_non_secret(self.extra, "")
+        if self.endpoint_url:
+            check_url(self.endpoint_url)
+
+    @classmethod
+    def from_config(
+        cls,
+        config_file: str | None = None,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        pairs: list[str] | None = None,
+    ) -> StorageOptions:
+        """Merge a JSON config file, then ``KEY=VALUE`` pairs, then explicit flags."""
+        extra: dict[str, Any] = {}
+        if config_file:
+            with open(config_file) as f:
+                loaded = json.load(f)
+            if not isinstance(loaded, dict):
+                raise StorageError(f"{config_file}: storage config must be a JSON object")
+            endpoint_url = endpoint_url or loaded.pop("endpoint_url", None)
+            region = region or loaded.pop("region", None)
+            extra.update(loaded)
+        for pair in pairs or []:
+            name, sep, value = pair.partition("=")
+            if not sep:
+                raise StorageError(f"--storage-option expects KEY=VALUE, got {pair!r}")
+            try:
+                extra[name] = json.loads(value)
+            except json.JSONDecodeError:
+                extra[name] = value
+        return cls(endpoint_url=endpoint_url, region=region, extra=extra)
+
+    def fsspec_options(self, protocol: str) -> dict[str, Any]:
+        if protocol in ("file", "local", ""):
+            return {}
+        options = dict(self.extra)
+        if protocol in ("s3", "s3a"):
+            endpoint = (
+                self.endpoint_url
+                or os.environ.get("AWS_ENDPOINT_URL_S3")
+                or os.environ.get("AWS_ENDPOINT_URL")
+            )
+            client_kwargs = dict(options.pop("client_kwargs", {}) or {})
+            if endpoint:
+                options["endpoint_url"] = endpoint
+            if self.region:
+                client_kwargs["region_name"] = self.region
+            if client_kwargs:
+                options["client_kwargs"] = client_kwargs
+        return options
+
+
+def filesystem(url: str, storage: StorageOptions | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+    """Resolve ``url`` to (filesystem, path) with the non-secret options applied."""
+    check_url(url)
+    protocol = fsspec.core.split_protocol(url)[0] or "file"
+    options = (storage or StorageOptions()).fsspec_options(protocol)
+    fs, path = fsspec.core.url_to_fs(url, **options)
+    return fs, path
+
+
+def is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    return isinstance(fs, LocalFileSystem)
+
+
+def join(url: str, *parts: str) -> str:
+    return "/".join([url.rstrip("/"), *parts])
+
+
+def write_atomic(
+    url: str, write: Callable[[IO[bytes]], None], storage: StorageOptions | None = None
+) -> int:
+    """Write ``url`` so that it appears only complete; returns the number of bytes written.
+
+    Local: a hidden temp file in the target directory, fsync, then ``os.replace``. Object
+    stores: a local temp file, then one ``put_file`` (a single PUT, or a multipart upload that
+    becomes visible only when completed). If ``write`` raises, nothing appears at ``url``.
+    """
+    fs, path = filesystem(url, storage)
+    if is_local(fs):
+        directory = os.path.dirname(path) or "."
+        os.makedirs(directory, exist_ok=True)
+        tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex}")
+        try:
+            with open(tmp, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+                size = f.tell()
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return size
+    with tempfile.NamedTemporaryFile(prefix="latentarc-", suffix=".part") as tmp:
+        write(tmp)
+        tmp.flush()
+        size = tmp.tell()
+        fs.put_file(tmp.name, path)
+    return size
+
+
+def write_bytes_atomic(url: str, data: bytes, storage: StorageOptions | None = None) -> None:
+    write_atomic(url, lambda f: f.write(data), storage)
+
+
+def read_bytes(url: str, storage: StorageOptions | None = None) -> bytes:
+    fs, path = filesystem(url, storage)
+    with fs.open(path, "rb") as f:
+        return f.read()
+
+
+def exists(url: str, storage: StorageOptions | None = None) -> bool:
+    fs, path = filesystem(url, storage)
+    return fs.exists(path)
+
+
+def remove(url: str, storage: StorageOptions | None = None) -> None:
+    """Delete one file if it exists."""
+    fs, path = filesystem(url, storage)
+    if fs.exists(path):
+        fs.rm(path)
+
+
+def remove_tree(url: str, storage: StorageOptions | None = None) -> None:
+    """Delete a local directory or remote prefix (used by tests and the demo)."""
+    fs, path = filesystem(url, storage)
+    if is_local(fs):
+        shutil.rmtree(path, ignore_errors=True)
+    elif fs.exists(path):
+        fs.rm(path, recursive=True)
