@@ -48,14 +48,39 @@ def member_name(key: str, suffix: str) -> str:
     return f"{key}.{suffix}" if suffix else key
 
 
+def _end_tracking_tarinfo() -> type[tarfile.TarInfo]:
+    """A TarInfo class that records how the archive ended.
+
+    tarfile treats a header cut short after the first member as a normal end of archive, so
+    a shard truncated at a member boundary would lose its tail silently. A complete tar ends
+    with a zero block; anything else is truncation.
+    """
+
+    class EndTrackingTarInfo(tarfile.TarInfo):
+        end: str | None = None
+
+        @classmethod
+        def frombuf(cls, buf, encoding, errors):
+            if len(buf) != tarfile.BLOCKSIZE:
+                cls.end = "truncated"
+            elif buf.count(tarfile.NUL) == tarfile.BLOCKSIZE:
+                cls.end = "zero block"
+            return super().frombuf(buf, encoding, errors)
+
+    return EndTrackingTarInfo
+
+
 def iter_samples(fileobj: IO[bytes], shard: str) -> Iterator[Sample]:
-    """Stream samples out of an open tar file object."""
+    """Stream samples out of an open tar file object; a truncated tar raises."""
     current: Sample | None = None
+    reading = ""
+    tarinfo = _end_tracking_tarinfo()
     try:
-        with tarfile.open(fileobj=fileobj, mode="r|*") as stream:
+        with tarfile.open(fileobj=fileobj, mode="r|*", tarinfo=tarinfo) as stream:
             for info in stream:
                 if not info.isreg():
                     continue
+                reading = info.name
                 key, suffix = split_member_name(info.name)
                 handle = stream.extractfile(info)
                 data = handle.read() if handle is not None else b""
@@ -66,9 +91,15 @@ def iter_samples(fileobj: IO[bytes], shard: str) -> Iterator[Sample]:
                     current = Sample(key)
                 current.members.append((suffix, data))
                 stream.members = []  # streaming: do not keep every TarInfo of the shard
+                reading = ""
+        if tarinfo.end != "zero block":
+            raise tarfile.ReadError("tar ends without its end-of-archive block (truncated)")
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
         last = current.key if current is not None else "(none)"
-        raise ShardReadError(f"shard {shard}: tar is damaged after key {last!r}: {exc}") from exc
+        where = f" while reading member {reading!r}" if reading else ""
+        raise ShardReadError(
+            f"shard {shard}: tar is damaged after key {last!r}{where}: {exc}"
+        ) from exc
     if current is not None:
         yield current
 

@@ -1,0 +1,107 @@
+"""compress -> restore on in-process Ray and local files: keys, members, pixels, passthrough."""
+
+import io
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from conftest import read_tar
+from PIL import Image
+
+from pipeline.archive_format import read_manifest
+from pipeline.compress import compress
+from pipeline.images import psnr
+from pipeline.restore import restore
+from pipeline.verify import verify
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+
+
+def _source(small_shards):
+    return {p.name: read_tar(p) for p in sorted(small_shards.glob("*.tar"))}
+
+
+def test_roundtrip_keeps_keys_members_and_quality(small_shards, tmp_path):
+    archive, out = str(tmp_path / "arc"), tmp_path / "out"
+    report = compress([str(small_shards)], archive, "webp", 85, progress=False)
+    assert report.ok and sorted(report.done) == ["shard-000000", "shard-000001"]
+    assert report.totals["samples"] == 6 and report.totals["passthrough"] == 1
+    manifest = read_manifest(archive)
+    assert manifest["codec"] == "webp" and manifest["quality"] == 85
+    assert manifest["codec_versions"]["libwebp"]
+
+    restored = restore(archive, str(out), image_format="png", progress=False)
+    assert restored.ok and sum(restored.written.values()) == 6
+    source = _source(small_shards)
+    rows = {r["key"]: r for r in pq.read_table(f"{archive}/shards").to_pylist()}
+    for name, samples in source.items():
+        back = read_tar(out / name)
+        assert sorted(back) == sorted(samples)
+        for key, members in samples.items():
+            row = rows[key]
+            if row["status"] == "passthrough":
+                assert back[key] == members  # byte-identical, image member included
+                assert "does not decode" in row["reason"]
+                continue
+            image_suffix = row["image_name"]
+            for suffix, data in members.items():
+                if suffix != image_suffix:
+                    assert back[key][suffix] == data
+            original = np.asarray(Image.open(io.BytesIO(members[image_suffix])).convert("RGB"))
+            decoded = np.asarray(Image.open(io.BytesIO(back[key]["png"])))
+            assert abs(psnr(original, decoded) - row["psnr"]) < 0.01
+            assert row["bpp"] == pytest.approx(8 * row["bytes"] / (row["height"] * row["width"]))
+    assert verify(archive, progress=False).ok
+
+
+def test_restore_in_original_formats(small_shards, tmp_path):
+    archive, out = str(tmp_path / "arc"), tmp_path / "out"
+    assert compress([str(small_shards)], archive, "png", progress=False).ok
+    assert restore(archive, str(out), progress=False).ok
+    source = _source(small_shards)
+    for name, samples in source.items():
+        back = read_tar(out / name)
+        for key, members in samples.items():
+            assert set(back[key]) == set(members)
+            if key == "bad":  # passthrough: restored byte-identical
+                assert back[key] == members
+                continue
+            for suffix, data in members.items():
+                if suffix == "png":  # lossless codec, lossless container: same pixels
+                    a = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+                    b = np.asarray(Image.open(io.BytesIO(back[key][suffix])).convert("RGB"))
+                    assert np.array_equal(a, b)
+                elif suffix in ("jpg", "webp"):
+                    im = Image.open(io.BytesIO(back[key][suffix]))
+                    assert im.format == {"jpg": "JPEG", "webp": "WEBP"}[suffix]
+                else:
+                    assert back[key][suffix] == data
+
+
+def test_restore_selected_shards_and_keys(small_shards, tmp_path):
+    archive = str(tmp_path / "arc")
+    assert compress([str(small_shards)], archive, "jpeg", 70, progress=False).ok
+    only = restore(archive, str(tmp_path / "one"), shards=["shard-000001"], progress=False)
+    assert only.ok and list(only.written) == ["shard-000001"]
+    assert sorted(p.name for p in (tmp_path / "one").iterdir()) == ["shard-000001.tar"]
+
+    keys = tmp_path / "keys.txt"
+    keys.write_text("a1\nshard-000001\tb2\n")
+    picked = restore(archive, str(tmp_path / "keys"), keys_file=str(keys), progress=False)
+    assert picked.ok
+    assert sorted(read_tar(tmp_path / "keys" / "shard-000000.tar")) == ["a1"]
+    assert sorted(read_tar(tmp_path / "keys" / "shard-000001.tar")) == ["b2"]
+
+    keys.write_text("a1\nnot-there\n")
+    missing = restore(archive, str(tmp_path / "miss"), keys_file=str(keys), progress=False)
+    assert not missing.ok and missing.missing_keys == ["not-there"]
+
+
+def test_stats_file_accounts_for_every_sample(small_shards, tmp_path):
+    archive = tmp_path / "arc"
+    compress([str(small_shards)], str(archive), "avif", progress=False)
+    stats = json.loads((archive / "_stats.json").read_text())
+    assert stats["totals"]["samples"] == 6
+    reasons = [r for s in stats["shards"].values() for r in s["passthrough_reasons"]]
+    assert [r["key"] for r in reasons] == ["bad"]

@@ -1,0 +1,53 @@
+"""Tar shards as sample streams: WebDataset grouping, nothing dropped, damage named."""
+
+import io
+import tarfile
+
+import pytest
+from conftest import read_tar
+
+from pipeline.tars import Sample, ShardReadError, iter_samples, split_member_name, write_samples
+
+
+def _tar(members):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_grouping_follows_webdataset_and_keeps_everything():
+    data = _tar([("dir/a.png", b"1"), ("dir/a.seg.png", b"2"), ("dir/a.json", b"3"),
+                 ("__meta__", b"m"), ("b.txt", b"4")])
+    samples = list(iter_samples(io.BytesIO(data), "s"))
+    assert [(s.key, s.members) for s in samples] == [
+        ("dir/a", [("png", b"1"), ("seg.png", b"2"), ("json", b"3")]),
+        ("__meta__", [("", b"m")]),
+        ("b", [("txt", b"4")]),
+    ]
+    assert split_member_name("x/y.tar.gz") == ("x/y", "tar.gz")
+
+
+def test_repeated_suffix_starts_a_new_sample():
+    data = _tar([("a.png", b"1"), ("a.png", b"2")])
+    assert [s.members for s in iter_samples(io.BytesIO(data), "s")] == [[("png", b"1")], [("png", b"2")]]
+
+
+@pytest.mark.parametrize(
+    "cut, last_key", [(2600, "a"), (3500, "a' while reading member 'b.png"), (2560, "a"), (5120, "b")]
+)
+def test_truncated_tar_names_shard_and_last_key(cut, last_key):
+    """Cut inside a header, inside a member's data, and exactly at a member boundary."""
+    data = _tar([("a.png", b"x" * 2000), ("b.png", b"y" * 2000)])
+    with pytest.raises(ShardReadError, match=f"shard s7: tar is damaged after key '{last_key}'"):
+        list(iter_samples(io.BytesIO(data[:cut]), "s7"))
+
+
+def test_written_shards_read_back_with_webdataset(tmp_path):
+    path = tmp_path / "out.tar"
+    with open(path, "wb") as f:
+        write_samples(f, [Sample("k1", [("png", b"img"), ("json", b"{}")]), Sample("k2", [("txt", b"t")])])
+    assert read_tar(path) == {"k1": {"png": b"img", "json": b"{}"}, "k2": {"txt": b"t"}}
