@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""Start and stop a local Ray head on 127.0.0.1 in its own temp dir (system tests, demos).
+
+    python infra/local_ray.py start --dir /tmp/rh [--num-cpus 2]   # prints addresses as JSON
+    python infra/local_ray.py stop --dir /tmp/rh
+
+`ray start --head --block` runs in its own process session, and stopping signals that
+process only: it takes its Ray processes down with it. Any process left whose command line
+names this head's temp dir is ended by PID afterwards. `ray stop` is never used, because it ends
+every Ray process on the machine, other people's included.
+
+Credentials that jobs need (AWS_*) must be in the environment of `start`: the head's
+processes, and so the jobs' drivers and workers, inherit it, and nothing secret goes into a
+job's entrypoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ray_bin() -> str:
+    here = Path(sys.executable).parent / "ray"
+    return str(here) if here.exists() else "ray"
+
+
+def start(temp_dir: str, num_cpus: int = 2, timeout: float = 120.0) -> dict:
+    d = Path(temp_dir).resolve()
+    d.mkdir(parents=True, exist_ok=True)
+    gcs_port, dashboard_port = _free_port(), _free_port()
+    env = dict(os.environ)
+    env.setdefault("RAY_AUTH_MODE", "disabled")
+    env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    cmd = [
+        _ray_bin(), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+        f"--port={gcs_port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
+        "--include-dashboard=true", f"--temp-dir={d}", f"--num-cpus={num_cpus}",
+        "--disable-usage-stats",
+    ]
+    log = open(d / "ray-start.out", "ab")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    dashboard = f"http://127.0.0.1:{dashboard_port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"ray start exited with {proc.returncode}; see {d / 'ray-start.out'}")
+        try:
+            with urllib.request.urlopen(f"{dashboard}/api/version", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        stop_pid(proc.pid, str(d))
+        raise RuntimeError(f"Ray dashboard did not answer on {dashboard} within {timeout:.0f} s")
+    info = {"pid": proc.pid, "address": f"127.0.0.1:{gcs_port}", "dashboard": dashboard,
+            "dir": str(d)}
+    (d / "head.json").write_text(json.dumps(info))
+    return info
+
+
+def _pids_naming(text: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if text in cmdline:
+                pids.append(int(entry.name))
+    return pids
+
+
+def stop_pid(pid: int, temp_dir: str, timeout: float = 30.0) -> None:
+    """Stop our `ray start --block` and then any process still naming our temp dir."""
+    # `ray start --block` shuts its processes down on SIGINT (as on Ctrl-C); SIGTERM it ignores.
+    for sig, wait in ((signal.SIGINT, timeout), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    break
+            except ChildProcessError:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+            time.sleep(0.2)
+        else:
+            continue
+        break
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        leftover = _pids_naming(temp_dir)
+        for p in leftover:
+            try:
+                os.kill(p, sig)
+            except ProcessLookupError:
+                pass
+        if leftover:
+            time.sleep(2.0)
+
+
+def stop(temp_dir: str) -> None:
+    info_file = Path(temp_dir) / "head.json"
+    if info_file.exists():
+        stop_pid(json.loads(info_file.read_text())["pid"], str(Path(temp_dir).resolve()))
+        info_file.unlink()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=["start", "stop"])
+    parser.add_argument("--dir", required=True, help="this head's temp dir (keep it short)")
+    parser.add_argument("--num-cpus", type=int, default=2)
+    args = parser.parse_args()
+    if args.action == "start":
+        print(json.dumps(start(args.dir, args.num_cpus)))
+    else:
+        stop(args.dir)
+
+
+if __name__ == "__main__":
+    main()

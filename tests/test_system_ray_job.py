@@ -1,0 +1,79 @@
+"""System test: a Ray head started with `ray start` on 127.0.0.1, jobs sent with `ray job submit`.
+
+The head inherits the S3 test credentials from the environment; the entrypoints carry only
+the non-secret endpoint, and the test checks that Ray's job table holds no secret.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import s3fs
+from conftest import REPO, _load_infra, read_tar
+
+pytestmark = [pytest.mark.slow, pytest.mark.system, pytest.mark.s3]
+RAY = str(Path(sys.executable).parent / "ray")
+
+
+@pytest.fixture(scope="module")
+def ray_head(s3_server):
+    local_ray = _load_infra("local_ray")
+    temp_dir = tempfile.mkdtemp(prefix="larh-")
+    info = local_ray.start(temp_dir)
+    try:
+        yield info
+    finally:
+        local_ray.stop_pid(info["pid"], info["dir"])
+
+
+def _submit(head, *entrypoint: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
+    return subprocess.run(
+        [RAY, "job", "submit", "--address", head["dashboard"], "--", *entrypoint],
+        capture_output=True, text=True, env=env, timeout=300, cwd=REPO,
+    )
+
+
+def test_compress_and_restore_as_ray_jobs(ray_head, s3_bucket, small_shards, tmp_path, s3_server):
+    bucket, storage = s3_bucket
+    fs = s3fs.S3FileSystem(endpoint_url=storage.endpoint_url)
+    name = bucket[len("s3://"):]
+    for path in sorted(small_shards.glob("*.tar")):
+        fs.put_file(str(path), f"{name}/src/{path.name}")
+    endpoint = ["--endpoint-url", storage.endpoint_url]
+
+    done = _submit(ray_head, "python", "-m", "jobs.compress",
+                   f"{bucket}/src/shard-{{000000..000001}}.tar", f"{bucket}/arc", "--codec", "webp",
+                   *endpoint)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "[compress 2/2 shards]" in done.stdout + done.stderr
+    assert "succeeded" in done.stdout + done.stderr
+
+    done = _submit(ray_head, "python", "-m", "jobs.restore", f"{bucket}/arc", f"{bucket}/out", *endpoint)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    for shard in ("shard-000000.tar", "shard-000001.tar"):
+        fs.get_file(f"{name}/out/{shard}", str(tmp_path / shard))
+        back, source = read_tar(tmp_path / shard), read_tar(small_shards / shard)
+        assert sorted(back) == sorted(source)
+        for key, members in source.items():
+            assert {k: v for k, v in back[key].items() if k not in ("png", "jpg", "webp")} == \
+                {k: v for k, v in members.items() if k not in ("png", "jpg", "webp")}
+
+    manifest = json.loads(fs.cat_file(f"{name}/arc/_archive.json"))
+    assert manifest["totals"]["samples"] == 6
+
+    # A failing job fails visibly: a refused rerun with another quality exits non-zero.
+    refused = _submit(ray_head, "python", "-m", "jobs.compress", f"{bucket}/src", f"{bucket}/arc",
+                      "--codec", "webp", "--quality", "10", *endpoint)
+    assert refused.returncode != 0
+
+    jobs = subprocess.run([RAY, "job", "list", "--address", ray_head["dashboard"]],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    assert "jobs.compress" in jobs.stdout
+    assert s3_server["secret_key"] not in jobs.stdout + jobs.stderr
