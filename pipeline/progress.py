@@ -41,12 +41,14 @@ class Progress:
         elapsed = max(time.monotonic() - self.started, 1e-9)
         rate = self.images / elapsed
         remaining = elapsed / self.done * (self.total - self.done)
+        volume = "".join(
+            f", {_mb(n)} {label}" for n, label in ((self.bytes_in, "in"), (self.bytes_out, "out")) if n
+        )
         ratio = f", ratio {self.bytes_in / self.bytes_out:.1f}x" if self.bytes_in and self.bytes_out else ""
         status = f"FAILED {shard}: {error}" if error else shard
         print(
             f"[{self.verb} {self.done}/{self.total} shards] {self.images} images, "
-            f"{rate:.1f} img/s, {_mb(self.bytes_in)} in, {_mb(self.bytes_out)} out"
-            f"{ratio}, ETA {_eta(remaining)} | {status}",
+            f"{rate:.1f} img/s{volume}{ratio}, ETA {_eta(remaining)} | {status}",
             file=self.out,
             flush=True,
         )

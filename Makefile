@@ -1,0 +1,29 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both create .venv if missing.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch==2.13.0 is pinned in pyproject.toml (CPU wheel); see README for CUDA.
+	$(PY) -m pip install -q -e '.[test,demo]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	RAY_AUTH_MODE=$${RAY_AUTH_MODE:-disabled} $(PY) -m jobs.demo
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+# Every tier: unit, integration (in-process Ray + SeaweedFS), system (ray start + ray job submit).
+test: $(STAMP) lint
+	$(PY) -m pytest -ra --durations=15
+
+clean:
+	rm -rf demo-out .pytest_cache
