@@ -76,7 +76,10 @@ def shard_task(fn):
                 result = {"ok": True, **fn(self, task)}
             except Exception as exc:  # reported per shard; the job goes on with the others
                 log.debug("shard %s failed\n%s", task.get("shard"), traceback.format_exc())
-                result = {"ok": False, "shard": task.get("shard"), "error": str(exc) or repr(exc)}
+                message = str(exc) or repr(exc)
+                if not message.startswith("shard "):
+                    message = f"shard {task.get('shard')}: {type(exc).__name__}: {message}"
+                result = {"ok": False, "shard": task.get("shard"), "error": message}
             results.append(json.dumps(result))
         return {"result": results}
 
