@@ -70,10 +70,35 @@ def start(temp_dir: str, num_cpus: int = 2, timeout: float = 120.0) -> dict:
     else:
         stop_pid(proc.pid, str(d))
         raise RuntimeError(f"Ray dashboard did not answer on {dashboard} within {timeout:.0f} s")
+    try:
+        _wait_for_job_agent(dashboard, deadline)
+    except Exception:
+        stop_pid(proc.pid, str(d))
+        raise
     info = {"pid": proc.pid, "address": f"127.0.0.1:{gcs_port}", "dashboard": dashboard,
             "dir": str(d)}
     (d / "head.json").write_text(json.dumps(info))
     return info
+
+
+def _wait_for_job_agent(dashboard: str, deadline: float) -> None:
+    """The dashboard answers before the node's job agent can take jobs ("No available agent
+    to submit job"): run a no-op job so that `start` returns only when submissions work."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    client = JobSubmissionClient(dashboard)
+    while True:
+        try:
+            job = client.submit_job(entrypoint="true")
+            break
+        except RuntimeError as exc:
+            if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
+    while client.get_job_status(job) not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the Ray head did not run a no-op job in time")
+        time.sleep(0.5)
 
 
 def _pids_naming(text: str) -> list[int]:
