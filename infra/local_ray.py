@@ -34,6 +34,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _distinct_free_ports(n: int) -> list[int]:
+    ports: list[int] = []
+    while len(ports) < n:
+        port = _free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
 def _ray_bin() -> str:
     here = Path(sys.executable).parent / "ray"
     return str(here) if here.exists() else "ray"
@@ -42,15 +51,21 @@ def _ray_bin() -> str:
 def start(temp_dir: str, num_cpus: int = 2, timeout: float = 120.0) -> dict:
     d = Path(temp_dir).resolve()
     d.mkdir(parents=True, exist_ok=True)
-    gcs_port, dashboard_port = _free_port(), _free_port()
+    # Every port Ray would otherwise take at its default (dashboard agent 52365, client server
+    # 10001, ...) is chosen free, so this head can run beside another Ray on the same machine.
+    names = ("port", "dashboard-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+             "runtime-env-agent-port", "metrics-export-port", "ray-client-server-port",
+             "node-manager-port", "object-manager-port")
+    ports = _distinct_free_ports(len(names))
+    gcs_port, dashboard_port = ports[0], ports[1]
     env = dict(os.environ)
     env.setdefault("RAY_AUTH_MODE", "disabled")
     env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     cmd = [
         _ray_bin(), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-        f"--port={gcs_port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
-        "--include-dashboard=true", f"--temp-dir={d}", f"--num-cpus={num_cpus}",
+        *(f"--{name}={port}" for name, port in zip(names, ports, strict=True)),
+        "--dashboard-host=127.0.0.1", "--include-dashboard=true", f"--temp-dir={d}", f"--num-cpus={num_cpus}",
         "--disable-usage-stats",
     ]
     log = open(d / "ray-start.out", "ab")
