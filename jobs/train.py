@@ -251,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("prepare", help="build training shards from ../shared training sets")
-    p.add_argument("--datasets", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "datasets")
+    p.add_argument("--datasets", type=Path,
+                   default=Path(__file__).resolve().parents[2] / "shared" / "datasets")
     p.add_argument("--out", type=Path, required=True)
     p = sub.add_parser("run", help="train (resumes from --checkpoint-dir)")
     p.add_argument("--shards", required=True, help="training shards (directory, URL or brace list)")

@@ -78,10 +78,16 @@ class MeanScaleHyperprior(nn.Module):
         gain, inv_gain = self.gains(quality)
         y = self.g_a(x) * gain
         z = self.h_a(y)
-        z_lik = self.z_density.likelihood(z + torch.empty_like(z).uniform_(-0.5, 0.5)
-                                          if self.training else torch.round(z))
+        if self.training:
+            z_noisy = z + torch.empty_like(z).uniform_(-0.5, 0.5)
+        else:
+            z_noisy = torch.round(z)
+        z_lik = self.z_density.likelihood(z_noisy)
         mean, scale = self.entropy_parameters(ste_round(z))
-        y_noisy = y + torch.empty_like(y).uniform_(-0.5, 0.5) if self.training else torch.round(y - mean) + mean
+        if self.training:
+            y_noisy = y + torch.empty_like(y).uniform_(-0.5, 0.5)
+        else:
+            y_noisy = torch.round(y - mean) + mean
         y_lik = gaussian_likelihood(y_noisy, mean, scale)
         y_hat = ste_round(y - mean) + mean
         x_hat = self.g_s(y_hat * inv_gain)
