@@ -22,6 +22,7 @@ from pathlib import Path
 from models.registry import list_codecs
 from pipeline.compress import compress
 from pipeline.restore import restore
+from pipeline.shard_encode import Guard
 from pipeline.tars import Sample, write_samples
 from pipeline.verify import verify
 
@@ -53,7 +54,7 @@ def run_codecs(images: Path, out: Path, codecs: list[str], shards: int, quality:
             archive = work / f"arc-{codec}"
             started = time.monotonic()
             report = compress([str(work / "src")], str(archive), codec, quality.get(codec),
-                              progress=False)
+                              progress=False, guard=Guard(size=False))
             compress_s = time.monotonic() - started
             if not report.ok:
                 raise SystemExit(f"{codec}: compress failed: {report.failed}")

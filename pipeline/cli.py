@@ -80,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--codec", default=None,
                    help="codec id (see `latentarc codecs`; default: the registry's default codec)")
     p.add_argument("--quality", type=float, help="codec quality (range: `latentarc codecs`)")
+    p.add_argument("--min-psnr", type=float,
+                   help="store an image losslessly (passthrough) when its decode falls below this PSNR")
+    p.add_argument("--no-size-guard", action="store_true",
+                   help="keep bitstreams even when not smaller than the original image bytes "
+                   "(default: such images are stored as their original bytes)")
     _add_storage(p)
     _add_ray(p)
 
@@ -148,9 +153,11 @@ def summary_table(totals: dict[str, Any], archive: str) -> str:
 def _cmd_compress(args: argparse.Namespace) -> int:
     from models.registry import DEFAULT_CODEC
     from pipeline.compress import compress
+    from pipeline.shard_encode import Guard
 
     report = compress(args.sources, args.archive, args.codec or DEFAULT_CODEC, args.quality,
-                      _storage(args), _ray(args), progress=not args.quiet)
+                      _storage(args), _ray(args), progress=not args.quiet,
+                      guard=Guard(not args.no_size_guard, args.min_psnr))
     print(f"compress: {len(report.done)} shard(s) done, {len(report.skipped)} skipped "
           f"(already finished), {len(report.failed)} failed, in {report.seconds:.1f} s")
     print(summary_table(report.totals, report.archive))

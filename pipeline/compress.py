@@ -28,7 +28,7 @@ from pipeline.archive_format import (
 from pipeline.errors import Refused
 from pipeline.progress import Progress
 from pipeline.runner import RayOptions, run_per_shard, shard_task
-from pipeline.shard_encode import encode_shard
+from pipeline.shard_encode import Guard, encode_shard
 from pipeline.sources import Shard, expand_sources
 from pipeline.storage import StorageOptions, exists, filesystem, join, remove
 
@@ -54,15 +54,17 @@ class CompressReport:
 class CompressWorker:
     """Ray actor: holds the codec, compresses one shard per call."""
 
-    def __init__(self, codec_id: str, quality: float | None, archive: str, storage: dict) -> None:
+    def __init__(self, codec_id: str, quality: float | None, archive: str, storage: dict,
+                 guard: dict) -> None:
         self.codec = get_codec(codec_id, quality)
         self.archive = archive
         self.storage = StorageOptions(**storage)
+        self.guard = Guard(**guard)
 
     @shard_task
     def __call__(self, task: dict[str, Any]) -> dict[str, Any]:
         shard = Shard(task["url"], task["shard"], task["file_name"])
-        return encode_shard(shard, self.archive, self.codec, self.storage)
+        return encode_shard(shard, self.archive, self.codec, self.storage, self.guard)
 
 
 def _check_same_codec(meta: dict[str, Any], codec_id: str, quality: float | None, where: str) -> None:
@@ -106,6 +108,7 @@ def compress(
     storage: StorageOptions | None = None,
     ray_options: RayOptions | None = None,
     progress: bool = True,
+    guard: Guard | None = None,
 ) -> CompressReport:
     """Compress WebDataset shards into ``archive``; see the module docstring for resume rules.
 
@@ -157,7 +160,7 @@ def compress(
     log.started = time.monotonic()
     tasks = [{"shard": s.name, "url": s.url, "file_name": s.file_name} for s in todo]
     results: dict[str, dict[str, Any]] = {}
-    worker_args = (codec.id, codec.quality, archive, asdict(storage))
+    worker_args = (codec.id, codec.quality, archive, asdict(storage), asdict(guard or Guard()))
     for result in run_per_shard(CompressWorker, worker_args, tasks, ray_options):
         name = result["shard"]
         if result["ok"]:

@@ -39,6 +39,26 @@ CHUNK_SAMPLES = 8
 ROW_GROUP_BYTES = 32 << 20
 
 
+@dataclass(frozen=True)
+class Guard:
+    """When a coded image is worse than keeping the original, keep the original.
+
+    ``size``: a bitstream not smaller than the original member's bytes is not stored.
+    ``min_psnr``: a decode below this PSNR (dB) is not stored. Either way the sample becomes
+    passthrough (original bytes, restored byte-identical) and the row says why.
+    """
+
+    size: bool = True
+    min_psnr: float | None = None
+
+    def reason(self, stream: bytes, original: bytes, psnr_db: float) -> str | None:
+        if self.size and len(stream) >= len(original):
+            return f"bitstream ({len(stream)} B) not smaller than the original ({len(original)} B)"
+        if self.min_psnr is not None and psnr_db < self.min_psnr:
+            return f"PSNR {psnr_db:.2f} dB below --min-psnr {self.min_psnr:g}"
+        return None
+
+
 @dataclass
 class _Prepared:
     sample: Sample
@@ -111,7 +131,7 @@ def _ok_row(p: _Prepared, shard: str, codec: Codec, stream: bytes, decoded) -> d
     }
 
 
-def _encode_chunk(chunk: list[_Prepared], shard: str, codec: Codec) -> list[dict[str, Any]]:
+def _encode_chunk(chunk: list[_Prepared], shard: str, codec: Codec, guard: Guard) -> list[dict[str, Any]]:
     todo = [p for p in chunk if p.image is not None]
     results: dict[int, tuple[bytes, Any]] = {}
     try:
@@ -129,9 +149,12 @@ def _encode_chunk(chunk: list[_Prepared], shard: str, codec: Codec) -> list[dict
     rows = []
     for p in chunk:
         if p.index in results:
-            rows.append(_ok_row(p, shard, codec, *results[p.index]))
-        else:
-            rows.append(_passthrough_row(p, shard, codec))
+            row = _ok_row(p, shard, codec, *results[p.index])
+            p.reason = guard.reason(row["bitstream"], p.sample.members[p.image_pos][1], row["psnr"])
+            if p.reason is None:
+                rows.append(row)
+                continue
+        rows.append(_passthrough_row(p, shard, codec))
     return rows
 
 
@@ -148,15 +171,15 @@ def _prepare(sample: Sample, index: int) -> _Prepared:
     return p
 
 
-def _row_chunks(samples: Iterator[Sample], shard: str, codec: Codec) -> Iterator[list[dict]]:
+def _row_chunks(samples: Iterator[Sample], shard: str, codec: Codec, guard: Guard) -> Iterator[list[dict]]:
     chunk: list[_Prepared] = []
     for index, sample in enumerate(samples):
         chunk.append(_prepare(sample, index))
         if len(chunk) >= CHUNK_SAMPLES:
-            yield _encode_chunk(chunk, shard, codec)
+            yield _encode_chunk(chunk, shard, codec, guard)
             chunk = []
     if chunk:
-        yield _encode_chunk(chunk, shard, codec)
+        yield _encode_chunk(chunk, shard, codec, guard)
 
 
 def encode_shard(
@@ -164,6 +187,7 @@ def encode_shard(
     archive: str,
     codec: Codec,
     storage: StorageOptions | None = None,
+    guard: Guard | None = None,
 ) -> dict[str, Any]:
     """Compress ``shard`` into ``archive``/shards/<name>.parquet; returns the shard's figures.
 
@@ -194,7 +218,7 @@ def encode_shard(
             writer = pq.ParquetWriter(out, SCHEMA, compression="zstd")
             pending: list[dict] = []
             pending_bytes = 0
-            for rows in _row_chunks(iter_samples(source, shard.name), shard.name, codec):
+            for rows in _row_chunks(iter_samples(source, shard.name), shard.name, codec, guard or Guard()):
                 for row in rows:
                     _account(stats, row)
                     pending_bytes += (row.get("bytes") or 0) + sum(

@@ -13,9 +13,11 @@ from pipeline.archive_format import read_manifest
 from pipeline.compress import compress
 from pipeline.images import psnr
 from pipeline.restore import restore
+from pipeline.shard_encode import Guard
 from pipeline.verify import verify
 
 pytestmark = pytest.mark.usefixtures("ray_local")
+NO_GUARD = Guard(size=False)  # these tests exercise the codec path on every image
 
 
 def _source(small_shards):
@@ -24,7 +26,7 @@ def _source(small_shards):
 
 def test_roundtrip_keeps_keys_members_and_quality(small_shards, tmp_path):
     archive, out = str(tmp_path / "arc"), tmp_path / "out"
-    report = compress([str(small_shards)], archive, "webp", 85, progress=False)
+    report = compress([str(small_shards)], archive, "webp", 85, progress=False, guard=NO_GUARD)
     assert report.ok and sorted(report.done) == ["shard-000000", "shard-000001"]
     assert report.totals["samples"] == 6 and report.totals["passthrough"] == 1
     manifest = read_manifest(archive)
@@ -57,7 +59,7 @@ def test_roundtrip_keeps_keys_members_and_quality(small_shards, tmp_path):
 
 def test_restore_in_original_formats(small_shards, tmp_path):
     archive, out = str(tmp_path / "arc"), tmp_path / "out"
-    assert compress([str(small_shards)], archive, "png", progress=False).ok
+    assert compress([str(small_shards)], archive, "png", progress=False, guard=NO_GUARD).ok
     assert restore(archive, str(out), progress=False).ok
     source = _source(small_shards)
     for name, samples in source.items():
@@ -81,7 +83,7 @@ def test_restore_in_original_formats(small_shards, tmp_path):
 
 def test_restore_selected_shards_and_keys(small_shards, tmp_path):
     archive = str(tmp_path / "arc")
-    assert compress([str(small_shards)], archive, "jpeg", 70, progress=False).ok
+    assert compress([str(small_shards)], archive, "jpeg", 70, progress=False, guard=NO_GUARD).ok
     only = restore(archive, str(tmp_path / "one"), shards=["shard-000001"], progress=False)
     assert only.ok and list(only.written) == ["shard-000001"]
     assert sorted(p.name for p in (tmp_path / "one").iterdir()) == ["shard-000001.tar"]
@@ -100,8 +102,32 @@ def test_restore_selected_shards_and_keys(small_shards, tmp_path):
 
 def test_stats_file_accounts_for_every_sample(small_shards, tmp_path):
     archive = tmp_path / "arc"
-    compress([str(small_shards)], str(archive), "avif", progress=False)
+    compress([str(small_shards)], str(archive), "avif", progress=False, guard=NO_GUARD)
     stats = json.loads((archive / "_stats.json").read_text())
     assert stats["totals"]["samples"] == 6
     reasons = [r for s in stats["shards"].values() for r in s["passthrough_reasons"]]
     assert [r["key"] for r in reasons] == ["bad"]
+
+
+def test_guard_keeps_originals_that_coding_would_make_worse(small_shards, tmp_path):
+    archive = tmp_path / "arc"
+    # Lossless PNG of an already-PNG source is never smaller: stored as the original bytes.
+    assert compress([str(small_shards)], str(archive), "png", progress=False).ok
+    rows = {r["key"]: r for r in pq.read_table(archive / "shards").to_pylist()}
+    assert rows["a0"]["status"] == "passthrough" and "not smaller" in rows["a0"]["reason"]
+    assert verify(str(archive), progress=False).ok
+
+    low = tmp_path / "low"
+    assert compress([str(small_shards)], str(low), "jpeg", 5, progress=False,
+                    guard=Guard(size=True, min_psnr=40)).ok
+    rows = {r["key"]: r for r in pq.read_table(low / "shards").to_pylist()}
+    assert "below --min-psnr 40" in rows["b0"]["reason"]
+    back = restore(str(low), str(tmp_path / "out"), progress=False)
+    assert back.ok
+    source = _source(small_shards)
+    assert read_tar(tmp_path / "out" / "shard-000001.tar")["b0"] == source["shard-000001.tar"]["b0"]
+
+    unguarded = tmp_path / "unguarded"
+    assert compress([str(small_shards)], str(unguarded), "png", progress=False, guard=Guard(size=False)).ok
+    rows = {r["key"]: r for r in pq.read_table(unguarded / "shards").to_pylist()}
+    assert rows["a0"]["status"] == "ok"

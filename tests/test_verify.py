@@ -11,8 +11,10 @@ from pipeline.archive_format import META_KEY
 from pipeline.cli import EXIT_INCOMPLETE, EXIT_OK, EXIT_REFUSED, main
 from pipeline.compress import compress
 from pipeline.restore import restore
+from pipeline.shard_encode import Guard
 
 pytestmark = pytest.mark.usefixtures("ray_local")
+NO_GUARD = Guard(size=False)  # these tests exercise the codec path on every image
 
 
 def rewrite_row(path, key, change):
@@ -39,7 +41,7 @@ def flip_bit_keep_crc(row):
 @pytest.mark.parametrize("codec", ["webp", "jpeg", "png"])
 def test_flipped_bit_with_matching_crc_is_caught(small_shards, tmp_path, capsys, codec):
     archive = tmp_path / "arc"
-    assert compress([str(small_shards)], str(archive), codec, progress=False).ok
+    assert compress([str(small_shards)], str(archive), codec, progress=False, guard=NO_GUARD).ok
     assert main(["verify", str(archive), "-q"]) == EXIT_OK
     rewrite_row(archive / "shards" / "shard-000001.parquet", "b1", flip_bit_keep_crc)
 
@@ -56,7 +58,7 @@ def test_flipped_bit_with_matching_crc_is_caught(small_shards, tmp_path, capsys,
 
 def test_crc_catches_a_plain_bit_flip(small_shards, tmp_path, capsys):
     archive = tmp_path / "arc"
-    assert compress([str(small_shards)], str(archive), "webp", progress=False).ok
+    assert compress([str(small_shards)], str(archive), "webp", progress=False, guard=NO_GUARD).ok
 
     def flip(row):
         row["bitstream"] = row["bitstream"][:-1] + bytes([row["bitstream"][-1] ^ 1])
@@ -68,7 +70,7 @@ def test_crc_catches_a_plain_bit_flip(small_shards, tmp_path, capsys):
 
 def test_changed_passthrough_bytes_are_caught(small_shards, tmp_path, capsys):
     archive = tmp_path / "arc"
-    assert compress([str(small_shards)], str(archive), "webp", progress=False).ok
+    assert compress([str(small_shards)], str(archive), "webp", progress=False, guard=NO_GUARD).ok
 
     def change(row):
         row["members"] = [{"name": m["name"], "data": m["data"] + b"!"} for m in row["members"]]
@@ -80,7 +82,7 @@ def test_changed_passthrough_bytes_are_caught(small_shards, tmp_path, capsys):
 
 def test_unknown_format_version_is_refused(small_shards, tmp_path, capsys):
     archive = tmp_path / "arc"
-    assert compress([str(small_shards)], str(archive), "webp", progress=False).ok
+    assert compress([str(small_shards)], str(archive), "webp", progress=False, guard=NO_GUARD).ok
     manifest = json.loads((archive / "_archive.json").read_text())
     manifest["format_version"] = 99
     (archive / "_archive.json").write_text(json.dumps(manifest))

@@ -1,0 +1,274 @@
+"""The learned codec: a trained ``MeanScaleHyperprior`` exported for exact, portable decoding.
+
+What a bitstream means is defined here and in the weights file, not by a library:
+
+- analysis/synthesis transforms run in float (reconstructions may differ by a level across
+  machines; the archive's content hash covers symbols, not pixels);
+- the hyper-decoder runs in exact integer arithmetic (``models.intnet``), so means and scale
+  indexes are identical wherever the decoder runs;
+- symbols are range-coded (constriction) with integer frequency tables stored in the weights
+  file (``models.tables``); decoding checks the stream was consumed exactly.
+
+Payload layout (inside the common frame of ``models.bitstream``)::
+
+    quality   2 bytes, big-endian, quality * 1000
+    words     range coder output, little-endian uint32 words
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Sequence
+from pathlib import Path
+
+import constriction
+import numpy as np
+import torch
+from safetensors.torch import load, save
+
+from models import intnet, tables
+from models.bitstream import Header, pack
+from models.codec import Codec, CodecError, Decoded, check_image
+from models.entropy_models import scale_table
+from models.hyperprior import LAMBDAS, MeanScaleHyperprior, pad_to
+
+STRIDE = 64
+_ESCAPE_MODEL = constriction.stream.model.Uniform(tables.ESCAPE_RANGE)
+
+
+def export_weights(model: MeanScaleHyperprior, path: str | Path, dtype: torch.dtype = torch.float32,
+                   metadata: dict[str, str] | None = None) -> str:
+    """Write the decoder-defining weights file; returns its sha256."""
+    model = model.eval()
+    out: dict[str, torch.Tensor] = {}
+    for name in ("g_a", "g_s", "h_a"):
+        for k, v in getattr(model, name).state_dict().items():
+            out[f"{name}.{k}"] = v.detach().to(dtype).contiguous()
+    out["log_gain"] = model.log_gain.detach().float().contiguous()
+    out["log_inv_gain"] = model.log_inv_gain.detach().float().contiguous()
+    out.update(intnet.to_tensors(intnet.export_layers(model.h_s), "h_s"))
+    out.update(tables.to_tensors(*tables.density_tables(model.z_density.cdf, model.N), "z"))
+    scales = scale_table()
+    out.update(tables.to_tensors(*tables.gaussian_tables(scales), "y"))
+    fixed = 2**intnet.A_BITS
+    out["y.thresholds"] = torch.from_numpy(
+        np.round(np.sqrt(scales[:-1] * scales[1:]) * fixed).astype(np.int64))
+    out["y.scale_min"] = torch.tensor([round(scales[0] * fixed)], dtype=torch.int64)
+    meta = {"architecture": "mean-scale-hyperprior", "N": str(model.N), "M": str(model.M),
+            "levels": str(model.levels), **(metadata or {})}
+    data = save(out, metadata=meta)
+    Path(path).write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def _categorical(freqs: np.ndarray):
+    return constriction.stream.model.Categorical(freqs.astype(np.float64), perfect=False)
+
+
+class _Tables:
+    def __init__(self, halves: torch.Tensor, freqs: torch.Tensor) -> None:
+        self.halves = halves.numpy().astype(np.int64)
+        self.models = [_categorical(freqs[i, : 2 * h + 2].numpy()) for i, h in enumerate(self.halves)]
+
+
+class LearnedModel:
+    """Everything a weights file defines, loaded for inference."""
+
+    def __init__(self, data: bytes) -> None:
+        self.sha256 = hashlib.sha256(data).hexdigest()
+        tensors = load(data)
+        meta = _metadata(data)
+        if meta.get("architecture") != "mean-scale-hyperprior":
+            raise CodecError(f"unknown architecture in weights: {meta.get('architecture')}")
+        self.N, self.M, self.levels = int(meta["N"]), int(meta["M"]), int(meta["levels"])
+        net = MeanScaleHyperprior(self.N, self.M, self.levels)
+        for name in ("g_a", "g_s", "h_a"):
+            getattr(net, name).load_state_dict(
+                {k[len(name) + 1:]: v.float() for k, v in tensors.items() if k.startswith(name + ".")})
+        with torch.no_grad():
+            net.log_gain.copy_(tensors["log_gain"])
+            net.log_inv_gain.copy_(tensors["log_inv_gain"])
+        self.net = net.eval()
+        self.h_s = intnet.from_tensors(tensors, "h_s")
+        self.z = _Tables(tensors["z.halves"], tensors["z.freqs"])
+        self.y = _Tables(tensors["y.halves"], tensors["y.freqs"])
+        self.thresholds = tensors["y.thresholds"].numpy()
+        self.scale_min = int(tensors["y.scale_min"][0])
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> LearnedModel:
+        return cls(Path(path).read_bytes())
+
+    def entropy_parameters(self, z_sym: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Exact means (fixed point, int64) and scale indexes from integer z symbols."""
+        params = intnet.fixed_to_numpy(intnet.run(self.h_s, z_sym))
+        mean, scale = params[:, : self.M], params[:, self.M:]
+        index = np.searchsorted(self.thresholds, np.maximum(scale, self.scale_min), side="right")
+        return mean, index
+
+
+def _metadata(data: bytes) -> dict[str, str]:
+    import json
+
+    n = int.from_bytes(data[:8], "little")
+    return json.loads(data[8:8 + n]).get("__metadata__", {})
+
+
+def _encode_grouped(encoder, symbols: np.ndarray, groups: np.ndarray, t: _Tables,
+                    escapes: list[np.ndarray]) -> None:
+    """Code symbols group by group (channel for z, scale index for y) in a fixed order."""
+    for g in range(len(t.models)):
+        sel = symbols[groups == g]
+        if sel.size == 0:
+            continue
+        half = t.halves[g]
+        idx = sel + half
+        outside = (idx < 0) | (idx > 2 * half)
+        if outside.any():
+            escapes.append(sel[outside])
+            idx = np.where(outside, 2 * half + 1, idx)
+        encoder.encode(idx.astype(np.int32), t.models[g])
+
+
+def _decode_grouped(decoder, groups: np.ndarray, t: _Tables) -> tuple[np.ndarray, list]:
+    out = np.zeros(groups.shape, np.int64)
+    escaped = []
+    for g in range(len(t.models)):
+        mask = groups == g
+        n = int(mask.sum())
+        if n == 0:
+            continue
+        half = t.halves[g]
+        idx = decoder.decode(t.models[g], n).astype(np.int64)
+        values = idx - half
+        esc = idx == 2 * half + 1
+        out[mask] = values
+        if esc.any():
+            escaped.append(np.flatnonzero(mask)[esc])
+    return out, escaped
+
+
+def _code_escapes(encoder, values: list[np.ndarray]) -> None:
+    for v in values:
+        if np.any(np.abs(v) >= tables.ESCAPE_RANGE // 2):
+            raise CodecError("latent value out of the codable range")
+        encoder.encode((v + tables.ESCAPE_RANGE // 2).astype(np.int32), _ESCAPE_MODEL)
+
+
+def _decode_escapes(decoder, out: np.ndarray, positions: list[np.ndarray]) -> None:
+    for pos in positions:
+        out[pos] = decoder.decode(_ESCAPE_MODEL, len(pos)).astype(np.int64) - tables.ESCAPE_RANGE // 2
+
+
+def _entropy_encode(m: LearnedModel, z_sym: np.ndarray, y_sym: np.ndarray, index: np.ndarray) -> bytes:
+    """z symbols by channel, their escapes, y symbols by scale index, their escapes: one stream."""
+    encoder = constriction.stream.queue.RangeEncoder()
+    escapes: list[np.ndarray] = []
+    z_groups = np.broadcast_to(np.arange(m.N).reshape(1, -1, 1, 1), z_sym.shape)
+    _encode_grouped(encoder, z_sym, z_groups, m.z, escapes)
+    _code_escapes(encoder, escapes)
+    escapes = []
+    _encode_grouped(encoder, y_sym, index, m.y, escapes)
+    _code_escapes(encoder, escapes)
+    return encoder.get_compressed().astype("<u4").tobytes()
+
+
+class LearnedCodec(Codec):
+    """A mean-scale hyperprior codec bound to one weights file (sha256 pinned by the registry)."""
+
+    kind = "learned"
+    quality_range = (1.0, float(len(LAMBDAS)))
+    default_quality = 4.0
+    weights_file: str | None = None
+    weights_sha256_pinned: str | None = None
+
+    def __init__(self, quality: float | None = None, model: LearnedModel | None = None) -> None:
+        super().__init__(quality)
+        if model is None:
+            if self.weights_file is None:
+                raise CodecError(f"codec {self.id} has no weights")
+            data = Path(self.weights_file).read_bytes()
+            digest = hashlib.sha256(data).hexdigest()
+            if self.weights_sha256_pinned and digest != self.weights_sha256_pinned:
+                raise CodecError(f"weights {self.weights_file} do not match the pinned sha256")
+            model = LearnedModel(data)
+        self.model = model
+
+    def weights_sha256(self) -> str:
+        return self.model.sha256
+
+    def versions(self) -> dict[str, str]:
+        return {"torch": torch.__version__, "constriction": constriction.__version__
+                if hasattr(constriction, "__version__") else "unknown"}
+
+    # -------------------------------------------------------------- encode
+
+    def _quality_code(self) -> int:
+        return int(round(self.quality * 1000))
+
+    @torch.inference_mode()
+    def encode_batch(self, images: Sequence[np.ndarray]) -> list[bytes]:
+        return [self._encode(image) for image in images]
+
+    def _encode(self, image: np.ndarray) -> bytes:
+        check_image(image)
+        h, w, _ = image.shape
+        m = self.model
+        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0
+        x, (ph, pw) = pad_to(x, STRIDE)
+        q = torch.tensor([self._quality_code() / 1000.0 - 1.0])
+        gain, _ = m.net.gains(q)
+        y = m.net.g_a(x) * gain
+        z_sym = torch.round(m.net.h_a(y)).to(torch.int64)
+        mean, index = m.entropy_parameters(z_sym)
+        y_sym = np.round(y.double().numpy() - mean / 2**intnet.A_BITS).astype(np.int64)
+        words = _entropy_encode(m, z_sym.numpy(), y_sym, index)
+        payload = struct.pack(">H", self._quality_code()) + words
+        return pack(Header(self.code, h, w, 3, ph, pw), payload)
+
+    # -------------------------------------------------------------- decode
+
+    @torch.inference_mode()
+    def decode_batch(self, streams: Sequence[bytes]) -> list[Decoded]:
+        return [self._decode(s) for s in streams]
+
+    def _decode(self, stream: bytes) -> Decoded:
+        header, payload = self.read_header(stream)
+        if len(payload) < 2 or (len(payload) - 2) % 4:
+            raise CodecError("learned payload has a broken length")
+        (quality_code,) = struct.unpack(">H", payload[:2])
+        lo, hi = self.quality_range
+        if not lo * 1000 <= quality_code <= hi * 1000:
+            raise CodecError(f"quality {quality_code / 1000} in stream is outside {lo}..{hi}")
+        m = self.model
+        hp, wp = header.height + header.pad_h, header.width + header.pad_w
+        if hp % STRIDE or wp % STRIDE or header.pad_h >= STRIDE or header.pad_w >= STRIDE:
+            raise CodecError("padded size in header is not a multiple of the codec's stride")
+        words = np.frombuffer(payload[2:], dtype="<u4").astype(np.uint32)
+        decoder = constriction.stream.queue.RangeDecoder(words)
+        try:
+            z_shape = (1, m.N, hp // STRIDE, wp // STRIDE)
+            z_groups = np.broadcast_to(np.arange(m.N).reshape(1, -1, 1, 1), z_shape)
+            z_sym, z_esc = _decode_grouped(decoder, z_groups, m.z)
+            _decode_escapes(decoder, z_sym.reshape(-1), z_esc)
+            mean, index = m.entropy_parameters(torch.from_numpy(z_sym))
+            y_sym, y_esc = _decode_grouped(decoder, index, m.y)
+            _decode_escapes(decoder, y_sym.reshape(-1), y_esc)
+        except CodecError:
+            raise
+        except Exception as exc:  # constriction raises on impossible streams
+            raise CodecError(f"learned payload does not decode: {exc}") from exc
+        # A range decoder cannot see trailing zero words; a canonical stream is exactly the
+        # encoding of its own symbols, so re-encode them (cheap: no transforms) and compare.
+        if _entropy_encode(m, z_sym, y_sym, index) != payload[2:]:
+            raise CodecError("learned payload is not the canonical encoding of its symbols "
+                             "(trailing or altered data)")
+        q = torch.tensor([quality_code / 1000.0 - 1.0])
+        _, inv_gain = m.net.gains(q)
+        y_hat = torch.from_numpy(y_sym + mean / 2**intnet.A_BITS).float()
+        x = m.net.g_s(y_hat * inv_gain)[0, :, : header.height, : header.width]
+        image = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+        content = (struct.pack(">HII", quality_code, header.height, header.width)
+                   + z_sym.astype("<i4").tobytes() + y_sym.astype("<i4").tobytes())
+        return Decoded(image, content)

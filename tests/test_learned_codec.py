@@ -1,0 +1,159 @@
+"""The learned codec's bitstream is exact by construction: tests (a)-(d) of the learned-codec issue.
+
+(a) the hyper path is integer arithmetic: it equals a pure int64 reference, so float details
+    cannot move an index; (b) thread count and batch composition do not change symbols;
+(c) neither do ATen CPU kernels (default vs avx2); (d) golden bitstreams decode bit-exact.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO, synthetic_image
+from learned_fixtures import GOLDEN, tiny_codec
+
+from models import intnet
+from models.bitstream import Header, pack, unpack
+from models.codec import CodecError
+
+
+def _int_reference(layers, z: np.ndarray) -> np.ndarray:
+    """The same fixed-point network in plain int64 numpy: no floating point anywhere."""
+    a = z.astype(np.int64) * 2**intnet.A_BITS
+    for layer in layers:
+        w = layer.weight.numpy().astype(np.int64)
+        if layer.kind == "deconv":  # transpose conv = stuffing + flipped kernel
+            b, c, h, wd = a.shape
+            s, k = layer.stride, w.shape[-1]
+            st = np.zeros((b, c, (h - 1) * s + 1, (wd - 1) * s + 1), np.int64)
+            st[:, :, ::s, ::s] = a
+            lo, hi = k - 1 - layer.padding, k - 1 - layer.padding + layer.output_padding
+            a = np.pad(st, ((0, 0), (0, 0), (lo, hi), (lo, hi)))
+            w, stride, pad = np.flip(w, (2, 3)).transpose(1, 0, 2, 3), 1, 0
+        else:
+            stride, pad = layer.stride, layer.padding
+            a = np.pad(a, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+        k = w.shape[-1]
+        oh = (a.shape[2] - k) // stride + 1
+        ow = (a.shape[3] - k) // stride + 1
+        acc = np.zeros((a.shape[0], w.shape[0], oh, ow), np.int64)
+        for i in range(k):
+            for j in range(k):
+                patch = a[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride]
+                acc += np.einsum("bchw,oc->bohw", patch, w[:, :, i, j])
+        acc += layer.bias.numpy().astype(np.int64).reshape(1, -1, 1, 1)
+        a = (acc + 2 ** (intnet.W_BITS - 1)) >> intnet.W_BITS
+        if layer.relu:
+            a = np.maximum(a, 0)
+        a = np.clip(a, -intnet.A_LIMIT, intnet.A_LIMIT)
+    return a
+
+
+def test_a_hyper_path_is_exact_integer_arithmetic():
+    model = tiny_codec().model
+    rng = np.random.default_rng(0)
+    z = rng.integers(-20, 21, size=(2, model.N, 3, 5))
+    exact = intnet.fixed_to_numpy(intnet.run(model.h_s, torch.from_numpy(z)))
+    assert np.array_equal(exact, _int_reference(model.h_s, z))
+    # Nothing float enters: the input is integer symbols, and a value that is not an integer
+    # is not a symbol. Batch composition and thread count do not matter either.
+    torch.set_num_threads(1)
+    single = intnet.fixed_to_numpy(intnet.run(model.h_s, torch.from_numpy(z[:1])))
+    torch.set_num_threads(2)
+    assert np.array_equal(single, exact[:1])
+
+
+def test_roundtrip_and_rate_control():
+    low, high = tiny_codec(1.0), tiny_codec(7.0)
+    image = synthetic_image(3, 70, 130)  # not a multiple of 64: padding in the header
+    streams = [low.encode_batch([image])[0], high.encode_batch([image])[0]]
+    header, _ = unpack(streams[0])
+    assert (header.height, header.width, header.pad_h, header.pad_w) == (70, 130, 58, 62)
+    for codec, stream in zip((low, high), streams, strict=True):
+        decoded = codec.decode_batch([stream])[0]
+        assert decoded.image.shape == image.shape and decoded.image.dtype == np.uint8
+
+
+def test_b_threads_and_batches_do_not_change_symbols():
+    codec = tiny_codec(3.5)
+    images = [synthetic_image(5, 64, 64), synthetic_image(6, 100, 90)]
+    torch.set_num_threads(2)
+    batch = codec.encode_batch(images)
+    torch.set_num_threads(1)
+    single = [codec.encode_batch([im])[0] for im in images]
+    decoded_1 = codec.decode_batch(batch)
+    torch.set_num_threads(2)
+    decoded_2 = codec.decode_batch(single)
+    for a, b in zip(decoded_1, decoded_2, strict=True):
+        assert a.content_hash == b.content_hash
+        assert int(np.abs(a.image.astype(int) - b.image.astype(int)).max()) <= 1
+
+
+DECODE_SCRIPT = """
+import json, sys
+sys.path[:0] = [{repo!r}, {tests!r}]
+from learned_fixtures import tiny_codec
+from conftest import synthetic_image
+codec = tiny_codec(4.0)
+stream = codec.encode_batch([synthetic_image(7, 96, 160)])[0]
+d = codec.decode_batch([stream])[0]
+print(json.dumps({{"stream": stream.hex(), "hash": d.content_hash.hex(), "pixels": d.image.tolist()}}))
+"""
+
+
+def test_c_cpu_kernels_do_not_change_symbols():
+    runs = {}
+    for capability in ("default", "avx2"):
+        env = {**os.environ, "ATEN_CPU_CAPABILITY": capability}
+        script = DECODE_SCRIPT.format(repo=str(REPO), tests=str(REPO / "tests"))
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              env=env, timeout=300)
+        assert done.returncode == 0, done.stderr
+        runs[capability] = json.loads(done.stdout)
+    a, b = runs["default"], runs["avx2"]
+    assert a["stream"] == b["stream"] and a["hash"] == b["hash"]
+    diff = np.abs(np.array(a["pixels"]) - np.array(b["pixels"])).max()
+    print(f"largest pixel difference default vs avx2: {diff}")
+    assert diff <= 1
+
+
+def test_d_golden_bitstreams_decode_bit_exact():
+    codec = tiny_codec()
+    golden = json.loads((GOLDEN / "tiny-msh.json").read_text())
+    assert golden["weights_sha256"] == codec.weights_sha256()
+    for case in golden["streams"]:
+        decoded = codec.decode_batch([bytes.fromhex(case["stream"])])[0]
+        assert decoded.content_hash.hex() == case["content_hash"]
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "extend"])
+def test_damaged_learned_streams_never_decode_silently(damage):
+    codec = tiny_codec()
+    stream = codec.encode_batch([synthetic_image(8, 64, 128)])[0]
+    reference = codec.decode_batch([stream])[0].content_hash
+    header, payload = unpack(stream)
+    if damage == "flip":
+        bad = bytearray(payload)
+        bad[len(bad) // 2] ^= 0x04
+        candidates = [pack(header, bytes(bad))]
+    elif damage == "truncate":
+        candidates = [pack(header, payload[:-4])]
+    else:
+        candidates = [pack(header, payload + b"\0\0\0\0")]
+    for candidate in candidates:
+        try:
+            decoded = codec.decode_batch([candidate])[0]
+        except CodecError:
+            continue
+        assert decoded.content_hash != reference
+
+
+def test_header_that_lies_about_padding_is_refused():
+    codec = tiny_codec()
+    header, payload = unpack(codec.encode_batch([synthetic_image(9, 64, 64)])[0])
+    with pytest.raises(CodecError, match="stride"):
+        codec.decode_batch([pack(Header(header.codec_code, 64, 64, 3, 1, 0), payload)])
