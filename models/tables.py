@@ -18,7 +18,7 @@ _erfc = np.frompyfunc(math.erfc, 1, 1)
 
 def ndtr(x: np.ndarray) -> np.ndarray:
     """Standard normal CDF in float64 (export time only; decoders read the stored tables)."""
-    return (0.5 * _erfc(-np.asarray(x, np.float64) / math.sqrt(2))).astype(np.float64)
+    return np.asarray(0.5 * _erfc(-np.asarray(x, np.float64) / math.sqrt(2)), dtype=np.float64)
 
 
 PRECISION = 16  # frequencies of each table sum to 2**PRECISION

@@ -157,3 +157,17 @@ def test_header_that_lies_about_padding_is_refused():
     header, payload = unpack(codec.encode_batch([synthetic_image(9, 64, 64)])[0])
     with pytest.raises(CodecError, match="stride"):
         codec.decode_batch([pack(Header(header.codec_code, 64, 64, 3, 1, 0), payload)])
+
+
+def test_export_writes_a_loadable_self_consistent_model(tmp_path):
+    from learned_fixtures import TinyCodec, make_tiny_weights
+
+    from models.learned import LearnedModel
+
+    digest = make_tiny_weights(tmp_path / "w.safetensors")
+    model = LearnedModel.from_file(tmp_path / "w.safetensors")
+    assert model.sha256 == digest
+    codec = TinyCodec(2.5, model=model)
+    image = synthetic_image(11, 64, 64)
+    decoded = codec.decode_batch(codec.encode_batch([image]))[0]
+    assert decoded.image.shape == image.shape
