@@ -1,4 +1,10 @@
-"""`python -m jobs.benchmark codecs`: every codec through the real pipeline, on one image set.
+"""Benchmarks. Two modes:
+
+    python -m jobs.benchmark --dataset DIR [--out OUT] [--anchors ../shared/anchors]   # rate-distortion
+    python -m jobs.benchmark codecs --images DIR --out OUT                            # through the pipeline
+
+The first (``rd``, the default) is ``jobs.rd_benchmark``: bare codecs at several qualities.
+The second, below: every codec through the real pipeline, on one image set.
 
 For each codec (at its default quality, or at ``--quality`` where given) the images are packed
 into WebDataset shards, compressed with ``compress`` on Ray, restored and verified; the
@@ -106,9 +112,22 @@ def to_markdown(summary: dict, command: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = "python -m jobs.benchmark " + " ".join(argv)
+    if not argv or argv[0] not in ("codecs", "rd", "-h", "--help"):
+        argv = ["rd", *argv]
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="mode", required=True)
+    p = sub.add_parser("rd", help="rate-distortion of bare codecs (the default mode)")
+    p.add_argument("--dataset", required=True, type=Path, help="directory of images")
+    p.add_argument("--out", type=Path, help="results directory (default benchmarks/<dataset name>)")
+    p.add_argument("--codecs", nargs="+", default=["jpeg", "webp", "avif"],
+                   help="codec ids (jpeg/webp/avif are the benchmark baselines: WebP method 6)")
+    p.add_argument("--anchors", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "anchors",
+                   help="folder with bdrate.py and kodak/*.json (skipped when missing)")
+    p.add_argument("--limit", type=int, help="only the first N images")
+    p.add_argument("--qualities", action="append", default=[], metavar="CODEC=Q1,Q2,...")
     p = sub.add_parser("codecs", help="every codec through compress/restore/verify")
     p.add_argument("--images", required=True, type=Path, help="directory of images")
     p.add_argument("--out", required=True, type=Path, help="where results.json/md go")
@@ -117,9 +136,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quality", action="append", default=[], metavar="CODEC=Q",
                    help="quality for one codec (default: the codec's default); repeatable")
     args = parser.parse_args(argv)
+    if args.mode == "rd":
+        from jobs.rd_benchmark import run as run_rd
+
+        qualities = {k: [float(x) for x in v.split(",")]
+                     for k, v in (q.split("=", 1) for q in args.qualities)}
+        anchors = args.anchors if args.anchors.exists() else None
+        run_rd(args.dataset, args.out or Path("benchmarks") / args.dataset.name, args.codecs,
+               anchors, args.limit, qualities, command)
+        return 0
     quality = {k: float(v) for k, v in (q.split("=", 1) for q in args.quality)}
     summary = run_codecs(args.images, args.out, args.codecs, args.shards, quality)
-    command = "python -m jobs.benchmark " + " ".join(argv if argv is not None else sys.argv[1:])
     summary["command"] = command
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")

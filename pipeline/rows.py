@@ -57,8 +57,15 @@ class RowDecoder:
             raise RowError(shard, key, "row has status ok but no bitstream")
         if crc32c.crc32c(stream) != row["crc32c"]:
             raise RowError(shard, key, "bitstream CRC32C mismatch (the stored bytes are damaged)")
+        codec = self.codec(row["codec"])
+        if row["weights"] is not None and row["weights"] != codec.weights_sha256():
+            raise RowError(
+                shard, key,
+                f"written with weights sha256 {row['weights'][:16]}..., but codec {codec.id} here has "
+                f"{(codec.weights_sha256() or 'none')[:16]}...; refusing to decode with other weights",
+            )
         try:
-            decoded = self.codec(row["codec"]).decode_batch([stream])[0]
+            decoded = codec.decode_batch([stream])[0]
         except CodecError as exc:
             raise RowError(shard, key, f"bitstream does not decode: {exc}") from exc
         if decoded.content_hash != row["content_hash"]:
