@@ -26,10 +26,15 @@ class CodecError(ValueError):
 
 @dataclass(frozen=True)
 class Decoded:
-    """One decoded image and the bytes its content hash is taken over."""
+    """One decoded image and the bytes its content hash is taken over.
+
+    ``source`` is set by codecs that reconstruct the original file exactly (jpeg-lossless):
+    restore then writes those bytes instead of re-encoding pixels.
+    """
 
     image: np.ndarray  # uint8 HxWx3
     content: bytes
+    source: bytes | None = None
 
     @property
     def content_hash(self) -> bytes:
@@ -55,6 +60,8 @@ class Codec(ABC):
     quality_range: tuple[float, float] | None = None
     default_quality: float | None = None
     description: str = ""
+    # Codecs that transcode the original file bytes rather than pixels (jpeg-lossless).
+    takes_source: bool = False
 
     def __init__(self, quality: float | None = None) -> None:
         if self.quality_range is None:
@@ -74,6 +81,10 @@ class Codec(ABC):
     @abstractmethod
     def decode_batch(self, streams: Sequence[bytes]) -> list[Decoded]:
         """Decode framed bitstreams; raise ``CodecError`` on any damaged stream."""
+
+    def encode_sources(self, sources: Sequence[bytes]) -> list[bytes]:
+        """Encode original files (only for ``takes_source`` codecs)."""
+        raise CodecError(f"codec {self.id} encodes pixels, not files")
 
     def versions(self) -> dict[str, str]:
         """Library versions that define this codec's decoded output (recorded in archives)."""

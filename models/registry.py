@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from models.classical import CLASSICAL_CODECS
 from models.codec import Codec, CodecError
+from models.jpeg_lossless import JpegLosslessCodec
 
 _CODECS: dict[str, type[Codec]] = {}
 
@@ -25,7 +26,7 @@ def register(cls: type[Codec]) -> type[Codec]:
     return cls
 
 
-for _cls in CLASSICAL_CODECS:
+for _cls in (*CLASSICAL_CODECS, JpegLosslessCodec):
     register(_cls)
 
 DEFAULT_CODEC = "webp"

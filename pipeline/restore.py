@@ -87,7 +87,9 @@ def restore_shard(
             found.append(row["key"])
             decoded = decoder.check(row)
             sample = Sample(row["key"])
-            if row["status"] == STATUS_OK:
+            if row["status"] == STATUS_OK and decoded.source is not None and image_format is None:
+                sample.members.append((row["image_name"], decoded.source))  # the exact original
+            elif row["status"] == STATUS_OK:
                 sample.members.append(_image_member(row, decoded.image, image_format, jpeg_quality))
             sample.members.extend((m["name"], m["data"]) for m in row["members"])
             yield sample

@@ -50,6 +50,7 @@ class Guard:
 
     size: bool = True
     min_psnr: float | None = None
+    jpeg_fallback: bool = True  # a JPEG the guard rejects is stored with jpeg-lossless instead
 
     def reason(self, stream: bytes, original: bytes, psnr_db: float) -> str | None:
         if self.size and len(stream) >= len(original):
@@ -131,19 +132,41 @@ def _ok_row(p: _Prepared, shard: str, codec: Codec, stream: bytes, decoded) -> d
     }
 
 
+def _encode(codec: Codec, items: list[_Prepared]) -> list[tuple[bytes, Any]]:
+    if codec.takes_source:
+        streams = codec.encode_sources([p.sample.members[p.image_pos][1] for p in items])
+    else:
+        streams = codec.encode_batch([p.image for p in items])
+    return list(zip(streams, codec.decode_batch(streams), strict=True))
+
+
+def _jpeg_fallback(p: _Prepared, shard: str, guard_reason: str) -> dict[str, Any] | None:
+    """A JPEG that the guard keeps out is still recompressed losslessly, byte-exact on restore."""
+    from models.registry import get_codec
+
+    codec = get_codec("jpeg-lossless")
+    try:
+        ((stream, decoded),) = _encode(codec, [p])
+    except CodecError:
+        return None
+    row = _ok_row(p, shard, codec, stream, decoded)
+    if len(stream) >= len(p.sample.members[p.image_pos][1]):
+        return None
+    row["reason"] = f"stored with jpeg-lossless: {guard_reason}"
+    return row
+
+
 def _encode_chunk(chunk: list[_Prepared], shard: str, codec: Codec, guard: Guard) -> list[dict[str, Any]]:
     todo = [p for p in chunk if p.image is not None]
     results: dict[int, tuple[bytes, Any]] = {}
     try:
-        streams = codec.encode_batch([p.image for p in todo])
-        for p, stream, decoded in zip(todo, streams, codec.decode_batch(streams), strict=True):
-            results[p.index] = (stream, decoded)
+        for p, result in zip(todo, _encode(codec, todo), strict=True):
+            results[p.index] = result
     except CodecError:
         # Find the image the batch failed on; the others still go through the codec.
         for p in todo:
             try:
-                stream = codec.encode_batch([p.image])[0]
-                results[p.index] = (stream, codec.decode_batch([stream])[0])
+                results[p.index] = _encode(codec, [p])[0]
             except CodecError as exc:
                 p.image, p.reason = None, f"codec {codec.id} failed: {exc}"
     rows = []
@@ -154,6 +177,11 @@ def _encode_chunk(chunk: list[_Prepared], shard: str, codec: Codec, guard: Guard
             if p.reason is None:
                 rows.append(row)
                 continue
+            if guard.jpeg_fallback and p.fmt == "JPEG" and codec.id != "jpeg-lossless":
+                fallback = _jpeg_fallback(p, shard, p.reason)
+                if fallback is not None:
+                    rows.append(fallback)
+                    continue
         rows.append(_passthrough_row(p, shard, codec))
     return rows
 
