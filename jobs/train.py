@@ -216,6 +216,54 @@ def train_loop(config: dict) -> None:
         print(f"[train] saved step {step} to {ckpt}", flush=True)
 
 
+def export(args: argparse.Namespace) -> int:
+    """Checkpoint -> decoder-defining weights file + registry entry + model card."""
+    import torch
+
+    from models.hyperprior import LAMBDAS, MeanScaleHyperprior
+    from models.learned import export_weights
+    from models.weights import WEIGHTS_DIR, register_weights
+
+    raw = Path(args.checkpoint_dir, CHECKPOINT).read_bytes()
+    meta = _safetensors_metadata(raw)
+    config, step = json.loads(meta["config"]), int(meta["step"])
+    model = MeanScaleHyperprior(config["N"], config["M"])
+    optimizer = torch.optim.Adam(model.parameters())
+    load_checkpoint(str(Path(args.checkpoint_dir, CHECKPOINT)), model, optimizer)
+    dtype = torch.float16 if args.fp16 else torch.float32
+    directory = Path(args.weights_dir) if args.weights_dir else WEIGHTS_DIR
+    path = directory / f"{args.id}.safetensors"
+    sha = export_weights(model, path, dtype, metadata={"id": args.id, "steps": str(step)})
+    log = list(csv.DictReader(open(Path(args.checkpoint_dir, LOSS_LOG))))
+    wall = sum(float(r["wall_s"]) for r in _chunk_ends(log))
+    card = {
+        "id": args.id,
+        "title": f"mean-scale hyperprior N={config['N']} M={config['M']}",
+        "architecture": f"mean-scale hyperprior (Minnen et al. 2018, no context model), gain units "
+                        f"(Cui et al. 2021), N={config['N']}, M={config['M']}",
+        "steps": step, "crops": f"{config['batch']} x {config['crop']}x{config['crop']} per step",
+        "lambdas": list(LAMBDAS), "quality_range": [1, len(LAMBDAS)],
+        "loss": "lambda * 255^2 * MSE + bpp, lambda interpolated in log domain per crop",
+        "data": "BSDS500 (500) + ImageNet samples (400), downscaled x0.5-0.75; research-use terms "
+                "of those sets apply to these weights",
+        "hardware": args.hardware, "wall_hours": round(wall / 3600, 2),
+        "last_log": log[-1] if log else None, "weights_dtype": str(dtype).replace("torch.", ""),
+        "sha256": sha, "code": args.code, "budget_label": args.label,
+    }
+    register_weights(args.id, path.name, sha, args.code, card, directory)
+    print(json.dumps(card, indent=2))
+    return 0
+
+
+def _chunk_ends(log: list[dict]) -> list[dict]:
+    """Rows where a training chunk ended (wall time restarts at each resume)."""
+    ends = []
+    for i, row in enumerate(log):
+        if i + 1 == len(log) or float(log[i + 1]["wall_s"]) < float(row["wall_s"]):
+            ends.append(row)
+    return ends
+
+
 def run(args: argparse.Namespace) -> int:
     import ray
     from ray.train import RunConfig, ScalingConfig
@@ -271,7 +319,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cpus-per-worker", type=float, default=1)
     p.add_argument("--gpu", action="store_true")
     p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("export", help="checkpoint -> models/weights/<id>.safetensors + registry")
+    p.add_argument("--checkpoint-dir", required=True)
+    p.add_argument("--id", required=True, help="codec id, e.g. msh-n64")
+    p.add_argument("--code", type=int, required=True, help="bitstream header code (never reuse)")
+    p.add_argument("--label", required=True, help="training budget label shown by `latentarc codecs`")
+    p.add_argument("--hardware", default="2-core CPU (no GPU)")
+    p.add_argument("--fp16", action="store_true", help="store transforms as float16")
+    p.add_argument("--weights-dir", help="where to write (default: models/weights, the shipped registry)")
     args = parser.parse_args(argv)
+    if args.cmd == "export":
+        return export(args)
     if args.cmd == "prepare":
         n = prepare(args.datasets, args.out)
         print(f"prepare: {n} training images written as shards under {args.out}")

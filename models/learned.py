@@ -215,7 +215,7 @@ class LearnedCodec(Codec):
         check_image(image)
         h, w, _ = image.shape
         m = self.model
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0
+        x = torch.tensor(image).permute(2, 0, 1)[None].float() / 255.0
         x, (ph, pw) = pad_to(x, STRIDE)
         q = torch.tensor([self._quality_code() / 1000.0 - 1.0])
         gain, _ = m.net.gains(q)

@@ -29,6 +29,26 @@ def register(cls: type[Codec]) -> type[Codec]:
 for _cls in (*CLASSICAL_CODECS, JpegLosslessCodec):
     register(_cls)
 
+
+def _register_learned() -> None:
+    """One LearnedCodec subclass per entry of models/weights/registry.json."""
+    from models.learned import LearnedCodec
+    from models.weights import WEIGHTS_DIR, read_registry
+
+    for codec_id, entry in sorted(read_registry().items()):
+        card = entry["card"]
+        attrs = {
+            "id": codec_id,
+            "code": entry["code"],
+            "weights_file": str(WEIGHTS_DIR / entry["file"]),
+            "weights_sha256_pinned": entry["sha256"],
+            "description": f"{card['title']} [{card['budget_label']}]",
+        }
+        register(type(f"Learned_{codec_id.replace('-', '_')}", (LearnedCodec,), attrs))
+
+
+_register_learned()
+
 DEFAULT_CODEC = "webp"
 
 

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 
+import crc32c
 import numpy as np
 import pytest
 import torch
@@ -171,3 +172,33 @@ def test_export_writes_a_loadable_self_consistent_model(tmp_path):
     image = synthetic_image(11, 64, 64)
     decoded = codec.decode_batch(codec.encode_batch([image]))[0]
     assert decoded.image.shape == image.shape
+
+
+def test_weights_with_another_sha256_are_refused(tmp_path):
+    from learned_fixtures import TINY_WEIGHTS
+
+    from models.learned import LearnedCodec
+
+    class Pinned(LearnedCodec):
+        id, code = "test-pinned", 251
+        weights_file = str(TINY_WEIGHTS)
+        weights_sha256_pinned = "0" * 64
+
+    with pytest.raises(CodecError, match="pinned sha256"):
+        Pinned(4.0)
+    Pinned.weights_sha256_pinned = tiny_codec().weights_sha256()
+    assert Pinned(4.0).weights_sha256() == Pinned.weights_sha256_pinned
+
+
+def test_an_archive_row_refuses_other_weights(tmp_path):
+    from pipeline.rows import RowDecoder, RowError
+
+    codec = tiny_codec()
+    stream = codec.encode_batch([synthetic_image(12, 64, 64)])[0]
+    decoder = RowDecoder()
+    decoder._codecs[codec.id] = codec
+    row = {"shard": "s", "key": "k", "bitstream": stream, "codec": codec.id,
+           "crc32c": crc32c.crc32c(stream), "weights": "f" * 64,
+           "content_hash": b"", "height": 64, "width": 64}
+    with pytest.raises(RowError, match="refusing to decode with other weights"):
+        decoder.decode(row)
