@@ -51,7 +51,8 @@ def pack_images(images: Path, out: Path, shards: int) -> int:
     return len(files)
 
 
-def run_codecs(images: Path, out: Path, codecs: list[str], shards: int, quality: dict) -> dict:
+def run_codecs(images: Path, out: Path, codecs: list[str], shards: int, quality: dict,
+               guard: Guard | None = None) -> dict:
     work = Path(tempfile.mkdtemp(prefix="latentarc-bench-"))
     try:
         n = pack_images(images, work / "src", shards)
@@ -60,7 +61,7 @@ def run_codecs(images: Path, out: Path, codecs: list[str], shards: int, quality:
             archive = work / f"arc-{codec}"
             started = time.monotonic()
             report = compress([str(work / "src")], str(archive), codec, quality.get(codec),
-                              progress=False, guard=Guard(size=False))
+                              progress=False, guard=guard or Guard(size=False))
             compress_s = time.monotonic() - started
             if not report.ok:
                 raise SystemExit(f"{codec}: compress failed: {report.failed}")
@@ -71,6 +72,7 @@ def run_codecs(images: Path, out: Path, codecs: list[str], shards: int, quality:
             t = report.totals
             results.append({
                 "codec": codec, "quality": report.quality, "images": t["samples"],
+                "compressed": t["compressed"], **_image_bytes(archive),
                 "passthrough": t["passthrough"], "source_bytes": t["source_bytes"],
                 "archive_bytes": t["archive_bytes"], "bitstream_bytes": t["bitstream_bytes"],
                 "ratio": t["ratio"], "mean_bpp": t["mean_bpp"], "mean_psnr": t["mean_psnr"],
@@ -80,10 +82,27 @@ def run_codecs(images: Path, out: Path, codecs: list[str], shards: int, quality:
             print(f"{codec}: ratio {t['ratio']:.2f}, bpp {t['mean_bpp']:.3f}, "
                   f"PSNR {t['mean_psnr'] if t['mean_psnr'] is not None else 'lossless'}", flush=True)
         return {"images": n, "image_dir": str(images), "shards": shards,
+                "guard": None if guard is None else {"size": guard.size, "min_psnr": guard.min_psnr},
                 "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
                 "python": platform.python_version(), "results": results}
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _image_bytes(archive: Path) -> dict:
+    """Original vs stored bytes of the image members, and the worst row's stored/original."""
+    import pyarrow.parquet as pq
+
+    original = stored = 0
+    worst = 0.0
+    for row in pq.read_table(archive / "shards", columns=["status", "bytes", "orig_size"]).to_pylist():
+        if row["orig_size"]:
+            kept = row["bytes"] if row["status"] == "ok" else row["orig_size"]
+            original += row["orig_size"]
+            stored += kept
+            worst = max(worst, kept / row["orig_size"])
+    return {"original_image_bytes": original, "stored_image_bytes": stored,
+            "image_ratio": original / stored if stored else None, "largest_row_vs_original": worst}
 
 
 def to_markdown(summary: dict, command: str) -> str:
@@ -92,20 +111,27 @@ def to_markdown(summary: dict, command: str) -> str:
         "",
         f"Command: `{command}`",
         "",
-        "Each codec at its default quality; `compress` on in-process Ray, then `restore` and `verify`.",
+        "`compress` on in-process Ray, then `restore` and `verify`. Guard: "
+        + ("off (every image through the codec)" if not summary.get("guard")
+           else f"size on, min PSNR {summary['guard']['min_psnr']}") + ".",
+        "Image MB = the original image members; image ratio = original image bytes / stored image bytes",
+        "(bitstreams, or the original bytes of passthrough samples); worst row = largest stored/original.",
         "MB in = the source WebDataset shards; MB out = the archive's Parquet files (bitstreams,",
         "kept members, row metadata). Seconds include Ray start-up of the stage; compare ratios.",
         "",
-        "| codec | quality | MB in | MB out | ratio | mean bpp | mean PSNR (dB) "
-        "| compress s | restore s | verify |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| codec | quality | MB in | MB out | ratio | coded / all | image ratio | worst row | mean bpp "
+        "| mean PSNR (dB) | compress s | restore s | verify |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in summary["results"]:
         psnr = "lossless" if r["mean_psnr"] is None else f"{r['mean_psnr']:.2f}"
         quality = "-" if r["quality"] is None else f"{r['quality']:g}"
+        image_ratio = r["image_ratio"] or float("nan")
+        bpp = "-" if r["mean_bpp"] is None else f"{r['mean_bpp']:.3f}"
         lines.append(
             f"| {r['codec']} | {quality} | {r['source_bytes'] / 1e6:.2f} | {r['archive_bytes'] / 1e6:.2f} "
-            f"| {r['ratio']:.2f} | {r['mean_bpp']:.3f} | {psnr} | {r['compress_seconds']:.1f} "
+            f"| {r['ratio']:.2f} | {r['compressed']}/{r['images']} | {image_ratio:.2f} "
+            f"| {r['largest_row_vs_original']:.2f} | {bpp} | {psnr} | {r['compress_seconds']:.1f} "
             f"| {r['restore_seconds']:.1f} | {'OK' if r['verify_ok'] else 'FAILED'} |"
         )
     return "\n".join(lines) + "\n"
@@ -135,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shards", type=int, default=3)
     p.add_argument("--quality", action="append", default=[], metavar="CODEC=Q",
                    help="quality for one codec (default: the codec's default); repeatable")
+    p.add_argument("--guard", action="store_true",
+                   help="compress as users do: size guard on (and --min-psnr), JPEG fallback")
+    p.add_argument("--min-psnr", type=float)
     args = parser.parse_args(argv)
     if args.mode == "rd":
         from jobs.rd_benchmark import run as run_rd
@@ -146,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
                anchors, args.limit, qualities, command)
         return 0
     quality = {k: float(v) for k, v in (q.split("=", 1) for q in args.quality)}
-    summary = run_codecs(args.images, args.out, args.codecs, args.shards, quality)
+    guard = Guard(size=True, min_psnr=args.min_psnr) if args.guard else None
+    summary = run_codecs(args.images, args.out, args.codecs, args.shards, quality, guard)
     summary["command"] = command
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -7,6 +7,7 @@ every bitstream, so a code, once released, is never reused for another codec.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from models.classical import CLASSICAL_CODECS
 from models.codec import Codec, CodecError
@@ -31,20 +32,26 @@ for _cls in (*CLASSICAL_CODECS, JpegLosslessCodec):
 
 
 def _register_learned() -> None:
-    """One LearnedCodec subclass per entry of models/weights/registry.json."""
+    """One LearnedCodec subclass per entry of models/weights/registry.json (and of the
+    registry.json in each directory of LATENTARC_WEIGHTS_PATH)."""
     from models.learned import LearnedCodec
-    from models.weights import WEIGHTS_DIR, read_registry
+    from models.weights import read_registry, weight_dirs
 
-    for codec_id, entry in sorted(read_registry().items()):
-        card = entry["card"]
-        attrs = {
-            "id": codec_id,
-            "code": entry["code"],
-            "weights_file": str(WEIGHTS_DIR / entry["file"]),
-            "weights_sha256_pinned": entry["sha256"],
-            "description": f"{card['title']} [{card['budget_label']}]",
-        }
-        register(type(f"Learned_{codec_id.replace('-', '_')}", (LearnedCodec,), attrs))
+    for directory in weight_dirs():
+        for codec_id, entry in sorted(read_registry(directory).items()):
+            _register_one(LearnedCodec, directory, codec_id, entry)
+
+
+def _register_one(base: type[Codec], directory: Path, codec_id: str, entry: dict) -> None:
+    card = entry["card"]
+    attrs = {
+        "id": codec_id,
+        "code": entry["code"],
+        "weights_file": str(directory / entry["file"]),
+        "weights_sha256_pinned": entry["sha256"],
+        "description": f"{card['title']} [{card['budget_label']}]",
+    }
+    register(type(f"Learned_{codec_id.replace('-', '_')}", (base,), attrs))
 
 
 _register_learned()

@@ -23,6 +23,9 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("LATENTARC_SHARED", REPO.parent / "shared"))
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # loopback-only test clusters
+# The tiny learned test codec (random weights, tests/golden) is registered in every process,
+# Ray workers included, through the registry's extra weights path.
+os.environ["LATENTARC_WEIGHTS_PATH"] = str(REPO / "tests" / "golden")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 

@@ -16,6 +16,8 @@ TINY_WEIGHTS = GOLDEN / "tiny-msh.safetensors"
 
 
 class TinyCodec(LearnedCodec):
+    """The same weights as the registered ``test-tiny-msh`` (tests/golden/registry.json)."""
+
     id = "test-tiny-msh"
     code = 250
 

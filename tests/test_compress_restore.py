@@ -131,3 +131,18 @@ def test_guard_keeps_originals_that_coding_would_make_worse(small_shards, tmp_pa
     assert compress([str(small_shards)], str(unguarded), "png", progress=False, guard=Guard(size=False)).ok
     rows = {r["key"]: r for r in pq.read_table(unguarded / "shards").to_pylist()}
     assert rows["a0"]["status"] == "ok"
+
+
+def test_learned_codec_through_the_pipeline(small_shards, tmp_path):
+    """The tiny random-weights learned codec (tests/golden) through compress/verify/restore."""
+    archive = tmp_path / "arc"
+    report = compress([str(small_shards)], str(archive), "test-tiny-msh", 3.0, progress=False,
+                      guard=NO_GUARD)
+    assert report.ok and report.totals["compressed"] == 5
+    manifest = read_manifest(str(archive))
+    assert manifest["weights_sha256"] and manifest["codec"] == "test-tiny-msh"
+    rows = pq.read_table(archive / "shards").to_pylist()
+    assert {r["weights"] for r in rows if r["status"] == "ok"} == {manifest["weights_sha256"]}
+    assert verify(str(archive), progress=False).ok
+    back = restore(str(archive), str(tmp_path / "out"), progress=False)
+    assert back.ok and sum(back.written.values()) == 6

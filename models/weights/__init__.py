@@ -7,10 +7,18 @@ the same JSON (architecture, steps, data and its terms, hardware, wall time).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 WEIGHTS_DIR = Path(__file__).parent
 REGISTRY = WEIGHTS_DIR / "registry.json"
+# Extra directories with their own registry.json (os.pathsep-separated), e.g. a team's weights.
+EXTRA_DIRS_ENV = "LATENTARC_WEIGHTS_PATH"
+
+
+def weight_dirs() -> list[Path]:
+    extra = [Path(p) for p in os.environ.get(EXTRA_DIRS_ENV, "").split(os.pathsep) if p]
+    return [WEIGHTS_DIR, *extra]
 
 
 def read_registry(directory: Path = WEIGHTS_DIR) -> dict[str, dict]:
