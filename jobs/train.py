@@ -30,6 +30,11 @@ import numpy as np
 TRAIN_SETS = ("bsds500", "imagenet_samples")
 NEVER_TRAIN_ON = ("kodak", "wikipedia_photos_hr", "faces_utkface", "faces_celebahq")
 CHECKPOINT = "checkpoint.safetensors"
+PAPERS = {
+    "mean-scale": "mean-scale hyperprior (Minnen et al. 2018, without the serial context model)",
+    "scale": "scale hyperprior (Balle et al. 2018)",
+    "factorized": "factorized prior (Balle et al. 2017)",
+}
 LOSS_LOG = "loss_log.csv"
 
 
@@ -152,6 +157,20 @@ def load_checkpoint(url: str, model, optimizer) -> int:
     return step
 
 
+def _init_from(url: str, model) -> None:
+    """Start a variant from another checkpoint's tensors where names and shapes match (e.g. the
+    transforms of the mean-scale model for the scale-hyperprior and factorized variants)."""
+    from safetensors.torch import load
+
+    from pipeline.storage import read_bytes
+
+    source = {k[len("model."):]: v for k, v in load(read_bytes(url)).items() if k.startswith("model.")}
+    own = model.state_dict()
+    taken = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(taken, strict=False)
+    print(f"[train] initialised {len(taken)}/{len(own)} tensors from {url}", flush=True)
+
+
 def _safetensors_metadata(raw: bytes) -> dict:
     n = int.from_bytes(raw[:8], "little")
     return json.loads(raw[8:8 + n]).get("__metadata__", {})
@@ -168,10 +187,12 @@ def train_loop(config: dict) -> None:
     torch.set_num_threads(config["threads"])
     rank = ray.train.get_context().get_world_rank()
     torch.manual_seed(config["seed"] + rank)
-    model = MeanScaleHyperprior(config["N"], config["M"])
+    model = MeanScaleHyperprior(config["N"], config["M"], prior=config.get("prior", "mean-scale"))
     optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"])
     ckpt = join(config["checkpoint_dir"], CHECKPOINT)
     step = load_checkpoint(ckpt, model, optimizer) if exists(ckpt) else 0
+    if step == 0 and config.get("init_from"):
+        _init_from(config["init_from"], model)
     for group in optimizer.param_groups:
         group["lr"] = config["lr"]
     if ray.train.get_context().get_world_size() > 1:
@@ -227,7 +248,7 @@ def export(args: argparse.Namespace) -> int:
     raw = Path(args.checkpoint_dir, CHECKPOINT).read_bytes()
     meta = _safetensors_metadata(raw)
     config, step = json.loads(meta["config"]), int(meta["step"])
-    model = MeanScaleHyperprior(config["N"], config["M"])
+    model = MeanScaleHyperprior(config["N"], config["M"], prior=config.get("prior", "mean-scale"))
     optimizer = torch.optim.Adam(model.parameters())
     load_checkpoint(str(Path(args.checkpoint_dir, CHECKPOINT)), model, optimizer)
     dtype = torch.float16 if args.fp16 else torch.float32
@@ -238,9 +259,9 @@ def export(args: argparse.Namespace) -> int:
     wall = sum(float(r["wall_s"]) for r in _chunk_ends(log))
     card = {
         "id": args.id,
-        "title": f"mean-scale hyperprior N={config['N']} M={config['M']}",
-        "architecture": f"mean-scale hyperprior (Minnen et al. 2018, no context model), gain units "
-                        f"(Cui et al. 2021), N={config['N']}, M={config['M']}",
+        "title": f"{model.architecture} N={config['N']} M={config['M']}",
+        "architecture": f"{PAPERS[model.prior]}, gain units (Cui et al. 2021), "
+                        f"N={config['N']}, M={config['M']}",
         "steps": step, "crops": f"{config['batch']} x {config['crop']}x{config['crop']} per step",
         "lambdas": list(LAMBDAS), "quality_range": [1, len(LAMBDAS)],
         "loss": "lambda * 255^2 * MSE + bpp, lambda interpolated in log domain per crop",
@@ -272,7 +293,7 @@ def run(args: argparse.Namespace) -> int:
     config = {
         "shards": str(Path(args.shards).resolve()) if "://" not in args.shards else args.shards,
         "checkpoint_dir": str(Path(args.checkpoint_dir).resolve()),
-        "N": args.N, "M": args.M, "lr": args.lr, "batch": args.batch, "crop": args.crop,
+        "N": args.N, "M": args.M, "prior": args.prior, "init_from": args.init_from, "lr": args.lr, "batch": args.batch, "crop": args.crop,
         "steps": args.steps, "minutes": args.minutes, "threads": args.threads,
         "save_minutes": args.save_minutes, "log_every": args.log_every, "seed": args.seed,
     }
@@ -305,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("run", help="train (resumes from --checkpoint-dir)")
     p.add_argument("--shards", required=True, help="training shards (directory, URL or brace list)")
     p.add_argument("--checkpoint-dir", required=True)
+    p.add_argument("--prior", choices=["mean-scale", "scale", "factorized"], default="mean-scale")
+    p.add_argument("--init-from", help="checkpoint whose matching tensors start a new run")
     p.add_argument("--N", type=int, default=64)
     p.add_argument("--M", type=int, default=96)
     p.add_argument("--lr", type=float, default=1e-4)

@@ -1,4 +1,8 @@
-"""Mean-scale hyperprior with gain units: one set of weights for a continuous range of rates.
+"""Learned compression models with gain units: one set of weights for a continuous range of rates.
+
+``prior="mean-scale"`` (the default codec), ``"scale"`` (Ballé et al. 2018) or ``"factorized"``
+(Ballé et al. 2017, "End-to-end Optimized Image Compression": no hyperprior, one learned density
+per latent channel). The mean-scale data flow:
 
 Minnen, Ballé, Toderici 2018, "Joint Autoregressive and Hierarchical Priors for Learned Image
 Compression" (the mean-scale hyperprior, without its serial context model); Ballé et al. 2018,
@@ -29,21 +33,33 @@ from models.layers import GDN, conv, deconv, lower_bound, ste_round
 LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932)
 
 
+PRIORS = ("mean-scale", "scale", "factorized")
+ARCHITECTURE_NAMES = {"mean-scale": "mean-scale-hyperprior", "scale": "scale-hyperprior",
+                      "factorized": "factorized-prior"}
+
+
 class MeanScaleHyperprior(nn.Module):
-    def __init__(self, N: int = 64, M: int = 96, levels: int = len(LAMBDAS)) -> None:
+    def __init__(self, N: int = 64, M: int = 96, levels: int = len(LAMBDAS),
+                 prior: str = "mean-scale") -> None:
         super().__init__()
-        self.N, self.M, self.levels = N, M, levels
+        if prior not in PRIORS:
+            raise ValueError(f"prior must be one of {PRIORS}")
+        self.N, self.M, self.levels, self.prior = N, M, levels, prior
         self.g_a = nn.Sequential(conv(3, N), GDN(N), conv(N, N), GDN(N), conv(N, N), GDN(N), conv(N, M))
         self.g_s = nn.Sequential(
             deconv(M, N), GDN(N, inverse=True), deconv(N, N), GDN(N, inverse=True),
             deconv(N, N), GDN(N, inverse=True), deconv(N, 3),
         )
-        self.h_a = nn.Sequential(conv(M, N, 3, 1), nn.ReLU(), conv(N, N), nn.ReLU(), conv(N, N))
-        # Only conv/deconv + ReLU: exported to exact integer arithmetic (models.intnet).
-        self.h_s = nn.Sequential(
-            deconv(N, N), nn.ReLU(), deconv(N, N * 3 // 2), nn.ReLU(), conv(N * 3 // 2, 2 * M, 3, 1)
-        )
-        self.z_density = FactorizedDensity(N)
+        if prior == "factorized":
+            self.y_density = FactorizedDensity(M)
+        else:
+            self.h_a = nn.Sequential(conv(M, N, 3, 1), nn.ReLU(), conv(N, N), nn.ReLU(), conv(N, N))
+            # Only conv/deconv + ReLU: exported to exact integer arithmetic (models.intnet).
+            out = 2 * M if prior == "mean-scale" else M
+            self.h_s = nn.Sequential(
+                deconv(N, N), nn.ReLU(), deconv(N, N * 3 // 2), nn.ReLU(), conv(N * 3 // 2, out, 3, 1)
+            )
+            self.z_density = FactorizedDensity(N)
         self.log_gain = nn.Parameter(torch.zeros(levels, M))
         self.log_inv_gain = nn.Parameter(torch.zeros(levels, M))
         with torch.no_grad():  # start the levels apart: higher quality, finer quantization
@@ -69,14 +85,26 @@ class MeanScaleHyperprior(nn.Module):
         logs = torch.log(torch.tensor(LAMBDAS, device=quality.device))
         return torch.exp(MeanScaleHyperprior._interpolate(logs.unsqueeze(1), quality).squeeze(1))
 
+    @property
+    def architecture(self) -> str:
+        return ARCHITECTURE_NAMES[self.prior]
+
     def entropy_parameters(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, scale = self.h_s(z_hat).chunk(2, dim=1)
+        params = self.h_s(z_hat)
+        if self.prior == "scale":
+            return torch.zeros_like(params), lower_bound(params, SCALE_MIN)
+        mean, scale = params.chunk(2, dim=1)
         return mean, lower_bound(scale, SCALE_MIN)
 
     def forward(self, x: torch.Tensor, quality: torch.Tensor) -> dict[str, torch.Tensor]:
         """Training/evaluation pass with noise for rates and rounding for reconstructions."""
         gain, inv_gain = self.gains(quality)
         y = self.g_a(x) * gain
+        if self.prior == "factorized":
+            noisy = y + torch.empty_like(y).uniform_(-0.5, 0.5) if self.training else torch.round(y)
+            x_hat = self.g_s(ste_round(y) * inv_gain)
+            return {"x_hat": x_hat, "y_lik": self.y_density.likelihood(noisy),
+                    "z_lik": torch.ones(y.shape[0], 1, device=y.device)}
         z = self.h_a(y)
         if self.training:
             z_noisy = z + torch.empty_like(z).uniform_(-0.5, 0.5)

@@ -31,9 +31,10 @@ from models import intnet, tables
 from models.bitstream import Header, pack
 from models.codec import Codec, CodecError, Decoded, check_image
 from models.entropy_models import scale_table
-from models.hyperprior import LAMBDAS, MeanScaleHyperprior, pad_to
+from models.hyperprior import ARCHITECTURE_NAMES, LAMBDAS, MeanScaleHyperprior, pad_to
 
-STRIDE = 64
+STRIDE = 64  # total downsampling of g_a (16) and h_a (4); images are padded to a multiple
+FACTORIZED_MAX_HALF = 256
 _ESCAPE_MODEL = constriction.stream.model.Uniform(tables.ESCAPE_RANGE)
 
 
@@ -42,20 +43,25 @@ def export_weights(model: MeanScaleHyperprior, path: str | Path, dtype: torch.dt
     """Write the decoder-defining weights file; returns its sha256."""
     model = model.eval()
     out: dict[str, torch.Tensor] = {}
-    for name in ("g_a", "g_s", "h_a"):
+    factorized = model.prior == "factorized"
+    for name in ("g_a", "g_s") if factorized else ("g_a", "g_s", "h_a"):
         for k, v in getattr(model, name).state_dict().items():
             out[f"{name}.{k}"] = v.detach().to(dtype).contiguous()
     out["log_gain"] = model.log_gain.detach().float().contiguous()
     out["log_inv_gain"] = model.log_inv_gain.detach().float().contiguous()
-    out.update(intnet.to_tensors(intnet.export_layers(model.h_s), "h_s"))
-    out.update(tables.to_tensors(*tables.density_tables(model.z_density.cdf, model.N), "z"))
-    scales = scale_table()
-    out.update(tables.to_tensors(*tables.gaussian_tables(scales), "y"))
-    fixed = 2**intnet.A_BITS
-    out["y.thresholds"] = torch.from_numpy(
-        np.round(np.sqrt(scales[:-1] * scales[1:]) * fixed).astype(np.int64))
-    out["y.scale_min"] = torch.tensor([round(scales[0] * fixed)], dtype=torch.int64)
-    meta = {"architecture": "mean-scale-hyperprior", "N": str(model.N), "M": str(model.M),
+    if factorized:
+        out.update(tables.to_tensors(*tables.density_tables(model.y_density.cdf, model.M,
+                                                            FACTORIZED_MAX_HALF), "y"))
+    else:
+        out.update(intnet.to_tensors(intnet.export_layers(model.h_s), "h_s"))
+        out.update(tables.to_tensors(*tables.density_tables(model.z_density.cdf, model.N), "z"))
+        scales = scale_table()
+        out.update(tables.to_tensors(*tables.gaussian_tables(scales), "y"))
+        fixed = 2**intnet.A_BITS
+        out["y.thresholds"] = torch.from_numpy(
+            np.round(np.sqrt(scales[:-1] * scales[1:]) * fixed).astype(np.int64))
+        out["y.scale_min"] = torch.tensor([round(scales[0] * fixed)], dtype=torch.int64)
+    meta = {"architecture": model.architecture, "N": str(model.N), "M": str(model.M),
             "levels": str(model.levels), **(metadata or {})}
     data = save(out, metadata=meta)
     Path(path).write_bytes(data)
@@ -79,22 +85,29 @@ class LearnedModel:
         self.sha256 = hashlib.sha256(data).hexdigest()
         tensors = load(data)
         meta = _metadata(data)
-        if meta.get("architecture") != "mean-scale-hyperprior":
+        priors = {v: k for k, v in ARCHITECTURE_NAMES.items()}
+        if meta.get("architecture") not in priors:
             raise CodecError(f"unknown architecture in weights: {meta.get('architecture')}")
+        self.prior = priors[meta["architecture"]]
         self.N, self.M, self.levels = int(meta["N"]), int(meta["M"]), int(meta["levels"])
-        net = MeanScaleHyperprior(self.N, self.M, self.levels)
-        for name in ("g_a", "g_s", "h_a"):
+        net = MeanScaleHyperprior(self.N, self.M, self.levels, self.prior)
+        for name in ("g_a", "g_s") if self.factorized else ("g_a", "g_s", "h_a"):
             getattr(net, name).load_state_dict(
                 {k[len(name) + 1:]: v.float() for k, v in tensors.items() if k.startswith(name + ".")})
         with torch.no_grad():
             net.log_gain.copy_(tensors["log_gain"])
             net.log_inv_gain.copy_(tensors["log_inv_gain"])
         self.net = net.eval()
-        self.h_s = intnet.from_tensors(tensors, "h_s")
-        self.z = _Tables(tensors["z.halves"], tensors["z.freqs"])
         self.y = _Tables(tensors["y.halves"], tensors["y.freqs"])
-        self.thresholds = tensors["y.thresholds"].numpy()
-        self.scale_min = int(tensors["y.scale_min"][0])
+        if not self.factorized:
+            self.h_s = intnet.from_tensors(tensors, "h_s")
+            self.z = _Tables(tensors["z.halves"], tensors["z.freqs"])
+            self.thresholds = tensors["y.thresholds"].numpy()
+            self.scale_min = int(tensors["y.scale_min"][0])
+
+    @property
+    def factorized(self) -> bool:
+        return self.prior == "factorized"
 
     @classmethod
     def from_file(cls, path: str | Path) -> LearnedModel:
@@ -103,7 +116,10 @@ class LearnedModel:
     def entropy_parameters(self, z_sym: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Exact means (fixed point, int64) and scale indexes from integer z symbols."""
         params = intnet.fixed_to_numpy(intnet.run(self.h_s, z_sym))
-        mean, scale = params[:, : self.M], params[:, self.M:]
+        if self.prior == "scale":
+            mean, scale = np.zeros_like(params), params
+        else:
+            mean, scale = params[:, : self.M], params[:, self.M:]
         index = np.searchsorted(self.thresholds, np.maximum(scale, self.scale_min), side="right")
         return mean, index
 
@@ -161,21 +177,28 @@ def _decode_escapes(decoder, out: np.ndarray, positions: list[np.ndarray]) -> No
         out[pos] = decoder.decode(_ESCAPE_MODEL, len(pos)).astype(np.int64) - tables.ESCAPE_RANGE // 2
 
 
-def _entropy_encode(m: LearnedModel, z_sym: np.ndarray, y_sym: np.ndarray, index: np.ndarray) -> bytes:
-    """z symbols by channel, their escapes, y symbols by scale index, their escapes: one stream."""
+def _channel_groups(channels: int, shape: tuple[int, ...]) -> np.ndarray:
+    return np.broadcast_to(np.arange(channels).reshape(1, -1, 1, 1), shape)
+
+
+def _entropy_encode(m: LearnedModel, z_sym: np.ndarray | None, y_sym: np.ndarray,
+                    index: np.ndarray) -> bytes:
+    """z symbols by channel, their escapes, then y symbols by group (scale index, or channel
+    for the factorized prior), their escapes: one stream."""
     encoder = constriction.stream.queue.RangeEncoder()
     escapes: list[np.ndarray] = []
-    z_groups = np.broadcast_to(np.arange(m.N).reshape(1, -1, 1, 1), z_sym.shape)
-    _encode_grouped(encoder, z_sym, z_groups, m.z, escapes)
-    _code_escapes(encoder, escapes)
-    escapes = []
+    if z_sym is not None:
+        _encode_grouped(encoder, z_sym, _channel_groups(m.N, z_sym.shape), m.z, escapes)
+        _code_escapes(encoder, escapes)
+        escapes = []
     _encode_grouped(encoder, y_sym, index, m.y, escapes)
     _code_escapes(encoder, escapes)
     return encoder.get_compressed().astype("<u4").tobytes()
 
 
 class LearnedCodec(Codec):
-    """A mean-scale hyperprior codec bound to one weights file (sha256 pinned by the registry)."""
+    """A learned codec bound to one weights file (sha256 pinned by the registry); the weights
+    file says which prior (mean-scale, scale, factorized) its bitstreams use."""
 
     kind = "learned"
     quality_range = (1.0, float(len(LAMBDAS)))
@@ -220,10 +243,14 @@ class LearnedCodec(Codec):
         q = torch.tensor([self._quality_code() / 1000.0 - 1.0])
         gain, _ = m.net.gains(q)
         y = m.net.g_a(x) * gain
-        z_sym = torch.round(m.net.h_a(y)).to(torch.int64)
-        mean, index = m.entropy_parameters(z_sym)
-        y_sym = np.round(y.double().numpy() - mean / 2**intnet.A_BITS).astype(np.int64)
-        words = _entropy_encode(m, z_sym.numpy(), y_sym, index)
+        if m.factorized:
+            y_sym = np.round(y.double().numpy()).astype(np.int64)
+            words = _entropy_encode(m, None, y_sym, _channel_groups(m.M, y_sym.shape))
+        else:
+            z_sym = torch.round(m.net.h_a(y)).to(torch.int64)
+            mean, index = m.entropy_parameters(z_sym)
+            y_sym = np.round(y.double().numpy() - mean / 2**intnet.A_BITS).astype(np.int64)
+            words = _entropy_encode(m, z_sym.numpy(), y_sym, index)
         payload = struct.pack(">H", self._quality_code()) + words
         return pack(Header(self.code, h, w, 3, ph, pw), payload)
 
@@ -248,11 +275,15 @@ class LearnedCodec(Codec):
         words = np.frombuffer(payload[2:], dtype="<u4").astype(np.uint32)
         decoder = constriction.stream.queue.RangeDecoder(words)
         try:
-            z_shape = (1, m.N, hp // STRIDE, wp // STRIDE)
-            z_groups = np.broadcast_to(np.arange(m.N).reshape(1, -1, 1, 1), z_shape)
-            z_sym, z_esc = _decode_grouped(decoder, z_groups, m.z)
-            _decode_escapes(decoder, z_sym.reshape(-1), z_esc)
-            mean, index = m.entropy_parameters(torch.from_numpy(z_sym))
+            if m.factorized:
+                z_sym = None
+                index = _channel_groups(m.M, (1, m.M, hp // 16, wp // 16))
+                mean = np.zeros(index.shape, np.int64)
+            else:
+                z_sym, z_esc = _decode_grouped(decoder, _channel_groups(m.N, (1, m.N, hp // STRIDE,
+                                                                              wp // STRIDE)), m.z)
+                _decode_escapes(decoder, z_sym.reshape(-1), z_esc)
+                mean, index = m.entropy_parameters(torch.from_numpy(z_sym))
             y_sym, y_esc = _decode_grouped(decoder, index, m.y)
             _decode_escapes(decoder, y_sym.reshape(-1), y_esc)
         except CodecError:
@@ -269,6 +300,7 @@ class LearnedCodec(Codec):
         y_hat = torch.from_numpy(y_sym + mean / 2**intnet.A_BITS).float()
         x = m.net.g_s(y_hat * inv_gain)[0, :, : header.height, : header.width]
         image = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+        z_bytes = b"" if z_sym is None else z_sym.astype("<i4").tobytes()
         content = (struct.pack(">HII", quality_code, header.height, header.width)
-                   + z_sym.astype("<i4").tobytes() + y_sym.astype("<i4").tobytes())
+                   + z_bytes + y_sym.astype("<i4").tobytes())
         return Decoded(image, content)
