@@ -293,7 +293,8 @@ def run(args: argparse.Namespace) -> int:
     config = {
         "shards": str(Path(args.shards).resolve()) if "://" not in args.shards else args.shards,
         "checkpoint_dir": str(Path(args.checkpoint_dir).resolve()),
-        "N": args.N, "M": args.M, "prior": args.prior, "init_from": args.init_from, "lr": args.lr, "batch": args.batch, "crop": args.crop,
+        "N": args.N, "M": args.M, "prior": args.prior, "init_from": args.init_from,
+        "lr": args.lr, "batch": args.batch, "crop": args.crop,
         "steps": args.steps, "minutes": args.minutes, "threads": args.threads,
         "save_minutes": args.save_minutes, "log_every": args.log_every, "seed": args.seed,
     }
