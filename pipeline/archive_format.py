@@ -69,6 +69,18 @@ def shard_url(archive: str, shard: str) -> str:
     return join(archive, SHARDS_DIR, f"{shard}.parquet")
 
 
+def codec_meta(codec) -> dict[str, Any]:
+    """What every shard file and the manifest record about the codec that wrote them."""
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "codec": codec.id,
+        "quality": codec.quality,
+        "codec_versions": codec.versions(),
+        "weights_sha256": codec.weights_sha256(),
+    }
+
+
 def check_version(meta: dict[str, Any], where: str) -> None:
     if meta.get("format") != FORMAT_NAME:
         raise FormatError(f"{where} is not a latentarc archive")

@@ -15,12 +15,11 @@ from typing import Any
 
 from models.registry import DEFAULT_CODEC, get_codec
 from pipeline.archive_format import (
-    FORMAT_NAME,
-    FORMAT_VERSION,
     MANIFEST,
     STATS,
     FormatError,
     ShardFile,
+    codec_meta,
     read_json,
     validate_shard_file,
     write_json,
@@ -207,12 +206,7 @@ def compress(
         write_json(
             manifest_url,
             {
-                "format": FORMAT_NAME,
-                "format_version": FORMAT_VERSION,
-                "codec": codec.id,
-                "quality": codec.quality,
-                "codec_versions": codec.versions(),
-                "weights_sha256": codec.weights_sha256(),
+                **codec_meta(codec),
                 "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                 "shards": [
                     {"shard": n, "source_file": s["source_file"], "samples": s["samples"]}

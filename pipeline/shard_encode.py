@@ -22,12 +22,11 @@ import pyarrow.parquet as pq
 
 from models.codec import Codec, CodecError
 from pipeline.archive_format import (
-    FORMAT_NAME,
-    FORMAT_VERSION,
     META_KEY,
     SCHEMA,
     STATUS_OK,
     STATUS_PASSTHROUGH,
+    codec_meta,
     shard_url,
 )
 from pipeline.images import Unsupported, image_member_index, prepare, psnr
@@ -260,15 +259,7 @@ def encode_shard(
                 writer.write_table(pa.Table.from_pylist(pending, schema=SCHEMA))
             stats["source_bytes"] = source.count
             stats["seconds"] = round(time.monotonic() - started, 3)
-            meta = {
-                "format": FORMAT_NAME,
-                "format_version": FORMAT_VERSION,
-                "codec": codec.id,
-                "quality": codec.quality,
-                "codec_versions": codec.versions(),
-                "weights_sha256": codec.weights_sha256(),
-                **stats,
-            }
+            meta = {**codec_meta(codec), **stats}
             # The shard's figures are known only now; file-level metadata is written at close.
             writer.add_key_value_metadata({META_KEY: json.dumps(meta, sort_keys=True)})
             writer.close()
