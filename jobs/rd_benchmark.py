@@ -87,9 +87,34 @@ def ms_ssim(a: np.ndarray, b: np.ndarray) -> float | None:
 
 
 def make_codec(codec_id: str, quality: float) -> Codec:
+    """A registered codec id, a baseline, or ``learned:PATH`` for an unregistered weights file
+    (a training checkpoint exported for measurement; its streams never leave the benchmark)."""
     if codec_id in BASELINES:
         return BASELINES[codec_id](quality)
+    if codec_id.startswith("learned:"):
+        from models.learned import LearnedCodec
+
+        class Unregistered(LearnedCodec):
+            id, code = codec_id, 255
+
+        return Unregistered(quality, model=_load_model(codec_id[len("learned:"):]))
     return get_codec(codec_id, quality)
+
+
+_MODELS: dict = {}
+
+
+def _load_model(path: str):
+    from models.learned import LearnedModel
+
+    if path not in _MODELS:
+        _MODELS[path] = LearnedModel.from_file(path)
+    return _MODELS[path]
+
+
+def _label(codec_id: str) -> str:
+    """File-system friendly name for results (learned:/x/y.safetensors -> y)."""
+    return Path(codec_id.split(":", 1)[1]).stem if codec_id.startswith("learned:") else codec_id
 
 
 def measure(codec_id: str, quality: float, images: list[tuple[str, np.ndarray]]) -> Point:
@@ -202,11 +227,14 @@ def run(dataset: Path, out: Path, codecs: list[str], anchors_dir: Path | None,
         for q in qs:
             point = measure(codec_id, q, images)
             points.append(point)
-            print(f"{codec_id} q={q:g}: bpp {_mean(point.bpp):.3f} PSNR {_mean(point.psnr):.2f} "
+            print(f"{_label(codec_id)} q={q:g}: bpp {_mean(point.bpp):.3f} PSNR {_mean(point.psnr):.2f} "
                   f"enc {_mean(point.encode_s):.3f}s dec {_mean(point.decode_s):.3f}s", flush=True)
-        versions = make_codec(codec_id, qs[0]).versions()
-        results[codec_id] = compressai_json(codec_id, points, names, versions)
-        (out / f"{codec_id}.json").write_text(json.dumps(results[codec_id], indent=1) + "\n")
+        codec = make_codec(codec_id, qs[0])
+        versions = {**codec.versions(), **({"weights_sha256": codec.weights_sha256()}
+                                           if codec.weights_sha256() else {})}
+        label = _label(codec_id)
+        results[label] = compressai_json(label, points, names, versions)
+        (out / f"{label}.json").write_text(json.dumps(results[label], indent=1) + "\n")
 
     lines = [f"# Rate-distortion on {dataset.name} ({len(images)} images)", "",
              f"Command: `{command}`", "",
@@ -244,6 +272,9 @@ def run(dataset: Path, out: Path, codecs: list[str], anchors_dir: Path | None,
 
 
 def _learned_qualities(codec_id: str) -> list[float]:
+    if codec_id.startswith("learned:"):
+        lo, hi = make_codec(codec_id, 4.0).quality_range
+        return [float(q) for q in np.linspace(lo, hi, 7)]
     info = next(c for c in list_codecs() if c.id == codec_id)
     lo, hi = info.quality_range
     return [float(q) for q in np.linspace(lo, hi, 7)]
