@@ -133,25 +133,37 @@ def compress(
     report = CompressReport(archive, codec.id, codec.quality, [s.name for s in shards])
     log = Progress("compress", len(shards), progress)
 
+    # Plan: every shard file already in the archive must match this codec (so an archive never
+    # mixes two), finished files of this run's shards are skipped, the rest are (re)done.
     finished: dict[str, ShardFile] = {}
-    todo: list[Shard] = []
-    for shard in shards:
+    others: dict[str, ShardFile] = {}
+    invalid: dict[str, str] = {}
+    wanted = {s.name for s in shards}
+    for name in _existing_shards(archive, storage):
         try:
-            found, reason = validate_shard_file(archive, shard.name, storage)
+            found, reason = validate_shard_file(archive, name, storage)
         except FormatError as exc:
             raise Refused(str(exc)) from exc
-        if found is not None:
-            _check_same_codec(found.meta, codec.id, codec.quality, found.url)
-            finished[shard.name] = found
+        if found is None:
+            invalid[name] = reason
+            continue
+        _check_same_codec(found.meta, codec.id, codec.quality, found.url)
+        (finished if name in wanted else others)[name] = found
+    todo: list[Shard] = []
+    for shard in shards:
+        if shard.name in finished:
             report.skipped.append(shard.name)
         else:
-            if reason != "missing":
-                report.redone[shard.name] = reason
+            if shard.name in invalid:
+                report.redone[shard.name] = invalid[shard.name]
             todo.append(shard)
     if report.skipped:
         log.note(f"skipping {len(report.skipped)} finished shard(s): {', '.join(report.skipped)}")
     for name, reason in report.redone.items():
         log.note(f"redoing shard {name}: its file is {reason}")
+    for name in sorted(set(invalid) - wanted):
+        log.note(f"warning: shard file {name} is {invalid[name]} and not among the sources; "
+                 "it is left out of the manifest")
 
     if todo:
         remove(manifest_url, storage)  # the archive is incomplete until this run finishes
@@ -174,13 +186,8 @@ def compress(
             report.failed[shard.name] = "no result returned by the worker"
 
     # Figures for every shard in the archive: this run's, the skipped ones', and any older ones.
-    shard_stats: dict[str, dict[str, Any]] = {n: f.meta for n, f in finished.items()}
+    shard_stats: dict[str, dict[str, Any]] = {n: f.meta for n, f in {**others, **finished}.items()}
     shard_stats.update(results)
-    for name in _existing_shards(archive, storage):
-        if name not in shard_stats and name not in report.failed:
-            found, _ = validate_shard_file(archive, name, storage)
-            if found is not None:
-                shard_stats[name] = found.meta
     per_shard = {n: _public_stats(s) for n, s in sorted(shard_stats.items())}
     report.totals = totals(list(per_shard.values()))
     report.seconds = round(time.monotonic() - started, 3)

@@ -57,3 +57,14 @@ def test_missing_or_damaged_input_shard_fails_alone(small_shards, tmp_path, caps
     assert sorted(os.listdir(archive / "shards")) == ["shard-000000.parquet", "shard-000001.parquet"]
     assert not (archive / "_archive.json").exists()  # incomplete archives have no manifest
     assert main(["info", str(archive)]) == EXIT_INCOMPLETE
+
+
+def test_files_of_an_unfinished_run_with_another_codec_are_refused(small_shards, tmp_path, capsys):
+    archive = tmp_path / "arc"
+    first = small_shards / "shard-000000.tar"
+    assert compress([str(first)], str(archive), "webp", 70, progress=False).ok
+    (archive / "_archive.json").unlink()  # as if the run had stopped before finishing
+    code = main(["compress", str(small_shards), str(archive), "--codec", "jpeg", "-q"])
+    assert code == EXIT_REFUSED
+    assert "shard-000000.parquet was written with --codec webp" in capsys.readouterr().err
+    assert sorted(os.listdir(archive / "shards")) == ["shard-000000.parquet"]
