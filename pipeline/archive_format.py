@@ -4,6 +4,7 @@ Layout under the archive URL::
 
     _archive.json               manifest, written last: an archive without it is incomplete
     _stats.json                 per-shard figures of the archive (rewritten by every run)
+    _index.parquet              key -> shard, row group (sorted by key) for random access
     shards/<shard>.parquet      one file per input shard, rows in source order
 
 Each shard file carries its own JSON metadata (key ``latentarc``) with the codec, quality,
@@ -26,6 +27,7 @@ FORMAT_VERSION = 1
 FORMAT_NAME = "latentarc-archive"
 MANIFEST = "_archive.json"
 STATS = "_stats.json"
+INDEX = "_index.parquet"
 SHARDS_DIR = "shards"
 META_KEY = "latentarc"  # file-level Parquet key-value metadata
 

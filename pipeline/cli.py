@@ -98,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("destination", metavar="DST", help="directory or prefix for the restored shards")
     p.add_argument("--shards", nargs="+", metavar="SHARD", help="only these shards (names without .tar)")
     p.add_argument("--keys", metavar="FILE", help="only these keys: one per line, `key` or `shard<TAB>key`")
+    p.add_argument("--where", metavar="FILTER",
+                   help="only rows matching COLUMN OP VALUE [and ...], e.g. \"bpp < 0.3\"; "
+                   "pushed down to Parquet row-group statistics")
+    p.add_argument("--layout", choices=["webdataset", "files"], default="webdataset",
+                   help="webdataset: shards with the original names (default); "
+                   "files: DST/<shard>/<key>.<ext> image files")
     p.add_argument("--image-format", choices=["png", "jpeg", "webp", "bmp", "tiff"],
                    help="write every image in this format (png: the exact decoded pixels)")
     p.add_argument("--jpeg-quality", type=int, default=95, help="quality for JPEG output (default 95)")
@@ -174,10 +180,12 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     from pipeline.restore import restore
 
     report = restore(args.archive, args.destination, args.shards, args.keys, args.image_format,
-                     args.jpeg_quality, _storage(args), _ray(args), progress=not args.quiet)
+                     args.jpeg_quality, _storage(args), _ray(args), progress=not args.quiet,
+                     where=args.where, layout=args.layout)
     samples = sum(report.written.values())
-    print(f"restore: {samples} sample(s) in {len(report.written)} shard(s) written to "
-          f"{report.destination} in {report.seconds:.1f} s")
+    pushed = f"; {report.row_groups_skipped} row group(s) skipped by --where" if args.where else ""
+    print(f"restore: {samples} sample(s) from {len(report.written)} shard(s) written to "
+          f"{report.destination} in {report.seconds:.1f} s{pushed}")
     for name, error in report.failed.items():
         print(f"FAILED {name}: {error}", file=sys.stderr)
     if report.missing_keys:

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from models.registry import DEFAULT_CODEC, get_codec
+from pipeline.archive import write_index
 from pipeline.archive_format import (
     MANIFEST,
     STATS,
@@ -210,6 +211,7 @@ def compress(
         storage,
     )
     if report.ok:
+        write_index(archive, sorted(per_shard), storage)
         write_json(
             manifest_url,
             {

@@ -19,8 +19,9 @@ from pipeline.images import IMAGE_SUFFIXES, RESTORE_FORMATS, encode_for_restore
 from pipeline.progress import Progress
 from pipeline.rows import RowDecoder, iter_rows
 from pipeline.runner import RayOptions, run_per_shard, shard_task
-from pipeline.storage import StorageOptions, join, write_atomic
+from pipeline.storage import StorageOptions, join, remove, write_atomic, write_bytes_atomic
 from pipeline.tars import Sample, write_samples
+from pipeline.where import Condition, parse_where
 
 
 @dataclass
@@ -31,6 +32,7 @@ class RestoreReport:
     written: dict[str, int] = field(default_factory=dict)  # shard -> samples written
     failed: dict[str, str] = field(default_factory=dict)
     missing_keys: list[str] = field(default_factory=list)
+    row_groups_skipped: int = 0  # by --where statistics pushdown
     seconds: float = 0.0
 
     @property
@@ -75,13 +77,17 @@ def restore_shard(
     jpeg_quality: int,
     storage: StorageOptions,
     decoder: RowDecoder | None = None,
+    where: list[Condition] | None = None,
+    layout: str = "webdataset",
 ) -> dict[str, Any]:
-    """Restore one shard file into one tar at ``destination_url``; returns what was written."""
+    """Restore one shard file into one tar at ``destination_url`` (layout "webdataset"), or
+    into one image file per sample under the directory ``destination_url`` (layout "files")."""
     decoder = decoder or RowDecoder()
     found: list[str] = []
+    skipped: list[int] = []
 
     def samples():
-        for row in iter_rows(archive, shard, storage):
+        for row in iter_rows(archive, shard, storage, where, skipped):
             if keys is not None and row["key"] not in keys:
                 continue
             found.append(row["key"])
@@ -94,28 +100,57 @@ def restore_shard(
             sample.members.extend((m["name"], m["data"]) for m in row["members"])
             yield sample
 
-    size = write_atomic(destination_url, lambda f: write_samples(f, samples()), storage)
-    return {"shard": shard, "samples": len(found), "keys": found, "bytes_out": size}
+    if layout == "files":
+        size = sum(_write_image_file(destination_url, sample, storage) for sample in samples())
+    else:
+        size = write_atomic(destination_url, lambda f: write_samples(f, samples()), storage)
+        if not found and where:  # nothing selected: leave no empty shard behind
+            remove(destination_url, storage)
+            size = 0
+    return {"shard": shard, "samples": len(found), "keys": found, "bytes_out": size,
+            "row_groups_skipped": len(skipped)}
+
+
+def _safe_relative(key: str) -> str:
+    """Keys become file paths: refuse anything that could leave the destination."""
+    parts = key.split("/")
+    if key.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\\" in key:
+        raise ValueError(f"key {key!r} cannot be used as a file path")
+    return key
+
+
+def _write_image_file(directory: str, sample: Sample, storage: StorageOptions) -> int:
+    """The sample's image member (or, without one, every member) as plain files."""
+    members = sample.members
+    images = [m for m in members if m[0].rsplit(".", 1)[-1].lower() in IMAGE_SUFFIXES]
+    size = 0
+    for suffix, data in images[:1] or members:
+        write_bytes_atomic(join(directory, f"{_safe_relative(sample.key)}.{suffix}"), data, storage)
+        size += len(data)
+    return size
 
 
 class RestoreWorker:
     """Ray actor: keeps decoders resident, restores one shard per call."""
 
     def __init__(self, archive: str, destination: str, image_format: str | None,
-                 jpeg_quality: int, storage: dict) -> None:
+                 jpeg_quality: int, storage: dict, where: str | None, layout: str) -> None:
         self.archive = archive
         self.destination = destination
         self.image_format = image_format
         self.jpeg_quality = jpeg_quality
         self.storage = StorageOptions(**storage)
         self.decoder = RowDecoder()
+        self.where = parse_where(where) if where else None
+        self.layout = layout
 
     @shard_task
     def __call__(self, task: dict[str, Any]) -> dict[str, Any]:
         keys = set(task["keys"]) if task["keys"] is not None else None
-        url = join(self.destination, task["file_name"])
+        name = task["shard"] if self.layout == "files" else task["file_name"]
+        url = join(self.destination, name)
         return restore_shard(self.archive, task["shard"], url, keys, self.image_format,
-                             self.jpeg_quality, self.storage, self.decoder)
+                             self.jpeg_quality, self.storage, self.decoder, self.where, self.layout)
 
 
 def restore(
@@ -128,11 +163,18 @@ def restore(
     storage: StorageOptions | None = None,
     ray_options: RayOptions | None = None,
     progress: bool = True,
+    where: str | None = None,
+    layout: str = "webdataset",
 ) -> RestoreReport:
-    """Restore ``archive`` (or the chosen shards/keys) into WebDataset shards at ``destination``."""
+    """Restore ``archive`` (or the chosen shards/keys/rows) into WebDataset shards at
+    ``destination``, or into plain image files (``layout="files"``: DST/<shard>/<key>.<ext>)."""
     storage = storage or StorageOptions()
     started = time.monotonic()
     archive, destination = archive.rstrip("/"), destination.rstrip("/")
+    if layout not in ("webdataset", "files"):
+        raise Refused("--layout must be webdataset or files")
+    if where:
+        parse_where(where)  # refuse a bad filter before any work
     if image_format is not None and image_format not in RESTORE_FORMATS:
         raise Refused(f"--image-format must be one of {', '.join(sorted(RESTORE_FORMATS))}")
     try:
@@ -161,11 +203,12 @@ def restore(
     ]
     log = Progress("restore", len(tasks), progress)
     found_pairs: set[tuple[str, str]] = set()
-    args = (archive, destination, image_format, jpeg_quality, asdict(storage))
+    args = (archive, destination, image_format, jpeg_quality, asdict(storage), where, layout)
     for result in run_per_shard(RestoreWorker, args, tasks, ray_options or RayOptions()):
         name = result["shard"]
         if result["ok"]:
             report.written[name] = result["samples"]
+            report.row_groups_skipped += result["row_groups_skipped"]
             found_pairs.update((name, k) for k in result["keys"])
             log.update(name, result["samples"], 0, result["bytes_out"])
         else:

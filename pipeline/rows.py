@@ -17,6 +17,7 @@ from models.codec import Codec, CodecError, Decoded
 from models.registry import get_codec
 from pipeline.archive_format import STATUS_OK, STATUS_PASSTHROUGH, open_shard_file, shard_meta
 from pipeline.storage import StorageOptions
+from pipeline.where import Condition, row_group_may_match, row_matches
 
 
 class RowError(ValueError):
@@ -28,14 +29,25 @@ class RowError(ValueError):
 
 
 def iter_rows(
-    archive: str, shard: str, storage: StorageOptions | None = None
+    archive: str, shard: str, storage: StorageOptions | None = None,
+    where: list[Condition] | None = None, skipped: list[int] | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Stream a shard file's rows one row group at a time (metadata is checked first)."""
+    """Stream a shard file's rows one row group at a time (metadata is checked first).
+
+    With ``where``, row groups whose statistics rule it out are not read (their numbers are
+    appended to ``skipped``) and only matching rows are yielded.
+    """
     f, parquet = open_shard_file(archive, shard, storage)
     with f:
         shard_meta(parquet, f"shard file {shard}")
         for i in range(parquet.num_row_groups):
-            yield from parquet.read_row_group(i).to_pylist()
+            if where and not row_group_may_match(where, parquet.metadata.row_group(i)):
+                if skipped is not None:
+                    skipped.append(i)
+                continue
+            for row in parquet.read_row_group(i).to_pylist():
+                if not where or row_matches(where, row):
+                    yield row
 
 
 class RowDecoder:

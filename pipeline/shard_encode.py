@@ -35,7 +35,7 @@ from pipeline.storage import StorageOptions, filesystem, write_atomic
 from pipeline.tars import Sample, iter_samples
 
 CHUNK_SAMPLES = 8
-ROW_GROUP_BYTES = 32 << 20
+ROW_GROUP_BYTES = 8 << 20  # caps what a random access (Archive.get) reads
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,137 @@
+"""Random access to an archive: ``Archive.open(url).get(key)``.
+
+``_index.parquet`` maps every key to its shard file and row group, sorted by key, in row groups
+of ``INDEX_ROW_GROUP`` rows, so a lookup reads the index's footer (row-group key ranges from the
+column statistics), one index row group, then the footer and one row group of one shard file.
+Every returned image is checked (CRC, framing, content hash) like a restore.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from PIL import Image
+
+from pipeline.archive_format import (
+    INDEX,
+    STATUS_OK,
+    FormatError,
+    open_shard_file,
+    read_manifest,
+    shard_meta,
+)
+from pipeline.rows import RowDecoder
+from pipeline.storage import StorageOptions, filesystem, join, write_atomic
+
+INDEX_ROW_GROUP = 16384
+INDEX_SCHEMA = pa.schema([("key", pa.string()), ("shard", pa.string()), ("row_group", pa.int32())])
+
+
+class ArchiveKeyError(KeyError):
+    """A key is missing, or repeats across shards and needs a shard to be named."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0])
+
+
+def write_index(archive: str, shards: list[str], storage: StorageOptions | None = None) -> int:
+    """Build ``_index.parquet`` from the key column of every shard file; returns its row count."""
+    tables = []
+    for shard in shards:
+        f, parquet = open_shard_file(archive, shard, storage)
+        with f:
+            for rg in range(parquet.num_row_groups):
+                keys = parquet.read_row_group(rg, columns=["key"]).column("key")
+                tables.append(pa.table({
+                    "key": keys,
+                    "shard": pa.array([shard] * len(keys), pa.string()),
+                    "row_group": pa.array([rg] * len(keys), pa.int32()),
+                }, schema=INDEX_SCHEMA))
+    table = pa.concat_tables(tables) if tables else INDEX_SCHEMA.empty_table()
+    table = table.sort_by([("key", "ascending"), ("shard", "ascending")])
+
+    def write(out) -> None:
+        pq.write_table(table, out, row_group_size=INDEX_ROW_GROUP, compression="zstd",
+                       write_statistics=True)
+
+    write_atomic(join(archive, INDEX), write, storage)
+    return table.num_rows
+
+
+class Archive:
+    """A finished archive, opened for lookups."""
+
+    def __init__(self, url: str, manifest: dict[str, Any], storage: StorageOptions) -> None:
+        self.url = url
+        self.manifest = manifest
+        self.storage = storage
+        self._decoder = RowDecoder()
+
+    @classmethod
+    def open(cls, url: str, storage: StorageOptions | None = None) -> Archive:
+        storage = storage or StorageOptions()
+        url = url.rstrip("/")
+        return cls(url, read_manifest(url, storage), storage)
+
+    def locate(self, key: str, shard: str | None = None) -> tuple[str, int]:
+        """(shard, row group) of ``key``; a key in several shards needs ``shard``."""
+        fs, path = filesystem(join(self.url, INDEX), self.storage)
+        if not fs.exists(path):
+            raise FormatError(f"{self.url} has no {INDEX}; rerun compress to build it")
+        with fs.open(path, "rb") as f:
+            index = pq.ParquetFile(f)
+            hits: list[tuple[str, int]] = []
+            for rg in range(index.num_row_groups):
+                stats = index.metadata.row_group(rg).column(0).statistics
+                if stats is not None and stats.has_min_max and not stats.min <= key <= stats.max:
+                    continue
+                table = index.read_row_group(rg)
+                mask = pc.equal(table.column("key"), key)
+                for row in table.filter(mask).to_pylist():
+                    hits.append((row["shard"], row["row_group"]))
+        if shard is not None:
+            hits = [h for h in hits if h[0] == shard]
+        if not hits:
+            where = f" in shard {shard}" if shard else ""
+            raise ArchiveKeyError(f"key {key!r} is not in the archive{where}")
+        shards = sorted({s for s, _ in hits})
+        if len(shards) > 1:
+            raise ArchiveKeyError(f"key {key!r} is in {len(shards)} shards ({', '.join(shards)}); "
+                            "call get(shard, key)")
+        return hits[0]
+
+    def row(self, key: str, shard: str | None = None) -> dict[str, Any]:
+        """The archive row of (shard, key), read from one row group of one shard file."""
+        shard, rg = self.locate(key, shard)
+        f, parquet = open_shard_file(self.url, shard, self.storage)
+        with f:
+            shard_meta(parquet, shard)
+            table = parquet.read_row_group(rg)
+        rows = table.filter(pc.equal(table.column("key"), key)).to_pylist()
+        if len(rows) != 1:
+            raise ArchiveKeyError(f"key {key!r} appears {len(rows)} times in shard {shard}")
+        return rows[0]
+
+    def get(self, *args: str) -> np.ndarray:
+        """``get(key)`` or ``get(shard, key)``: the decoded image, uint8 HxWx3, checked."""
+        if len(args) == 1:
+            shard, key = None, args[0]
+        elif len(args) == 2:
+            shard, key = args
+        else:
+            raise TypeError("get(key) or get(shard, key)")
+        row = self.row(key, shard)
+        decoded = self._decoder.check(row)
+        if row["status"] == STATUS_OK:
+            return decoded.image
+        # Passthrough: the original bytes are the image; decode them if Pillow can.
+        for member in row["members"]:
+            if member["name"] == row["image_name"]:
+                with Image.open(io.BytesIO(member["data"])) as im:
+                    return np.asarray(im.convert("RGB"))
+        raise ArchiveKeyError(f"sample {key!r} in shard {row['shard']} has no image ({row['reason']})")

@@ -1,0 +1,85 @@
+"""``--where`` filters on archive columns, pushed down to Parquet row-group statistics.
+
+A filter is ``COLUMN OP VALUE`` joined by ``and``: ``bpp < 0.3 and status == 'ok'``. Row groups
+whose min/max statistics rule the filter out are not read at all; rows of the others are tested
+one by one. Only plain columns can be filtered (no bitstreams, no members), and values are
+numbers or quoted strings: nothing is evaluated as code.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.errors import Refused
+
+FILTERABLE = {"shard", "key", "index", "status", "reason", "image_name", "format", "mode",
+              "height", "width", "codec", "bytes", "bpp", "psnr", "orig_size"}
+OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
+       "==": operator.eq, "!=": operator.ne}
+_COND = re.compile(r"""^\s*([a-z_]+)\s*(<=|>=|==|!=|<|>)\s*('([^']*)'|"([^"]*)"|[-+0-9.eE]+)\s*$""")
+
+
+@dataclass(frozen=True)
+class Condition:
+    column: str
+    op: str
+    value: Any
+
+    def test(self, value: Any) -> bool:
+        return value is not None and OPS[self.op](value, self.value)
+
+    def may_match(self, lo: Any, hi: Any) -> bool:
+        """Whether some value in [lo, hi] can satisfy the condition."""
+        v = self.value
+        return {
+            "<": lo < v, "<=": lo <= v, ">": hi > v, ">=": hi >= v,
+            "==": lo <= v <= hi, "!=": not (lo == hi == v),
+        }[self.op]
+
+
+def parse_where(text: str) -> list[Condition]:
+    conditions = []
+    for part in re.split(r"\s+and\s+", text.strip(), flags=re.IGNORECASE):
+        match = _COND.match(part)
+        if not match:
+            raise Refused(f"--where: cannot parse {part!r}; use COLUMN OP VALUE [and ...], "
+                          "e.g. \"bpp < 0.3 and status == 'ok'\"")
+        column, op, raw, single, double = match.groups()
+        if column not in FILTERABLE:
+            raise Refused(f"--where: column {column!r} cannot be filtered; use one of "
+                          f"{', '.join(sorted(FILTERABLE))}")
+        if single is not None or double is not None:
+            value: Any = single if single is not None else double
+        else:
+            try:
+                value = float(raw)
+            except ValueError:
+                raise Refused(f"--where: {raw!r} is not a number") from None
+        conditions.append(Condition(column, op, value))
+    return conditions
+
+
+def row_group_may_match(conditions: list[Condition], row_group) -> bool:
+    """Statistics pushdown: False only when a row group provably has no matching row."""
+    names = {row_group.column(i).path_in_schema: i for i in range(row_group.num_columns)}
+    for cond in conditions:
+        i = names.get(cond.column)
+        stats = row_group.column(i).statistics if i is not None else None
+        if stats is None or not stats.has_min_max:
+            continue
+        try:
+            if not cond.may_match(stats.min, stats.max):
+                return False
+        except TypeError:  # a string compared with a number: leave it to the row test
+            continue
+    return True
+
+
+def row_matches(conditions: list[Condition], row: dict[str, Any]) -> bool:
+    try:
+        return all(cond.test(row[cond.column]) for cond in conditions)
+    except TypeError:
+        return False

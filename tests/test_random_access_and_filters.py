@@ -1,0 +1,71 @@
+"""Archive.get through _index.parquet, --where filters pushed down to statistics, files layout."""
+
+import io
+
+import numpy as np
+import pytest
+from conftest import read_tar, sample, write_shards
+from PIL import Image
+
+from pipeline.archive import Archive, ArchiveKeyError
+from pipeline.cli import EXIT_OK, EXIT_REFUSED, main
+from pipeline.compress import compress
+from pipeline.restore import restore
+from pipeline.shard_encode import Guard
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+
+
+@pytest.fixture
+def archive(small_shards, tmp_path):
+    # a key that repeats in two shards
+    write_shards(small_shards, [[sample("a0", 9)]], prefix="extra")
+    url = str(tmp_path / "arc")
+    assert compress([str(small_shards)], url, "webp", 80, progress=False, guard=Guard(size=False)).ok
+    return url
+
+
+def test_get_decodes_one_key_checked(archive, tmp_path):
+    arc = Archive.open(archive)
+    image = arc.get("shard-000001", "b1")
+    assert image.shape == (64, 96, 3) and image.dtype == np.uint8
+    out = tmp_path / "out"
+    assert restore(archive, str(out), image_format="png", progress=False).ok
+    restored = read_tar(out / "shard-000001.tar")["b1"]["png"]
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(restored))), image)
+    assert arc.get("b2").shape == (64, 96, 3)
+
+
+def test_get_explains_missing_repeated_and_imageless_keys(archive):
+    arc = Archive.open(archive)
+    repeated = "is in 2 shards .*extra-000000, shard-000000.*get\\(shard, key\\)"
+    with pytest.raises(ArchiveKeyError, match=repeated):
+        arc.get("a0")
+    assert arc.get("extra-000000", "a0").shape == (64, 96, 3)
+    with pytest.raises(ArchiveKeyError, match="not in the archive"):
+        arc.get("nope")
+    with pytest.raises(Exception, match="cannot identify|does not decode|UnidentifiedImage"):
+        arc.get("bad")  # passthrough whose bytes are not an image
+
+
+def test_where_filters_rows_and_skips_row_groups(archive, tmp_path, capsys):
+    out = tmp_path / "pt"
+    report = restore(archive, str(out), where="status == 'passthrough'", progress=False)
+    assert report.ok and sum(report.written.values()) == 1
+    assert sorted(p.name for p in out.iterdir()) == ["shard-000000.tar"]
+    assert list(read_tar(out / "shard-000000.tar")) == ["bad"]
+
+    none = restore(archive, str(tmp_path / "none"), where="bpp < 0", progress=False)
+    assert none.ok and sum(none.written.values()) == 0
+    assert none.row_groups_skipped == 3  # every row group ruled out by its statistics
+    assert main(["restore", archive, str(tmp_path / "x"), "--where", "bitstream < 3"]) == EXIT_REFUSED
+    assert main(["restore", archive, str(tmp_path / "x"), "--where", "bpp <"]) == EXIT_REFUSED
+
+
+def test_files_layout(archive, tmp_path):
+    out = tmp_path / "files"
+    assert main(["restore", archive, str(out), "--layout", "files", "--shards", "shard-000000",
+                 "-q"]) == EXIT_OK
+    names = sorted(p.name for p in (out / "shard-000000").iterdir())
+    assert names == ["a0.png", "a1.jpg", "bad.jpg"]
+    assert Image.open(out / "shard-000000" / "a1.jpg").format == "JPEG"
