@@ -286,6 +286,8 @@ def _chunk_ends(log: list[dict]) -> list[dict]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not os.environ.get("RAY_ADDRESS"):  # in-process Ray on loopback only (read at import)
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer

@@ -230,7 +230,7 @@ def compress(
 
 _PUBLIC = ("shard", "source", "source_file", "samples", "compressed", "passthrough",
            "source_bytes", "archive_bytes", "image_bytes", "bitstream_bytes", "pixels",
-           "bpp_sum", "psnr_sum", "psnr_count", "passthrough_reasons", "seconds")
+           "bpp_sum", "psnr_sum", "psnr_count", "passthrough_reasons", "seconds", "node")
 
 
 def _public_stats(meta: dict[str, Any]) -> dict[str, Any]:

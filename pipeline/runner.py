@@ -34,13 +34,17 @@ class RayOptions:
 def ensure_ray(options: RayOptions) -> None:
     """Connect to the cluster named by ``--ray-address``/``RAY_ADDRESS``, or start Ray in-process.
 
-    In-process Ray (the demo, a laptop) binds to 127.0.0.1 with no dashboard.
+    In-process Ray (the demo, a laptop) binds to 127.0.0.1 only, with no dashboard.
     """
+    address = options.address or os.environ.get("RAY_ADDRESS")
+    if not address:
+        # Read by Ray at import time: without it, Ray on Linux binds its servers to every
+        # interface even with a loopback node IP. Too late if Ray was imported already.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 
     if ray.is_initialized():
         return
-    address = options.address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
@@ -65,6 +69,15 @@ def default_actors(options: RayOptions, n_tasks: int) -> int:
     return max(1, min(int(cpus), n_tasks))
 
 
+def _node_id() -> str | None:
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+    except Exception:  # outside Ray (direct calls in tests)
+        return None
+
+
 def shard_task(fn):
     """Wrap a worker's per-shard method: any exception becomes an error result, never a raise."""
 
@@ -80,6 +93,7 @@ def shard_task(fn):
                 if not message.startswith("shard "):
                     message = f"shard {task.get('shard')}: {type(exc).__name__}: {message}"
                 result = {"ok": False, "shard": task.get("shard"), "error": message}
+            result["node"] = _node_id()
             results.append(json.dumps(result))
         return {"result": results}
 
