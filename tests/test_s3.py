@@ -100,4 +100,5 @@ def test_synthetic_shards_through_s3_with_the_cli(s3_bucket, small_shards, tmp_p
     assert sorted(p.rsplit("/", 1)[-1] for p in restored) == ["shard-000000.tar", "shard-000001.tar"]
     # No half-written objects or temp names are left behind in the archive.
     names = [p.rsplit("/", 1)[-1] for p in fs.find(f"{bucket[len('s3://'):]}/arc")]
-    assert sorted(names) == ["_archive.json", "_stats.json", "shard-000000.parquet", "shard-000001.parquet"]
+    assert sorted(names) == ["_archive.json", "_index.parquet", "_stats.json", "shard-000000.parquet",
+                            "shard-000001.parquet"]
