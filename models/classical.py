@@ -82,7 +82,11 @@ class PillowCodec(Codec):
         for image in images:
             check_image(image)
             buf = io.BytesIO()
-            Image.fromarray(image, "RGB").save(buf, format=self.pil_format, **self.save_options())
+            try:
+                Image.fromarray(image, "RGB").save(buf, format=self.pil_format, **self.save_options())
+            except (OSError, ValueError) as exc:  # e.g. WebP's 16383-pixel limit
+                raise CodecError(f"{self.id} cannot encode a {image.shape[1]}x{image.shape[0]} "
+                                 f"image: {exc}") from exc
             h, w, c = image.shape
             streams.append(pack(Header(self.code, h, w, c), buf.getvalue()))
         return streams

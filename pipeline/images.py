@@ -27,6 +27,7 @@ IMAGE_SUFFIXES = {
     "ppm": "PPM",
 }
 CODEC_MODES = {"RGB", "L"}
+WRITABLE_FORMATS = {"JPEG", "PNG", "WEBP", "BMP", "TIFF", "PPM"}
 RESTORE_FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP", "bmp": "BMP", "tiff": "TIFF"}
 
 

@@ -69,3 +69,8 @@ def test_input_must_be_uint8_rgb():
         get_codec("png").encode_batch([np.zeros((4, 4), np.uint8)])
     with pytest.raises(CodecError):
         get_codec("png").encode_batch([np.zeros((4, 4, 3), np.float32)])
+
+
+def test_an_image_pillow_cannot_write_is_a_codec_error():
+    with pytest.raises(CodecError, match="cannot encode a 20000x1 image"):
+        get_codec("webp").encode_batch([np.zeros((1, 20000, 3), np.uint8)])

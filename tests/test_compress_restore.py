@@ -146,3 +146,34 @@ def test_learned_codec_through_the_pipeline(small_shards, tmp_path):
     assert verify(str(archive), progress=False).ok
     back = restore(str(archive), str(tmp_path / "out"), progress=False)
     assert back.ok and sum(back.written.values()) == 6
+
+
+def test_odd_inputs_are_kept_or_restored_faithfully(tmp_path):
+    from conftest import encode_image, synthetic_image, write_shards
+
+    png_named_jpg = encode_image(synthetic_image(20), "PNG")
+    gray = encode_image(synthetic_image(21)[:, :, 0], "PNG")
+    src = tmp_path / "src"
+    write_shards(src, [[
+        {"__key__": "wrong-ext", "jpg": png_named_jpg},
+        {"__key__": "gray", "png": gray},
+        {"__key__": "too-wide", "png": encode_image(np.zeros((1, 20000, 3), np.uint8), "PNG")},
+        {"__key__": "rgba", "png": encode_image(np.zeros((8, 8, 4), np.uint8), "PNG")},
+        {"__key__": "empty", "png": b""},
+        {"__key__": "no-image", "json": b"{}"},
+    ]])
+    archive = tmp_path / "arc"
+    assert compress([str(src)], str(archive), "webp", 90, progress=False, guard=NO_GUARD).ok
+    rows = {r["key"]: r for r in pq.read_table(archive / "shards").to_pylist()}
+    assert rows["wrong-ext"]["status"] == "ok" and rows["wrong-ext"]["format"] == "PNG"
+    assert rows["gray"]["mode"] == "L"
+    assert "cannot encode a 20000x1 image" in rows["too-wide"]["reason"]
+    assert "RGBA" in rows["rgba"]["reason"]
+    assert rows["empty"]["reason"] == "empty image member"
+    assert rows["no-image"]["reason"] == "no image member"
+    assert restore(str(archive), str(tmp_path / "out"), progress=False).ok
+    back = read_tar(tmp_path / "out" / "shard-000000.tar")
+    assert back["wrong-ext"]["jpg"].startswith(b"\x89PNG")  # written in the format it had
+    assert Image.open(io.BytesIO(back["gray"]["png"])).mode == "L"
+    for key in ("too-wide", "rgba", "empty", "no-image"):
+        assert back[key] == read_tar(src / "shard-000000.tar")[key]
