@@ -1,10 +1,14 @@
 """Archive.get through _index.parquet, --where filters pushed down to statistics, files layout."""
 
 import io
+from pathlib import Path
 
+import fsspec
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from conftest import read_tar, sample, write_shards
+from fsspec.implementations.local import LocalFileSystem
 from PIL import Image
 
 from pipeline.archive import Archive, ArchiveKeyError
@@ -69,3 +73,39 @@ def test_files_layout(archive, tmp_path):
     names = sorted(p.name for p in (out / "shard-000000").iterdir())
     assert names == ["a0.png", "a1.jpg", "bad.jpg"]
     assert Image.open(out / "shard-000000" / "a1.jpg").format == "JPEG"
+
+
+class _CountingFS(LocalFileSystem):
+    """Local files that count the bytes read from each path (reads go through this process)."""
+
+    protocol = "countfs"
+    reads: dict = {}
+
+    def _open(self, path, mode="rb", **kwargs):
+        f = super()._open(path, mode, **kwargs)
+        if "r" in mode:
+            read = f.read
+
+            def counted(*args):
+                data = read(*args)
+                _CountingFS.reads[path] = _CountingFS.reads.get(path, 0) + len(data)
+                return data
+
+            f.read = counted
+        return f
+
+
+def test_get_reads_the_index_and_one_shard_file_only(archive):
+    fsspec.register_implementation("countfs", _CountingFS, clobber=True)
+    _CountingFS.reads = {}
+    arc = Archive.open(f"countfs://{archive}")
+    _CountingFS.reads = {}
+    assert arc.get("shard-000001", "b2").shape == (64, 96, 3)
+    touched = {p.rsplit("/", 1)[-1]: n for p, n in _CountingFS.reads.items()}
+    assert set(touched) == {"_index.parquet", "shard-000001.parquet"}
+    # pyarrow reads up to 64 KiB from the end for the footer, then the row group's chunks.
+    for name, path in (("_index.parquet", Path(archive) / "_index.parquet"),
+                       ("shard-000001.parquet", Path(archive) / "shards" / "shard-000001.parquet")):
+        meta = pq.ParquetFile(path).metadata
+        largest_group = max(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+        assert touched[name] <= 64 * 1024 + largest_group, name
