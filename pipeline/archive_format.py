@@ -59,6 +59,10 @@ SCHEMA = pa.schema(
         ("orig_sha256", pa.binary(32)),
         ("orig_size", pa.int64()),
         ("members", pa.list_(MEMBER)),
+        # Added within v1 (nullable, see FORMAT.md): the original's metadata, for restore.
+        ("exif", pa.large_binary()),
+        ("icc_profile", pa.large_binary()),
+        ("xmp", pa.large_binary()),
     ]
 )
 

@@ -71,6 +71,31 @@ def prepare(data: bytes) -> tuple[np.ndarray, str, str]:
     return np.ascontiguousarray(array), mode, fmt
 
 
+METADATA_KEYS = ("exif", "icc_profile", "xmp")
+# Which metadata Pillow writes back, per format (others are kept in the archive row regardless).
+_WRITES_METADATA = {"JPEG": METADATA_KEYS, "WEBP": METADATA_KEYS, "PNG": ("exif", "icc_profile"),
+                    "TIFF": ("exif", "icc_profile")}
+
+
+def image_metadata(data: bytes) -> dict[str, bytes | None]:
+    """EXIF (orientation included), ICC profile and XMP of an image file, as raw bytes.
+
+    Pixels are compressed as stored (no EXIF rotation applied), so writing the same EXIF back
+    on restore shows the image the way the original was shown.
+    """
+    out: dict[str, bytes | None] = dict.fromkeys(METADATA_KEYS)
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            for key in METADATA_KEYS:
+                value = im.info.get(key)
+                if isinstance(value, str):
+                    value = value.encode("utf-8")
+                out[key] = bytes(value) if value else None
+    except Exception:  # no metadata is better than no image; prepare() reports bad files
+        pass
+    return out
+
+
 def psnr(reference: np.ndarray, decoded: np.ndarray) -> float:
     """PSNR in dB over all channels (uint8 peak 255); inf for identical images."""
     diff = reference.astype(np.float64) - decoded.astype(np.float64)
@@ -79,17 +104,21 @@ def psnr(reference: np.ndarray, decoded: np.ndarray) -> float:
 
 
 def encode_for_restore(
-    image: np.ndarray, mode: str, pil_format: str, jpeg_quality: int = 95
+    image: np.ndarray, mode: str, pil_format: str, jpeg_quality: int = 95,
+    metadata: dict[str, bytes | None] | None = None,
 ) -> bytes:
-    """Write decoded pixels as a file in ``pil_format`` (lossless except for JPEG)."""
+    """Write decoded pixels as a file in ``pil_format`` (lossless except for JPEG), with the
+    original's EXIF, ICC profile and XMP where the format carries them."""
     im = Image.fromarray(image, "RGB")
     if mode == "L":
         im = im.convert("L")
+    extra = {k: v for k, v in (metadata or {}).items()
+             if v and k in _WRITES_METADATA.get(pil_format, ())}
     buf = io.BytesIO()
     if pil_format == "JPEG":
-        im.save(buf, format="JPEG", quality=jpeg_quality, subsampling=0)
+        im.save(buf, format="JPEG", quality=jpeg_quality, subsampling=0, **extra)
     elif pil_format == "WEBP":
-        im.save(buf, format="WEBP", lossless=True, quality=100)
+        im.save(buf, format="WEBP", lossless=True, quality=100, **extra)
     else:
-        im.save(buf, format=pil_format)
+        im.save(buf, format=pil_format, **extra)
     return buf.getvalue()

@@ -15,7 +15,13 @@ from typing import Any
 
 from pipeline.archive_format import STATUS_OK, FormatError, read_manifest
 from pipeline.errors import Refused
-from pipeline.images import IMAGE_SUFFIXES, RESTORE_FORMATS, WRITABLE_FORMATS, encode_for_restore
+from pipeline.images import (
+    IMAGE_SUFFIXES,
+    METADATA_KEYS,
+    RESTORE_FORMATS,
+    WRITABLE_FORMATS,
+    encode_for_restore,
+)
 from pipeline.progress import Progress
 from pipeline.rows import RowDecoder, iter_rows
 from pipeline.runner import RayOptions, run_per_shard, shard_task
@@ -67,7 +73,8 @@ def _image_member(row: dict[str, Any], image, image_format: str | None, jpeg_qua
         pil_format = row["format"]  # the format the original bytes had, whatever the name said
     else:
         pil_format = IMAGE_SUFFIXES.get(suffix.rsplit(".", 1)[-1].lower(), "PNG")
-    return suffix, encode_for_restore(image, row["mode"], pil_format, jpeg_quality)
+    metadata = {k: row.get(k) for k in METADATA_KEYS}
+    return suffix, encode_for_restore(image, row["mode"], pil_format, jpeg_quality, metadata)
 
 
 def restore_shard(

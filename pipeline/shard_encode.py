@@ -29,7 +29,7 @@ from pipeline.archive_format import (
     codec_meta,
     shard_url,
 )
-from pipeline.images import Unsupported, image_member_index, prepare, psnr
+from pipeline.images import Unsupported, image_member_index, image_metadata, prepare, psnr
 from pipeline.sources import Shard
 from pipeline.storage import StorageOptions, filesystem, write_atomic
 from pipeline.tars import Sample, iter_samples
@@ -128,6 +128,7 @@ def _ok_row(p: _Prepared, shard: str, codec: Codec, stream: bytes, decoded) -> d
         "orig_sha256": hashlib.sha256(original).digest(),
         "orig_size": len(original),
         "members": _members(p.sample, p.image_pos),
+        **image_metadata(original),
     }
 
 

@@ -177,3 +177,29 @@ def test_odd_inputs_are_kept_or_restored_faithfully(tmp_path):
     assert Image.open(io.BytesIO(back["gray"]["png"])).mode == "L"
     for key in ("too-wide", "rgba", "empty", "no-image"):
         assert back[key] == read_tar(src / "shard-000000.tar")[key]
+
+
+def test_exif_orientation_and_icc_profile_come_back(tmp_path):
+    from conftest import synthetic_image, write_shards
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 CW to display
+    exif[0x010F] = "latentarc test camera"
+    buf = io.BytesIO()
+    Image.fromarray(synthetic_image(30, 64, 96)).save(buf, "JPEG", quality=95, exif=exif.tobytes(),
+                                                       icc_profile=icc)
+    png = io.BytesIO()
+    Image.fromarray(synthetic_image(31)).save(png, "PNG", icc_profile=icc)
+    src = tmp_path / "src"
+    write_shards(src, [[{"__key__": "photo", "jpg": buf.getvalue()},
+                        {"__key__": "graphic", "png": png.getvalue()}]])
+    archive = tmp_path / "arc"
+    assert compress([str(src)], str(archive), "webp", 90, progress=False, guard=NO_GUARD).ok
+    assert restore(str(archive), str(tmp_path / "out"), progress=False).ok
+    back = read_tar(tmp_path / "out" / "shard-000000.tar")
+    photo = Image.open(io.BytesIO(back["photo"]["jpg"]))
+    assert photo.getexif()[0x0112] == 6 and photo.getexif()[0x010F] == "latentarc test camera"
+    assert photo.info["icc_profile"] == icc
+    assert Image.open(io.BytesIO(back["graphic"]["png"])).info["icc_profile"] == icc
