@@ -25,6 +25,7 @@ IMAGE_SUFFIXES = {
     "tif": "TIFF",
     "tiff": "TIFF",
     "ppm": "PPM",
+    "gif": "GIF",
 }
 CODEC_MODES = {"RGB", "L"}
 WRITABLE_FORMATS = {"JPEG", "PNG", "WEBP", "BMP", "TIFF", "PPM"}

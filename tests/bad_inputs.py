@@ -78,7 +78,7 @@ def samples() -> list[tuple[str, list[tuple[str, bytes]], str, str]]:
         ("one-pixel", [("png", _save(Image.new("RGB", (1, 1), (200, 10, 10)), "PNG"))], "ok", ""),
         ("one-by-20000", [("png", _save(Image.new("RGB", (20000, 1), (9, 9, 9)), "PNG"))],
          "passthrough", "cannot encode"),
-        ("animated-gif", [("gif", animated("GIF"))], "passthrough", "no image member"),
+        ("animated-gif", [("gif", animated("GIF"))], "passthrough", "animated GIF"),
         ("animated-webp", [("webp", animated("WEBP"))], "passthrough", "animated"),
         ("bomb", [("png", bomb_png())], "passthrough", "DecompressionBomb"),
         ("dup-in-shard", [("png", png), ("txt", b"first")], "ok", ""),
