@@ -57,7 +57,7 @@ def write_index(archive: str, shards: list[str], storage: StorageOptions | None 
 
     def write(out) -> None:
         pq.write_table(table, out, row_group_size=INDEX_ROW_GROUP, compression="zstd",
-                       write_statistics=True)
+                       write_statistics=True, write_page_checksum=True)
 
     write_atomic(join(archive, INDEX), write, storage)
     return table.num_rows
@@ -84,7 +84,7 @@ class Archive:
         if not fs.exists(path):
             raise FormatError(f"{self.url} has no {INDEX}; rerun compress to build it")
         with fs.open(path, "rb") as f:
-            index = pq.ParquetFile(f)
+            index = pq.ParquetFile(f, page_checksum_verification=True)
             hits: list[tuple[str, int]] = []
             for rg in range(index.num_row_groups):
                 stats = index.metadata.row_group(rg).column(0).statistics

@@ -121,7 +121,7 @@ def open_shard_file(archive: str, shard: str, storage: StorageOptions | None = N
     fs, path = filesystem(shard_url(archive, shard), storage)
     f = fs.open(path, "rb")
     try:
-        return f, pq.ParquetFile(f)
+        return f, pq.ParquetFile(f, page_checksum_verification=True)
     except Exception:
         f.close()
         raise

@@ -243,7 +243,9 @@ def encode_shard(
     def write(out) -> None:
         with fs.open(path, "rb") as raw:
             source = _CountingReader(raw)
-            writer = pq.ParquetWriter(out, SCHEMA, compression="zstd")
+            # Page CRCs cover what the bitstream CRC and content hash do not: the kept members
+            # and every other column. Readers verify them (archive_format.open_shard_file).
+            writer = pq.ParquetWriter(out, SCHEMA, compression="zstd", write_page_checksum=True)
             pending: list[dict] = []
             pending_bytes = 0
             for rows in _row_chunks(iter_samples(source, shard.name), shard.name, codec, guard or Guard()):
