@@ -1,0 +1,58 @@
+"""Faults during compress: a codec actor SIGKILLed mid-run at a random (seeded, logged) moment.
+
+Ray Data restarts the actor and retries its shard; per-shard output is atomic, so the archive
+ends with every sample exactly once. (More trials and the other faults: the reliability issue.)
+"""
+
+import os
+import random
+import signal
+import subprocess
+import threading
+import time
+
+import pyarrow.parquet as pq
+import pytest
+from conftest import sample, write_shards
+
+from pipeline.compress import compress
+from pipeline.shard_encode import Guard
+from pipeline.verify import verify
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]
+
+
+def _kill_a_codec_actor(delay: float, killed: list[int]) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        pids = subprocess.run(["pgrep", "-f", r"MapBatches\(CompressWorker\)"],
+                              capture_output=True, text=True).stdout.split()
+        if pids:
+            time.sleep(delay)
+            try:
+                os.kill(int(pids[0]), signal.SIGKILL)
+                killed.append(int(pids[0]))
+            except ProcessLookupError:
+                continue
+            return
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("seed", [1])
+def test_killed_actor_loses_and_duplicates_nothing(tmp_path, seed):
+    rng = random.Random(seed)
+    delay = rng.uniform(0.5, 3.0)
+    print(f"seed {seed}: SIGKILL a codec actor {delay:.2f} s after it appears")
+    src = tmp_path / "src"
+    write_shards(src, [[sample(f"k{i}-{j}", 10 * i + j) for j in range(30)] for i in range(6)])
+    killed: list[int] = []
+    killer = threading.Thread(target=_kill_a_codec_actor, args=(delay, killed))
+    killer.start()
+    report = compress([str(src)], str(tmp_path / "arc"), "avif", progress=False, guard=Guard(size=False))
+    killer.join()
+    assert killed, "no actor was killed: the trial tested nothing"
+    assert report.ok and len(report.done) == 6
+    rows = pq.read_table(tmp_path / "arc" / "shards", columns=["shard", "key"]).to_pylist()
+    pairs = [(r["shard"], r["key"]) for r in rows]
+    assert sorted(pairs) == sorted((f"shard-{i:06d}", f"k{i}-{j}") for i in range(6) for j in range(30))
+    assert verify(str(tmp_path / "arc"), progress=False).ok
