@@ -56,3 +56,36 @@ def test_killed_actor_loses_and_duplicates_nothing(tmp_path, seed):
     pairs = [(r["shard"], r["key"]) for r in rows]
     assert sorted(pairs) == sorted((f"shard-{i:06d}", f"k{i}-{j}") for i in range(6) for j in range(30))
     assert verify(str(tmp_path / "arc"), progress=False).ok
+
+
+def test_stopped_run_resumes_and_redoes_only_unfinished_shards(tmp_path):
+    """The driver (with its in-process Ray) killed once a shard is written; a rerun finishes."""
+    import sys
+
+    src = tmp_path / "src"
+    write_shards(src, [[sample(f"k{i}-{j}", 10 * i + j) for j in range(30)] for i in range(6)])
+    archive = tmp_path / "arc"
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobs.compress", str(src), str(archive), "--codec", "avif",
+         "--actors", "1", "--no-size-guard", "-q"],
+        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and proc.poll() is None:
+        shards_dir = archive / "shards"
+        if shards_dir.exists() and any(shards_dir.glob("*.parquet")):
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole process group we started, and nothing else
+    proc.wait()
+    finished = sorted(p.stem for p in (archive / "shards").glob("*.parquet"))
+    assert 1 <= len(finished) < 6, finished
+    assert not (archive / "_archive.json").exists()
+
+    report = compress([str(src)], str(archive), "avif", progress=False, guard=Guard(size=False))
+    assert report.ok
+    assert sorted(report.skipped) == finished
+    assert sorted(report.done) == sorted(set(f"shard-{i:06d}" for i in range(6)) - set(finished))
+    rows = pq.read_table(archive / "shards", columns=["shard", "key"]).to_pylist()
+    assert len(rows) == len({(r["shard"], r["key"]) for r in rows}) == 180
+    assert verify(str(archive), progress=False).ok
