@@ -126,7 +126,7 @@ def compress(
     try:
         shards = expand_sources(sources, storage)
     except (ValueError, OSError) as exc:
-        raise Refused(str(exc)) from exc
+        raise Refused(f"cannot list the shards of {' '.join(sources)}: {exc}") from exc
 
     manifest_url = join(archive, MANIFEST)
     if exists(manifest_url, storage):

@@ -102,3 +102,22 @@ def test_synthetic_shards_through_s3_with_the_cli(s3_bucket, small_shards, tmp_p
     names = [p.rsplit("/", 1)[-1] for p in fs.find(f"{bucket[len('s3://'):]}/arc")]
     assert sorted(names) == ["_archive.json", "_index.parquet", "_stats.json", "shard-000000.parquet",
                             "shard-000001.parquet"]
+
+
+def test_wrong_credentials_give_a_clear_error_without_the_secret(s3_bucket, small_shards, monkeypatch,
+                                                                 capsys, tmp_path):
+    bucket, storage = s3_bucket
+    fs = s3fs.S3FileSystem(endpoint_url=storage.endpoint_url)
+    _upload(fs, small_shards, bucket[len("s3://"):], "src")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "latentarc-wrong")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret-do-not-print")
+    s3fs.S3FileSystem.clear_instance_cache()
+    try:
+        code = main(["compress", f"{bucket}/src", str(tmp_path / "arc"),
+                     "--endpoint-url", storage.endpoint_url, "-q"])
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()
+    err = capsys.readouterr().err
+    assert code != EXIT_OK
+    assert "wrong-secret-do-not-print" not in err
+    assert f"refused: cannot list the shards of {bucket}/src: The access key ID" in err
