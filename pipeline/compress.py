@@ -30,7 +30,7 @@ from pipeline.progress import Progress
 from pipeline.runner import RayOptions, run_per_shard, shard_task
 from pipeline.shard_encode import Guard, encode_shard
 from pipeline.sources import Shard, expand_sources
-from pipeline.storage import StorageOptions, exists, filesystem, join, remove
+from pipeline.storage import StorageError, StorageOptions, check_url, exists, filesystem, join, remove
 
 
 @dataclass
@@ -74,6 +74,15 @@ def _check_same_codec(meta: dict[str, Any], codec_id: str, quality: float | None
             f"refusing to add shards with --codec {codec_id} --quality {quality}. "
             "Use another destination, or the archive's codec and quality."
         )
+
+
+def _printable(url: str) -> str:
+    """A source URL as it may appear in messages: never one that carries credentials."""
+    try:
+        check_url(url)
+    except StorageError:
+        return "<a URL with credentials>"
+    return url
 
 
 def totals(shard_stats: list[dict[str, Any]]) -> dict[str, Any]:
@@ -126,7 +135,7 @@ def compress(
     try:
         shards = expand_sources(sources, storage)
     except (ValueError, OSError) as exc:
-        raise Refused(f"cannot list the shards of {' '.join(sources)}: {exc}") from exc
+        raise Refused(f"cannot list the shards of {' '.join(map(_printable, sources))}: {exc}") from exc
 
     manifest_url = join(archive, MANIFEST)
     if exists(manifest_url, storage):
