@@ -123,7 +123,9 @@ def run_per_shard(
         worker_cls,
         fn_constructor_args=worker_args,
         batch_size=1,
-        compute=ray.data.ActorPoolStrategy(size=actors),
+        # One shard in flight per actor: shards are big units, and queueing several on the
+        # first actors to start would leave actors on other nodes idle.
+        compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1),
         num_cpus=options.num_cpus,
         num_gpus=options.num_gpus or None,
         batch_format="numpy",
