@@ -45,6 +45,7 @@ class CompressReport:
     failed: dict[str, str] = field(default_factory=dict)
     totals: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    interrupted: list[str] = field(default_factory=list)  # shard files left half-written
 
     @property
     def ok(self) -> bool:
@@ -109,6 +110,18 @@ def _existing_shards(archive: str, storage: StorageOptions) -> list[str]:
     return sorted(n[: -len(".parquet")] for n in names if n.endswith(".parquet") and not n.startswith("."))
 
 
+def _remove_stale_temp_files(archive: str, storage: StorageOptions) -> list[str]:
+    """Temp files of attempts that died mid-write (a killed worker or driver): never valid,
+    so removed; their count says how many shard attempts were interrupted."""
+    fs, path = filesystem(join(archive, "shards"), storage)
+    if not fs.exists(path):
+        return []
+    stale = [p for p in fs.ls(path, detail=False) if ".tmp-" in p.rsplit("/", 1)[-1]]
+    for p in stale:
+        fs.rm(p)
+    return [p.rsplit("/", 1)[-1].split(".tmp-")[0].lstrip(".") for p in stale]
+
+
 def compress(
     sources: list[str],
     archive: str,
@@ -145,6 +158,7 @@ def compress(
 
     # Plan: every shard file already in the archive must match this codec (so an archive never
     # mixes two), finished files of this run's shards are skipped, the rest are (re)done.
+    interrupted_before = _remove_stale_temp_files(archive, storage)
     finished: dict[str, ShardFile] = {}
     others: dict[str, ShardFile] = {}
     invalid: dict[str, str] = {}
@@ -191,6 +205,8 @@ def compress(
         else:
             report.failed[name] = result["error"]
             log.update(name, error=result["error"])
+    # Attempts that died during this run (Ray restarted the actor and retried the shard).
+    report.interrupted = sorted(interrupted_before + _remove_stale_temp_files(archive, storage))
     for shard in todo:  # a result that never came back is a failure too, never a silent gap
         if shard.name not in results and shard.name not in report.failed:
             report.failed[shard.name] = "no result returned by the worker"
@@ -213,6 +229,7 @@ def compress(
                 "skipped": report.skipped,
                 "redone": report.redone,
                 "failed": report.failed,
+                "interrupted_attempts": report.interrupted,
             },
             "totals": report.totals,
             "shards": per_shard,
