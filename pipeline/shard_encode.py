@@ -87,7 +87,7 @@ def _members(sample: Sample, skip: int | None) -> list[dict[str, Any]]:
     return [{"name": s, "data": d} for i, (s, d) in enumerate(sample.members) if i != skip]
 
 
-def _passthrough_row(p: _Prepared, shard: str, codec: Codec) -> dict[str, Any]:
+def _passthrough_row(p: _Prepared, shard: str) -> dict[str, Any]:
     image = p.sample.members[p.image_pos][1] if p.image_pos is not None else None
     return {
         "shard": shard,
@@ -182,7 +182,7 @@ def _encode_chunk(chunk: list[_Prepared], shard: str, codec: Codec, guard: Guard
                 if fallback is not None:
                     rows.append(fallback)
                     continue
-        rows.append(_passthrough_row(p, shard, codec))
+        rows.append(_passthrough_row(p, shard))
     return rows
 
 
