@@ -237,6 +237,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
               f"done, {len(stats['run']['skipped'])} skipped, {len(failed)} failed")
         for name, error in failed.items():
             print(f"  FAILED {name}: {error}")
+        interrupted = stats["run"].get("interrupted_attempts") or []
+        if interrupted:
+            print(f"           {len(interrupted)} shard attempt(s) were interrupted and redone: "
+                  f"{', '.join(interrupted)}")
         passthrough = [(n, r) for n, s in stats["shards"].items() for r in s.get("passthrough_reasons", [])]
         if passthrough:
             print(f"passthrough samples ({len(passthrough)}):")
