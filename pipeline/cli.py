@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quality", type=float, help="codec quality (range: `latentarc codecs`)")
     p.add_argument("--min-psnr", type=float,
                    help="store an image losslessly (passthrough) when its decode falls below this PSNR")
+    p.add_argument("--max-pixels", type=float, default=40e6,
+                   help="images above this many pixels are kept as they are, never decoded "
+                   "(bounds a worker's memory; default 40e6)")
     p.add_argument("--no-size-guard", action="store_true",
                    help="keep bitstreams even when not smaller than the original image bytes "
                    "(default: such images are stored as their original bytes)")
@@ -163,7 +166,8 @@ def _cmd_compress(args: argparse.Namespace) -> int:
 
     report = compress(args.sources, args.archive, args.codec or DEFAULT_CODEC, args.quality,
                       _storage(args), _ray(args), progress=not args.quiet,
-                      guard=Guard(not args.no_size_guard, args.min_psnr))
+                      guard=Guard(not args.no_size_guard, args.min_psnr,
+                                  max_pixels=int(args.max_pixels)))
     print(f"compress: {len(report.done)} shard(s) done, {len(report.skipped)} skipped "
           f"(already finished), {len(report.failed)} failed, in {report.seconds:.1f} s")
     print(summary_table(report.totals, report.archive))

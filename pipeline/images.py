@@ -44,10 +44,15 @@ def image_member_index(suffixes: list[str]) -> int | None:
     return None
 
 
-def prepare(data: bytes) -> tuple[np.ndarray, str, str]:
+DEFAULT_MAX_PIXELS = 40_000_000
+
+
+def prepare(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, str, str]:
     """Decode image bytes for a codec: (uint8 HxWx3, original mode, original format).
 
-    Raises ``Unsupported`` with a short reason for anything the codec cannot take.
+    Raises ``Unsupported`` with a short reason for anything the codec cannot take. An image
+    above ``max_pixels`` is refused from its header, before any pixel is decoded, so one huge
+    photo cannot exhaust a worker (it is kept as it was).
     """
     if not data:
         raise Unsupported("empty image member")
@@ -57,6 +62,10 @@ def prepare(data: bytes) -> tuple[np.ndarray, str, str]:
             with Image.open(io.BytesIO(data)) as im:
                 fmt = im.format or "unknown"
                 mode = im.mode
+                if im.width * im.height > max_pixels:
+                    raise Unsupported(
+                        f"{im.width}x{im.height} ({im.width * im.height / 1e6:.1f} MP) is above "
+                        f"the per-image budget of {max_pixels / 1e6:g} MP (--max-pixels)")
                 if getattr(im, "n_frames", 1) > 1:
                     raise Unsupported(f"animated {fmt} ({im.n_frames} frames)")
                 if mode not in CODEC_MODES:

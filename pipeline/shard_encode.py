@@ -29,7 +29,14 @@ from pipeline.archive_format import (
     codec_meta,
     shard_url,
 )
-from pipeline.images import Unsupported, image_member_index, image_metadata, prepare, psnr
+from pipeline.images import (
+    DEFAULT_MAX_PIXELS,
+    Unsupported,
+    image_member_index,
+    image_metadata,
+    prepare,
+    psnr,
+)
 from pipeline.sources import Shard
 from pipeline.storage import StorageOptions, filesystem, write_atomic
 from pipeline.tars import Sample, iter_samples
@@ -50,6 +57,7 @@ class Guard:
     size: bool = True
     min_psnr: float | None = None
     jpeg_fallback: bool = True  # a JPEG the guard rejects is stored with jpeg-lossless instead
+    max_pixels: int = DEFAULT_MAX_PIXELS  # larger images are kept as they are, never decoded
 
     def reason(self, stream: bytes, original: bytes, psnr_db: float) -> str | None:
         if self.size and len(stream) >= len(original):
@@ -186,14 +194,14 @@ def _encode_chunk(chunk: list[_Prepared], shard: str, codec: Codec, guard: Guard
     return rows
 
 
-def _prepare(sample: Sample, index: int) -> _Prepared:
+def _prepare(sample: Sample, index: int, max_pixels: int) -> _Prepared:
     pos = image_member_index(sample.suffixes())
     p = _Prepared(sample, index, pos)
     if pos is None:
         p.reason = "no image member"
         return p
     try:
-        p.image, p.mode, p.fmt = prepare(sample.members[pos][1])
+        p.image, p.mode, p.fmt = prepare(sample.members[pos][1], max_pixels)
     except Unsupported as exc:
         p.reason = str(exc)
     return p
@@ -202,7 +210,7 @@ def _prepare(sample: Sample, index: int) -> _Prepared:
 def _row_chunks(samples: Iterator[Sample], shard: str, codec: Codec, guard: Guard) -> Iterator[list[dict]]:
     chunk: list[_Prepared] = []
     for index, sample in enumerate(samples):
-        chunk.append(_prepare(sample, index))
+        chunk.append(_prepare(sample, index, guard.max_pixels))
         if len(chunk) >= CHUNK_SAMPLES:
             yield _encode_chunk(chunk, shard, codec, guard)
             chunk = []

@@ -203,3 +203,14 @@ def test_exif_orientation_and_icc_profile_come_back(tmp_path):
     assert photo.getexif()[0x0112] == 6 and photo.getexif()[0x010F] == "latentarc test camera"
     assert photo.info["icc_profile"] == icc
     assert Image.open(io.BytesIO(back["graphic"]["png"])).info["icc_profile"] == icc
+
+
+def test_images_above_the_pixel_budget_are_kept_without_decoding(small_shards, tmp_path):
+    archive = tmp_path / "arc"
+    assert compress([str(small_shards)], str(archive), "webp", progress=False,
+                    guard=Guard(size=False, max_pixels=5000)).ok  # the 64x96 images are 6144 px
+    rows = {r["key"]: r for r in pq.read_table(archive / "shards").to_pylist()}
+    assert "is above the per-image budget of 0.005 MP" in rows["a0"]["reason"]
+    assert restore(str(archive), str(tmp_path / "out"), progress=False).ok
+    assert read_tar(tmp_path / "out" / "shard-000000.tar")["a0"] == \
+        read_tar(small_shards / "shard-000000.tar")["a0"]
