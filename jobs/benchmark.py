@@ -79,8 +79,8 @@ def run_codecs(images: Path, out: Path, codecs: list[str], shards: int, quality:
                 "compress_seconds": round(compress_s, 2), "restore_seconds": round(restore_s, 2),
                 "restored_ok": back.ok, "verify_ok": checked.ok,
             })
-            print(f"{codec}: ratio {t['ratio']:.2f}, bpp {t['mean_bpp']:.3f}, "
-                  f"PSNR {t['mean_psnr'] if t['mean_psnr'] is not None else 'lossless'}", flush=True)
+            print(f"{codec}: ratio {t['ratio']:.2f}, {t['compressed']}/{t['samples']} coded, "
+                  f"bpp {t['mean_bpp']}, PSNR {t['mean_psnr']}", flush=True)
         return {"images": n, "image_dir": str(images), "shards": shards,
                 "guard": None if guard is None else {"size": guard.size, "min_psnr": guard.min_psnr},
                 "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
@@ -131,7 +131,10 @@ def to_markdown(summary: dict, command: str) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in summary["results"]:
-        psnr = "lossless" if r["mean_psnr"] is None else f"{r['mean_psnr']:.2f}"
+        if not r["compressed"]:
+            psnr = "-"
+        else:
+            psnr = "lossless" if r["mean_psnr"] is None else f"{r['mean_psnr']:.2f}"
         quality = "-" if r["quality"] is None else f"{r['quality']:g}"
         image_ratio = r["image_ratio"] or float("nan")
         bpp = "-" if r["mean_bpp"] is None else f"{r['mean_bpp']:.3f}"
