@@ -122,6 +122,40 @@ def _remove_stale_temp_files(archive: str, storage: StorageOptions) -> list[str]
     return [p.rsplit("/", 1)[-1].split(".tmp-")[0].lstrip(".") for p in stale]
 
 
+def _plan(shards: list[Shard], archive: str, codec, storage: StorageOptions,
+          report: CompressReport, log: Progress) -> tuple[dict, dict, list[str]]:
+    """Every shard file already in the archive must match this codec (an archive never mixes
+    two); finished files of this run's shards are skipped, missing or damaged ones (re)done.
+
+    Returns (finished files of this run's shards, finished files of other shards, shards whose
+    earlier attempt died mid-write).
+    """
+    interrupted = _remove_stale_temp_files(archive, storage)
+    finished: dict[str, ShardFile] = {}
+    others: dict[str, ShardFile] = {}
+    invalid: dict[str, str] = {}
+    wanted = {s.name for s in shards}
+    for name in _existing_shards(archive, storage):
+        try:
+            found, reason = validate_shard_file(archive, name, storage)
+        except FormatError as exc:
+            raise Refused(str(exc)) from exc
+        if found is None:
+            invalid[name] = reason
+            continue
+        _check_same_codec(found.meta, codec.id, codec.quality, found.url)
+        (finished if name in wanted else others)[name] = found
+    for shard in shards:
+        if shard.name in finished:
+            report.skipped.append(shard.name)
+        elif shard.name in invalid:
+            report.redone[shard.name] = invalid[shard.name]
+    for name in sorted(set(invalid) - wanted):
+        log.note(f"warning: shard file {name} is {invalid[name]} and not among the sources; "
+                 "it is left out of the manifest")
+    return finished, others, interrupted
+
+
 def compress(
     sources: list[str],
     archive: str,
@@ -156,39 +190,12 @@ def compress(
     report = CompressReport(archive, codec.id, codec.quality, [s.name for s in shards])
     log = Progress("compress", len(shards), progress)
 
-    # Plan: every shard file already in the archive must match this codec (so an archive never
-    # mixes two), finished files of this run's shards are skipped, the rest are (re)done.
-    interrupted_before = _remove_stale_temp_files(archive, storage)
-    finished: dict[str, ShardFile] = {}
-    others: dict[str, ShardFile] = {}
-    invalid: dict[str, str] = {}
-    wanted = {s.name for s in shards}
-    for name in _existing_shards(archive, storage):
-        try:
-            found, reason = validate_shard_file(archive, name, storage)
-        except FormatError as exc:
-            raise Refused(str(exc)) from exc
-        if found is None:
-            invalid[name] = reason
-            continue
-        _check_same_codec(found.meta, codec.id, codec.quality, found.url)
-        (finished if name in wanted else others)[name] = found
-    todo: list[Shard] = []
-    for shard in shards:
-        if shard.name in finished:
-            report.skipped.append(shard.name)
-        else:
-            if shard.name in invalid:
-                report.redone[shard.name] = invalid[shard.name]
-            todo.append(shard)
+    finished, others, interrupted_before = _plan(shards, archive, codec, storage, report, log)
     if report.skipped:
         log.note(f"skipping {len(report.skipped)} finished shard(s): {', '.join(report.skipped)}")
     for name, reason in report.redone.items():
         log.note(f"redoing shard {name}: its file is {reason}")
-    for name in sorted(set(invalid) - wanted):
-        log.note(f"warning: shard file {name} is {invalid[name]} and not among the sources; "
-                 "it is left out of the manifest")
-
+    todo = [s for s in shards if s.name not in finished]
     if todo:
         remove(manifest_url, storage)  # the archive is incomplete until this run finishes
     log.total = len(todo)
