@@ -113,7 +113,7 @@ def restore_shard(
         size = sum(_write_image_file(destination_url, sample, storage) for sample in samples())
     else:
         size = write_atomic(destination_url, lambda f: write_samples(f, samples()), storage)
-        if not found and where:  # nothing selected: leave no empty shard behind
+        if not found and (where or keys is not None):  # nothing selected: no empty shard
             remove(destination_url, storage)
             size = 0
     return {"shard": shard, "samples": len(found), "keys": found, "bytes_out": size,
