@@ -55,7 +55,8 @@ def test_killed_actor_loses_and_duplicates_nothing(tmp_path, seed):
     killer.join()
     assert killed, "no actor was killed: the trial tested nothing"
     assert report.ok and len(report.done) == 6
-    assert len(report.interrupted) >= 1  # the killed attempt's half-written file, cleaned up
+    # A killed attempt's half-written file (if the killed actor was mid-write) is counted in
+    # report.interrupted and removed: none is left behind either way.
     assert not list((tmp_path / "arc" / "shards").glob(".*tmp-*"))
     rows = pq.read_table(tmp_path / "arc" / "shards", columns=["shard", "key"]).to_pylist()
     pairs = [(r["shard"], r["key"]) for r in rows]
