@@ -30,6 +30,7 @@ import numpy as np
 TRAIN_SETS = ("bsds500", "imagenet_samples")
 NEVER_TRAIN_ON = ("kodak", "wikipedia_photos_hr", "faces_utkface", "faces_celebahq")
 CHECKPOINT = "checkpoint.safetensors"
+OPTIMIZER = "optimizer.safetensors"
 PAPERS = {
     "mean-scale": "mean-scale hyperprior (Minnen et al. 2018, without the serial context model)",
     "scale": "scale hyperprior (Balle et al. 2018)",
@@ -41,8 +42,11 @@ LOSS_LOG = "loss_log.csv"
 # ----------------------------------------------------------------------------- prepare
 
 
-def prepare(datasets: Path, out: Path, images_per_shard: int = 128, seed: int = 0) -> int:
-    """Downscale the training images and write them as WebDataset shards of PNGs."""
+def prepare(datasets: Path, out: Path, images_per_shard: int = 128, seed: int = 0,
+            image_format: str = "png") -> int:
+    """Downscale the training images and write them as WebDataset shards of PNGs (or JPEGs at
+    quality 95 without chroma subsampling: a quarter of the bytes, for carrying the set to a
+    GPU machine; the same seed gives the same images and scale factors)."""
     from PIL import Image
 
     from pipeline.tars import Sample, write_samples
@@ -65,10 +69,13 @@ def prepare(datasets: Path, out: Path, images_per_shard: int = 128, seed: int = 
             size = (max(1, round(im.width * factor)), max(1, round(im.height * factor)))
             small = im.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
         buf = io.BytesIO()
-        small.save(buf, format="PNG")
+        if image_format == "jpg":
+            small.save(buf, format="JPEG", quality=95, subsampling=0)
+        else:
+            small.save(buf, format="PNG")
         meta = {"source": str(path.relative_to(datasets)), "factor": round(factor, 4)}
         samples.append(Sample(f"{path.parent.name}_{path.stem}",
-                              [("png", buf.getvalue()), ("json", json.dumps(meta).encode())]))
+                              [(image_format, buf.getvalue()), ("json", json.dumps(meta).encode())]))
         if len(samples) == images_per_shard or count == len(order):
             with open(out / f"train-{shard:06d}.tar", "wb") as f:
                 write_samples(f, samples)
@@ -101,58 +108,96 @@ def load_images(shards: str) -> list[np.ndarray]:
     return images
 
 
-def random_batch(images: list[np.ndarray], rng: np.random.Generator, batch: int, crop: int):
+class CropSampler:
+    """Random crops with flips, drawn on the training device in one gather.
+
+    All images live in one flat uint8 buffer on the device (no padding, so one large image does
+    not inflate the rest); a batch is one index computation plus one gather, with no host
+    round trip per step, which keeps a GPU busy with small models. Images smaller than the crop
+    are edge-replicated."""
+
+    def __init__(self, images: list[np.ndarray], crop: int, device: str, seed: int) -> None:
+        import torch
+
+        if not images:
+            raise SystemExit("no training images")
+        self.crop, self.device = crop, device
+        self.flat = torch.cat([torch.from_numpy(np.array(im, np.uint8).reshape(-1))
+                               for im in images]).to(device)
+        sizes = [im.shape[0] * im.shape[1] * 3 for im in images]
+        self.offsets = torch.tensor(np.concatenate([[0], np.cumsum(sizes)[:-1]]), device=device)
+        self.h = torch.tensor([im.shape[0] for im in images], device=device)
+        self.w = torch.tensor([im.shape[1] for im in images], device=device)
+        self.gen = torch.Generator(device=device)
+        self.gen.manual_seed(seed)
+        self.r = torch.arange(crop, device=device)
+
+    def __call__(self, batch: int):
+        import torch
+
+        c, g = self.crop, self.gen
+        i = torch.randint(len(self.h), (batch,), generator=g, device=self.device)
+        h, w = self.h[i], self.w[i]
+
+        def axis(size):
+            start = (torch.rand(batch, generator=g, device=self.device)
+                     * (size - c + 1).clamp(min=1)).long()
+            flip = torch.rand(batch, generator=g, device=self.device) < 0.5
+            pos = torch.where(flip[:, None], start[:, None] + c - 1 - self.r, start[:, None] + self.r)
+            return torch.minimum(pos, size[:, None] - 1)
+
+        ys, xs = axis(h), axis(w)
+        lin = self.offsets[i][:, None, None] + (ys[:, :, None] * w[:, None, None] + xs[:, None, :]) * 3
+        pixels = self.flat[lin[..., None] + torch.arange(3, device=self.device)]
+        return pixels.permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def save_checkpoint(directory: str, model, optimizer, step: int, config: dict) -> None:
+    """Model and step in ``checkpoint.safetensors``; Adam's moments (bfloat16: enough to resume,
+    half the bytes) in ``optimizer.safetensors``. Each written atomically, optimizer first, so a
+    checkpoint never pairs with an older step's optimizer state."""
     import torch
-
-    out = np.empty((batch, crop, crop, 3), np.uint8)
-    for b in range(batch):
-        im = images[rng.integers(len(images))]
-        h, w = im.shape[:2]
-        if h < crop or w < crop:  # too small for a crop: tile it
-            im = np.pad(im, ((0, max(0, crop - h)), (0, max(0, crop - w)), (0, 0)), mode="reflect")
-            h, w = im.shape[:2]
-        y, x = rng.integers(h - crop + 1), rng.integers(w - crop + 1)
-        patch = im[y:y + crop, x:x + crop]
-        if rng.random() < 0.5:
-            patch = patch[:, ::-1]
-        if rng.random() < 0.5:
-            patch = patch[::-1]
-        out[b] = patch
-    return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0)
-
-
-def save_checkpoint(url: str, model, optimizer, step: int, config: dict) -> None:
-    """Model, Adam state and step in one safetensors file, written atomically."""
     from safetensors.torch import save
 
-    from pipeline.storage import write_bytes_atomic
+    from pipeline.storage import join, write_bytes_atomic
 
-    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    meta = {"step": str(step), "config": json.dumps(config, sort_keys=True)}
+    moments = {}
     for i, p in enumerate(model.parameters()):
         state = optimizer.state.get(p, {})
         for name in ("exp_avg", "exp_avg_sq"):
             if name in state:
-                tensors[f"optim.{i}.{name}"] = state[name].contiguous()
-    meta = {"step": str(step), "config": json.dumps(config, sort_keys=True)}
-    write_bytes_atomic(url, save(tensors, metadata=meta))
+                moments[f"optim.{i}.{name}"] = state[name].to(torch.bfloat16).cpu().contiguous()
+    write_bytes_atomic(join(directory, OPTIMIZER), save(moments, metadata=meta))
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    write_bytes_atomic(join(directory, CHECKPOINT), save(tensors, metadata=meta))
 
 
-def load_checkpoint(url: str, model, optimizer) -> int:
+def load_checkpoint(directory: str, model, optimizer) -> int:
+    """Restores model and step; Adam's moments too when ``optimizer.safetensors`` (or the older
+    single-file layout) has them for the same step. Returns the step."""
     import torch
     from safetensors.torch import load
 
-    from pipeline.storage import read_bytes
+    from pipeline.storage import exists, join, read_bytes
 
-    raw = read_bytes(url)
+    raw = read_bytes(join(directory, CHECKPOINT))
     tensors = load(raw)
-    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     step = int(_safetensors_metadata(raw)["step"])
+    device = next(model.parameters()).device
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    moments = {k: v for k, v in tensors.items() if k.startswith("optim.")}
+    opt_url = join(directory, OPTIMIZER)
+    if not moments and exists(opt_url):
+        opt_raw = read_bytes(opt_url)
+        if int(_safetensors_metadata(opt_raw)["step"]) == step:
+            moments = load(opt_raw)
     for i, p in enumerate(model.parameters()):
-        if f"optim.{i}.exp_avg" in tensors:
+        if f"optim.{i}.exp_avg" in moments:
             optimizer.state[p] = {
                 "step": torch.tensor(float(step)),
-                "exp_avg": tensors[f"optim.{i}.exp_avg"],
-                "exp_avg_sq": tensors[f"optim.{i}.exp_avg_sq"],
+                "exp_avg": moments[f"optim.{i}.exp_avg"].to(device, torch.float32),
+                "exp_avg_sq": moments[f"optim.{i}.exp_avg_sq"].to(device, torch.float32),
             }
     return step
 
@@ -176,50 +221,91 @@ def _safetensors_metadata(raw: bytes) -> dict:
     return json.loads(raw[8:8 + n]).get("__metadata__", {})
 
 
-def train_loop(config: dict) -> None:
-    """Runs in each Ray Train worker (rank 0 writes checkpoints and the loss log)."""
-    import ray.train
+def learning_rate(config: dict, step: int, start_step: int, elapsed: float) -> float:
+    """Warm up over ``warmup`` steps after a start without optimizer state; then constant, except
+    that the last ``decay_last`` fraction of this chunk's minutes anneals (cosine) to lr/20."""
+    lr = config["lr"]
+    warm = config.get("warmup", 0)
+    if warm and step - start_step < warm:
+        lr *= 0.1 + 0.9 * (step - start_step) / warm
+    frac = config.get("decay_last", 0.0)
+    if frac > 0:
+        t = (elapsed / (config["minutes"] * 60) - (1 - frac)) / frac
+        if t > 0:
+            lr *= 0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * min(t, 1.0)))
+    return lr
+
+
+def fit(config: dict, rank: int = 0, world: int = 1, report=None, wrap=None) -> int:
+    """The training loop, shared by Ray Train workers and ``--no-ray``; returns the final step.
+
+    Rank 0 writes checkpoints and the loss log. Losses stay on the device between log lines (no
+    per-step synchronisation); a non-finite loss at a log line rolls the model back to the last
+    good log line and halves the learning rate."""
     import torch
 
     from models.hyperprior import LAMBDAS, MeanScaleHyperprior, rd_loss
     from pipeline.storage import exists, join
 
-    torch.set_num_threads(config["threads"])
-    rank = ray.train.get_context().get_world_rank()
+    device = config.get("device", "cpu")
+    if device == "cpu":
+        torch.set_num_threads(config["threads"])
+    else:
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(config["seed"] + rank)
     model = MeanScaleHyperprior(config["N"], config["M"], prior=config.get("prior", "mean-scale"))
-    optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"])
-    ckpt = join(config["checkpoint_dir"], CHECKPOINT)
-    step = load_checkpoint(ckpt, model, optimizer) if exists(ckpt) else 0
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"],
+                                 fused=device.startswith("cuda"))
+    directory = config["checkpoint_dir"]
+    step = load_checkpoint(directory, model, optimizer) if exists(join(directory, CHECKPOINT)) else 0
     if step == 0 and config.get("init_from"):
         _init_from(config["init_from"], model)
-    for group in optimizer.param_groups:
-        group["lr"] = config["lr"]
-    if ray.train.get_context().get_world_size() > 1:
-        model = ray.train.torch.prepare_model(model)
-    core = model.module if hasattr(model, "module") else model
+    first = step
+    start_step = step if not optimizer.state else -10**9  # warm up only without Adam state
+    ddp = wrap(model) if wrap is not None and world > 1 else model
     images = load_images(config["shards"])
-    rng = np.random.default_rng(config["seed"] + 1000 * rank + step)
-    log_path = Path(config["checkpoint_dir"]) / LOSS_LOG
+    sampler = CropSampler(images, config["crop"], device, config["seed"] + 1000 * rank + step)
+    log_path = Path(directory) / LOSS_LOG
     started = last_save = time.monotonic()
-    window: list[list[float]] = []
-    print(f"[train] rank {rank}: {len(images)} images, resuming at step {step}", flush=True)
+    sums = torch.zeros(3, device=device)
+    count, rollbacks = 0, 0
+    good = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    scale = 1.0
+    print(f"[train] rank {rank}: {len(images)} images on {device}, resuming at step {step}",
+          flush=True)
     model.train()
     while step < config["steps"] and time.monotonic() - started < config["minutes"] * 60:
-        x = random_batch(images, rng, config["batch"], config["crop"])
-        quality = torch.rand(x.shape[0]) * (len(LAMBDAS) - 1)
-        out = model(x, quality)
-        losses = rd_loss(out, x, quality)
+        lr = learning_rate(config, step, start_step, time.monotonic() - started) * scale
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        x = sampler(config["batch"])
+        quality = torch.rand(x.shape[0], device=device) * (len(LAMBDAS) - 1)
+        losses = rd_loss(ddp(x, quality), x, quality)
         optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         step += 1
-        window.append([float(losses[k]) for k in ("loss", "bpp", "psnr")])
+        count += 1
+        sums += torch.stack([losses[k].detach() for k in ("loss", "bpp", "psnr")])
         if step % config["log_every"] == 0:
-            loss, bpp, psnr = np.mean(window, axis=0)
-            window = []
-            ray.train.report({"step": step, "loss": loss, "bpp": bpp, "psnr": psnr})
+            loss, bpp, psnr = (sums / count).tolist()
+            sums.zero_()
+            count = 0
+            if not np.isfinite(loss):
+                rollbacks += 1
+                if rollbacks > 5:
+                    raise SystemExit(f"[train] loss not finite at step {step} after 5 rollbacks")
+                model.load_state_dict(good)
+                optimizer.state.clear()
+                scale /= 2
+                print(f"[train] loss not finite at step {step}: rolled back, lr x{scale}", flush=True)
+                continue
+            good = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if report is not None:
+                report({"step": step, "loss": loss, "bpp": bpp, "psnr": psnr})
             if rank == 0:
                 new = not log_path.exists()
                 with open(log_path, "a", newline="") as f:
@@ -227,14 +313,28 @@ def train_loop(config: dict) -> None:
                     if new:
                         writer.writerow(["step", "loss", "bpp", "psnr", "lr", "wall_s"])
                     writer.writerow([step, f"{loss:.4f}", f"{bpp:.4f}", f"{psnr:.3f}",
-                                     config["lr"], round(time.monotonic() - started, 1)])
-                print(f"[train] step {step} loss {loss:.3f} bpp {bpp:.3f} psnr {psnr:.2f}", flush=True)
+                                     f"{lr:.3g}", round(time.monotonic() - started, 1)])
+                rate = (step - first) / max(1e-9, time.monotonic() - started)
+                print(f"[train] step {step} loss {loss:.3f} bpp {bpp:.3f} psnr {psnr:.2f} "
+                      f"lr {lr:.2g} ({rate:.1f} steps/s)", flush=True)
         if rank == 0 and time.monotonic() - last_save > config["save_minutes"] * 60:
-            save_checkpoint(ckpt, core, optimizer, step, config)
+            save_checkpoint(directory, model, optimizer, step, config)
             last_save = time.monotonic()
     if rank == 0:
-        save_checkpoint(ckpt, core, optimizer, step, config)
-        print(f"[train] saved step {step} to {ckpt}", flush=True)
+        save_checkpoint(directory, model, optimizer, step, config)
+        print(f"[train] saved step {step} to {directory}", flush=True)
+    return step
+
+
+def train_loop(config: dict) -> None:
+    """Runs in each Ray Train worker."""
+    import ray.train
+    import ray.train.torch
+
+    context = ray.train.get_context()
+    config = {**config, "device": str(ray.train.torch.get_device())}
+    fit(config, context.get_world_rank(), context.get_world_size(), report=ray.train.report,
+        wrap=ray.train.torch.prepare_model)
 
 
 def export(args: argparse.Namespace) -> int:
@@ -250,9 +350,10 @@ def export(args: argparse.Namespace) -> int:
     config, step = json.loads(meta["config"]), int(meta["step"])
     model = MeanScaleHyperprior(config["N"], config["M"], prior=config.get("prior", "mean-scale"))
     optimizer = torch.optim.Adam(model.parameters())
-    load_checkpoint(str(Path(args.checkpoint_dir, CHECKPOINT)), model, optimizer)
+    load_checkpoint(args.checkpoint_dir, model, optimizer)
     dtype = torch.float16 if args.fp16 else torch.float32
     directory = Path(args.weights_dir) if args.weights_dir else WEIGHTS_DIR
+    directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{args.id}.safetensors"
     sha = export_weights(model, path, dtype, metadata={"id": args.id, "steps": str(step)})
     log = list(csv.DictReader(open(Path(args.checkpoint_dir, LOSS_LOG))))
@@ -286,12 +387,6 @@ def _chunk_ends(log: list[dict]) -> list[dict]:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not os.environ.get("RAY_ADDRESS"):  # in-process Ray on loopback only (read at import)
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    import ray
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
     config = {
         "shards": str(Path(args.shards).resolve()) if "://" not in args.shards else args.shards,
         "checkpoint_dir": str(Path(args.checkpoint_dir).resolve()),
@@ -299,8 +394,19 @@ def run(args: argparse.Namespace) -> int:
         "lr": args.lr, "batch": args.batch, "crop": args.crop,
         "steps": args.steps, "minutes": args.minutes, "threads": args.threads,
         "save_minutes": args.save_minutes, "log_every": args.log_every, "seed": args.seed,
+        "warmup": args.warmup, "decay_last": args.decay_last,
+        "device": "cuda" if args.gpu else "cpu",
     }
     Path(config["checkpoint_dir"]).mkdir(parents=True, exist_ok=True)
+    if args.no_ray:
+        fit(config)
+        return 0
+    if not os.environ.get("RAY_ADDRESS"):  # in-process Ray on loopback only (read at import)
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
     if not ray.is_initialized():
         if os.environ.get("RAY_ADDRESS"):
             ray.init()
@@ -326,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--datasets", type=Path,
                    default=Path(__file__).resolve().parents[2] / "shared" / "datasets")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--image-format", choices=["png", "jpg"], default="png",
+                   help="png (lossless, default) or jpg q95 4:4:4 (compact, to carry elsewhere)")
     p = sub.add_parser("run", help="train (resumes from --checkpoint-dir)")
     p.add_argument("--shards", required=True, help="training shards (directory, URL or brace list)")
     p.add_argument("--checkpoint-dir", required=True)
@@ -343,7 +451,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="torch threads per worker")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--cpus-per-worker", type=float, default=1)
-    p.add_argument("--gpu", action="store_true")
+    p.add_argument("--gpu", action="store_true", help="train on CUDA (Ray Train GPU workers)")
+    p.add_argument("--no-ray", action="store_true",
+                   help="train in this process without Ray Train (a single-GPU machine without "
+                        "Ray installed); same loop, checkpoints and log")
+    p.add_argument("--warmup", type=int, default=500,
+                   help="steps of linear warm-up when starting without optimizer state")
+    p.add_argument("--decay-last", type=float, default=0.0,
+                   help="anneal the lr (cosine, to lr/20) over this last fraction of --minutes")
     p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("export", help="checkpoint -> models/weights/<id>.safetensors + registry")
     p.add_argument("--checkpoint-dir", required=True)
@@ -357,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "export":
         return export(args)
     if args.cmd == "prepare":
-        n = prepare(args.datasets, args.out)
+        n = prepare(args.datasets, args.out, image_format=args.image_format)
         print(f"prepare: {n} training images written as shards under {args.out}")
         return 0
     return run(args)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 
-import imagecodecs
 import numpy as np
 from PIL import Image
 
@@ -45,6 +44,8 @@ class JpegLosslessCodec(Codec):
                     raise CodecError("jpeg-lossless takes only JPEG files")
                 width, height = im.size
                 channels = 1 if im.mode == "L" else 3
+            import imagecodecs  # imported on use: a large library only this codec needs
+
             payload = imagecodecs.jpegxl_encode_jpeg(source)
         except CodecError:
             raise
@@ -58,6 +59,8 @@ class JpegLosslessCodec(Codec):
     def _decode(self, stream: bytes) -> Decoded:
         header, payload = self.read_header(stream)
         try:
+            import imagecodecs
+
             jpeg = bytes(imagecodecs.jpegxl_decode_jpeg(payload))
             with Image.open(io.BytesIO(jpeg), formats=["JPEG"]) as im:
                 if im.size != (header.width, header.height):
@@ -70,4 +73,6 @@ class JpegLosslessCodec(Codec):
         return Decoded(image, jpeg, source=jpeg)
 
     def versions(self) -> dict[str, str]:
+        import imagecodecs
+
         return {"imagecodecs": imagecodecs.__version__, "libjxl": str(imagecodecs.jpegxl_version())}

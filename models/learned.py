@@ -114,6 +114,17 @@ class LearnedModel:
     def from_file(cls, path: str | Path) -> LearnedModel:
         return cls(Path(path).read_bytes())
 
+    @property
+    def device(self) -> torch.device:
+        return self.net.log_gain.device
+
+    def to(self, device: str | torch.device) -> LearnedModel:
+        """Run the float transforms (g_a, h_a, g_s) on ``device``. The integer hyper-decoder and
+        the entropy coder stay on the CPU, so bitstreams decode the same wherever they were
+        made (``jobs.cross_device`` checks a GPU encode against a CPU decode)."""
+        self.net.to(device)
+        return self
+
     def entropy_parameters(self, z_sym: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Exact means (fixed point, int64) and scale indexes from integer z symbols."""
         params = intnet.fixed_to_numpy(intnet.run(self.h_s, z_sym))
@@ -238,12 +249,12 @@ class LearnedCodec(Codec):
         padded = []
         for image in images:
             check_image(image)
-            x = torch.tensor(image).permute(2, 0, 1)[None].float() / 255.0
+            x = torch.tensor(image).permute(2, 0, 1)[None].to(self.model.device).float() / 255.0
             padded.append(pad_to(x, STRIDE))
         groups: dict[tuple, list[int]] = {}
         for i, (x, _) in enumerate(padded):
             groups.setdefault(tuple(x.shape), []).append(i)
-        q = torch.tensor([self._quality_code() / 1000.0 - 1.0])
+        q = torch.tensor([self._quality_code() / 1000.0 - 1.0], device=self.model.device)
         gain, _ = self.model.net.gains(q)
         out: list[bytes] = [b""] * len(images)
         for shape, members in groups.items():
@@ -260,12 +271,12 @@ class LearnedCodec(Codec):
         """Hyper path, quantization and entropy coding of one image's latent."""
         m = self.model
         if m.factorized:
-            y_sym = np.round(y.double().numpy()).astype(np.int64)
+            y_sym = np.round(y.double().cpu().numpy()).astype(np.int64)
             words = _entropy_encode(m, None, y_sym, _channel_groups(m.M, y_sym.shape))
         else:
-            z_sym = torch.round(m.net.h_a(y)).to(torch.int64)
+            z_sym = torch.round(m.net.h_a(y)).to(torch.int64).cpu()
             mean, index = m.entropy_parameters(z_sym)
-            y_sym = np.round(y.double().numpy() - mean / 2**intnet.A_BITS).astype(np.int64)
+            y_sym = np.round(y.double().cpu().numpy() - mean / 2**intnet.A_BITS).astype(np.int64)
             words = _entropy_encode(m, z_sym.numpy(), y_sym, index)
         payload = struct.pack(">H", self._quality_code()) + words
         return pack(Header(self.code, h, w, 3, ph, pw), payload)
@@ -311,11 +322,11 @@ class LearnedCodec(Codec):
         if _entropy_encode(m, z_sym, y_sym, index) != payload[2:]:
             raise CodecError("learned payload is not the canonical encoding of its symbols "
                              "(trailing or altered data)")
-        q = torch.tensor([quality_code / 1000.0 - 1.0])
+        q = torch.tensor([quality_code / 1000.0 - 1.0], device=m.device)
         _, inv_gain = m.net.gains(q)
-        y_hat = torch.from_numpy(y_sym + mean / 2**intnet.A_BITS).float()
+        y_hat = torch.from_numpy(y_sym + mean / 2**intnet.A_BITS).float().to(m.device)
         x = m.net.g_s(y_hat * inv_gain)[0, :, : header.height, : header.width]
-        image = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+        image = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
         z_bytes = b"" if z_sym is None else z_sym.astype("<i4").tobytes()
         content = (struct.pack(">HII", quality_code, header.height, header.width)
                    + z_bytes + y_sym.astype("<i4").tobytes())
