@@ -6,7 +6,7 @@
 #   data/train-jpg      python -m jobs.train prepare --out data/train-jpg --image-format jpg
 #   data/device/kodak   the Kodak PNGs (evaluation only; never trained on)
 #   data/device/wheels  constriction and braceexpand wheels for that machine's Python (optional)
-# Results go to $OUT: checkpoint, optimizer state, loss log, exported weights, xdev/ (streams).
+# Results go to $OUT: ckpt/ (checkpoint, loss log), exported weights, xdev/ (streams, recons).
 set -euo pipefail
 OUT=${OUT:?set OUT to the results folder}
 MINUTES=${MINUTES:-7}
@@ -25,12 +25,13 @@ fi
 python3 -c "import torch, constriction, braceexpand, jobs.train, jobs.cross_device; \
 print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 rm -rf "$WORK"
-python3 -m jobs.train run --no-ray $GPU_FLAG --shards data/train-jpg --checkpoint-dir "$WORK/ckpt" \
+# Checkpoints go straight to $OUT so that a lease ending mid-run still returns the last save.
+python3 -m jobs.train run --no-ray $GPU_FLAG --shards data/train-jpg --checkpoint-dir "$OUT/ckpt" \
   --N "$N" --M "$M" --batch "$BATCH" --crop "$CROP" --lr "$LR" --warmup 500 --decay-last 0.3 \
   --minutes "$MINUTES" --log-every 250 --save-minutes 2
-cp "$WORK"/ckpt/checkpoint.safetensors "$WORK"/ckpt/loss_log.csv "$OUT"/  # 8 files come back at most
+rm "$OUT/ckpt/optimizer.safetensors"  # at most 8 files come back; Adam state is optional
 HW=$([ "$DEVICE" = cuda ] && nvidia-smi --query-gpu=name --format=csv,noheader | head -1 || echo cpu)
-python3 -m jobs.train export --checkpoint-dir "$WORK/ckpt" --id "$ID" --code 11 --fp16 \
+python3 -m jobs.train export --checkpoint-dir "$OUT/ckpt" --id "$ID" --code 11 --fp16 \
   --label "GPU run" --hardware "$HW" --weights-dir "$WORK/weights" > "$WORK/card.json"
 cp "$WORK/weights/$ID.safetensors" "$OUT"/
 python3 -m jobs.cross_device encode --weights "$WORK/weights/$ID.safetensors" \
