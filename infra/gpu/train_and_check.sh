@@ -24,7 +24,7 @@ fi
 [ "$DEVICE" = cuda ] && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 -c "import torch, constriction, braceexpand, jobs.train, jobs.cross_device; \
 print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
-rm -rf "$WORK"
+rm -rf "$WORK" && mkdir -p "$WORK"
 # Checkpoints go straight to $OUT so that a lease ending mid-run still returns the last save.
 python3 -m jobs.train run --no-ray $GPU_FLAG --shards data/train-jpg --checkpoint-dir "$OUT/ckpt" \
   --N "$N" --M "$M" --batch "$BATCH" --crop "$CROP" --lr "$LR" --warmup 500 --decay-last 0.3 \
