@@ -48,35 +48,41 @@ def member_name(key: str, suffix: str) -> str:
     return f"{key}.{suffix}" if suffix else key
 
 
-def _end_tracking_tarinfo() -> type[tarfile.TarInfo]:
-    """A TarInfo class that records how the archive ended.
+class _TailReader:
+    """Passes reads through, counting bytes and keeping the last few records read.
 
-    tarfile treats a header cut short after the first member as a normal end of archive, so
-    a shard truncated at a member boundary would lose its tail silently. A complete tar ends
-    with a zero block; anything else is truncation.
-    """
+    tarfile treats a header cut short after the first member as a normal end of archive, so a
+    shard truncated at a member boundary would lose its tail silently. A complete tar has a zero
+    block where tarfile stops reading headers (``TarFile.offset``); this reader lets us look at
+    those bytes afterwards without relying on tarfile's private classes (an earlier TarInfo
+    subclass hook broke on a patched Python 3.12)."""
 
-    class EndTrackingTarInfo(tarfile.TarInfo):
-        end: str | None = None
+    KEEP = 4 * tarfile.RECORDSIZE
 
-        @classmethod
-        def frombuf(cls, buf, encoding, errors):
-            if len(buf) != tarfile.BLOCKSIZE:
-                cls.end = "truncated"
-            elif buf.count(tarfile.NUL) == tarfile.BLOCKSIZE:
-                cls.end = "zero block"
-            return super().frombuf(buf, encoding, errors)
+    def __init__(self, fileobj: IO[bytes]) -> None:
+        self.fileobj, self.pos, self.tail = fileobj, 0, b""
 
-    return EndTrackingTarInfo
+    def read(self, size: int = -1) -> bytes:
+        data = self.fileobj.read(size)
+        self.pos += len(data)
+        self.tail = (self.tail + data)[-self.KEEP:]
+        return data
+
+    def ends_with_zero_block_at(self, offset: int) -> bool:
+        start = offset - (self.pos - len(self.tail))
+        block = self.tail[start:start + tarfile.BLOCKSIZE] if start >= 0 else b""
+        return len(block) == tarfile.BLOCKSIZE and block.count(0) == tarfile.BLOCKSIZE
 
 
 def iter_samples(fileobj: IO[bytes], shard: str) -> Iterator[Sample]:
     """Stream samples out of an open tar file object; a truncated tar raises."""
     current: Sample | None = None
     reading = ""
-    tarinfo = _end_tracking_tarinfo()
+    reader = _TailReader(fileobj)
     try:
-        with tarfile.open(fileobj=fileobj, mode="r|*", tarinfo=tarinfo) as stream:
+        # "r|": plain tar streams only (a compressed shard fails with a clear header error
+        # instead of being misjudged by the end-of-archive check).
+        with tarfile.open(fileobj=reader, mode="r|") as stream:
             for info in stream:
                 if not info.isreg():
                     continue
@@ -92,7 +98,8 @@ def iter_samples(fileobj: IO[bytes], shard: str) -> Iterator[Sample]:
                 current.members.append((suffix, data))
                 stream.members = []  # streaming: do not keep every TarInfo of the shard
                 reading = ""
-        if tarinfo.end != "zero block":
+            end = stream.offset
+        if not reader.ends_with_zero_block_at(end):
             raise tarfile.ReadError("tar ends without its end-of-archive block (truncated)")
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
         last = current.key if current is not None else "(none)"
