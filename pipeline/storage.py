@@ -119,6 +119,13 @@ def filesystem(url: str, storage: StorageOptions | None = None) -> tuple[fsspec.
     check_url(url)
     protocol = fsspec.core.split_protocol(url)[0] or "file"
     options = (storage or StorageOptions()).fsspec_options(protocol)
+    if protocol in ("s3", "s3a"):
+        # No listing cache: shard files are written by Ray workers in other processes, so a
+        # listing the driver cached while planning is stale once they finish. With it, a
+        # resumed run listed shards/ with some files missing, then could not find the files its
+        # workers had just written (write_index: FileNotFoundError), and no _archive.json was
+        # written. Found by tests/test_s3_restart.py. A given use_listings_cache is kept.
+        options.setdefault("use_listings_cache", False)
     fs, path = fsspec.core.url_to_fs(url, **options)
     return fs, path
 
