@@ -21,7 +21,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.storage import StorageOptions, filesystem, join, read_bytes, write_bytes_atomic
+from pipeline.storage import StorageError, StorageOptions, filesystem, join, read_bytes, write_bytes_atomic
 
 FORMAT_VERSION = 1
 FORMAT_NAME = "latentarc-archive"
@@ -165,11 +165,17 @@ def read_manifest(archive: str, storage: StorageOptions | None = None) -> dict[s
     """Read and version-check ``_archive.json``; FormatError if absent or unknown."""
     url = join(archive, MANIFEST)
     fs, path = filesystem(url, storage)
-    if not fs.exists(path):
-        raise FormatError(
-            f"{archive} has no {MANIFEST}: it is not an archive, or its compress run has not "
-            "finished (run compress again to complete it)"
-        )
-    manifest = read_json(url, storage)
+    try:
+        if not fs.exists(path):
+            raise FormatError(
+                f"{archive} has no {MANIFEST}: it is not an archive, or its compress run has not "
+                "finished (run compress again to complete it)"
+            )
+        manifest = read_json(url, storage)
+    except PermissionError as exc:
+        # An S3 HEAD answered 403 carries no body: say what was refused and what to check.
+        raise StorageError(
+            f"access to {url} was refused ({exc or 'Forbidden'}): check the credentials for "
+            "this store (environment or credential files) and its permissions") from exc
     check_version(manifest, url)
     return manifest

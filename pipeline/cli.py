@@ -277,6 +277,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (Refused, StorageError, FormatError, CodecError, SourceError) as exc:
         print(f"latentarc {args.verb}: refused: {exc}", file=sys.stderr)
         return EXIT_REFUSED
+    except PermissionError as exc:  # e.g. an S3 HEAD answered 403, which has no message body
+        print(f"latentarc {args.verb}: refused: access was refused ({exc or 'Forbidden'}): check "
+              "the credentials for this store (environment or credential files) and its "
+              "permissions", file=sys.stderr)
+        return EXIT_REFUSED
     except Exception as exc:
         if os.environ.get("LATENTARC_DEBUG"):
             traceback.print_exc()
