@@ -1,10 +1,13 @@
-"""Benchmarks. Two modes:
+"""Benchmarks. Three modes:
 
     python -m jobs.benchmark --dataset DIR [--out OUT] [--anchors ../shared/anchors]   # rate-distortion
     python -m jobs.benchmark codecs --images DIR --out OUT                            # through the pipeline
+    python -m jobs.benchmark --pipeline [--images DIR] [--codec webp]                 # pipeline vs bare codec
 
 The first (``rd``, the default) is ``jobs.rd_benchmark``: bare codecs at several qualities.
 The second, below: every codec through the real pipeline, on one image set.
+The third (``pipeline``, also ``--pipeline``) is ``jobs.pipeline_benchmark``: compress/restore
+throughput against the bare codec, peak RSS per worker, bytes per row, 1 vs 2 actors.
 
 For each codec (at its default quality, or at ``--quality`` where given) the images are packed
 into WebDataset shards, compressed with ``compress`` on Ray, restored and verified; the
@@ -151,6 +154,10 @@ def to_markdown(summary: dict, command: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = "python -m jobs.benchmark " + " ".join(argv)
+    if argv and argv[0] in ("pipeline", "--pipeline"):
+        from jobs.pipeline_benchmark import main as run_pipeline_benchmark
+
+        return run_pipeline_benchmark(argv[1:])
     if not argv or argv[0] not in ("codecs", "rd", "-h", "--help"):
         argv = ["rd", *argv]
     parser = argparse.ArgumentParser(description=__doc__,
@@ -175,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--guard", action="store_true",
                    help="compress as users do: size guard on (and --min-psnr), JPEG fallback")
     p.add_argument("--min-psnr", type=float)
+    sub.add_parser("pipeline", add_help=False,
+                   help="pipeline vs bare codec: throughput, worker RSS, bytes/row, 1 vs 2 actors "
+                        "(also --pipeline; see `python -m jobs.benchmark --pipeline --help`)")
     args = parser.parse_args(argv)
     if args.mode == "rd":
         from jobs.rd_benchmark import run as run_rd

@@ -1,0 +1,71 @@
+"""`python -m jobs.benchmark --pipeline` runs end to end on four tiny images and reports every
+measurement with plausible values (the real figures are in benchmarks/pipeline/)."""
+
+import json
+
+import pytest
+from conftest import encode_image, synthetic_image
+
+from jobs.benchmark import main
+
+
+def test_pipeline_benchmark_refuses_a_missing_image_folder(tmp_path):
+    with pytest.raises(SystemExit, match="is missing"):
+        main(["--pipeline", "--images", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")])
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_local")
+def test_pipeline_benchmark_writes_every_measurement(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(4):
+        (images / f"im{i}.png").write_bytes(encode_image(synthetic_image(i)))
+    out = tmp_path / "out"
+    assert main(["--pipeline", "--images", str(images), "--out", str(out), "--rows-small", "2",
+                 "--rows-big", "4", "--big-shards", "2", "--budget-mib", "0.01",
+                 "--actors", "1", "2", "--sample-interval", "0.05"]) == 0
+    summary = json.loads((out / "results.json").read_text())
+    assert summary["settings"]["images_per_run"] == 8 and summary["bare"]["images"] == 8
+
+    # 1. throughput: two layouts x two actor counts x compress/restore, against the bare codec
+    rows = summary["derived"]["pipeline"]
+    assert {(r["op"], r["rows_per_shard"], r["actors"]) for r in rows} == {
+        (op, size, a) for op in ("compress", "restore") for size in (2, 4) for a in (1, 2)}
+    # tiny images: Ray start-up dominates, so efficiencies are near zero (rounded), never negative
+    assert all(r["images"] == 8 and r["images_per_s"] > 0 for r in rows)
+    assert all(r["efficiency"] >= 0 and r["cpu_efficiency"] >= 0 for r in rows)
+    assert {b["what"] for b in summary["derived"]["bare"]} >= {"encode+decode+PSNR", "decode"}
+    for run in summary["runs"]:
+        assert run["compressed"] == 8 and run["restored_samples"] == 8
+        assert run["shards"] == (4 if run["layout"] == "small" else 2)
+
+    # 2. memory: each run saw its own actors, with a Python process's worth of RSS
+    for run in summary["runs"]:
+        for op in ("compress", "restore"):
+            mem = run[f"{op}_memory"]
+            assert 1 <= mem["workers"] <= run["actors"]
+            assert 50 < mem["peak_rss_mib"] < 4096
+            # VmHWM and psutil's RSS come from different kernel counters: equal up to a little
+            assert mem["peak_hwm_mib"] >= 0.95 * mem["peak_rss_mib"]
+    assert len(summary["derived"]["memory"]) == 4
+
+    # 3. overhead: the shard files hold the bitstreams, the members and something more
+    for layout in ("small", "big"):
+        o = summary["overhead"][layout]
+        assert o["rows"] == 8 and o["bitstream_bytes"] > 0 and o["member_bytes"] > 0
+        assert o["overhead_bytes_per_row"] > 0
+    per_row = {layout: o["overhead_bytes_per_row"] for layout, o in summary["overhead"].items()}
+    assert per_row["small"] > per_row["big"]  # the footer is spread over more rows
+
+    # 4. actor scaling and the targets, and the markdown carries all of it
+    assert len(summary["derived"]["scaling"]) == 4
+    assert set(summary["derived"]["targets"]) == {
+        "efficiency_ge_0.9", "cpu_efficiency_ge_0.9", "big_shard_rss_within_10pct",
+        "overhead_le_128_B_per_row"}
+    text = (out / "results.md").read_text()
+    assert text.startswith("# Pipeline benchmark")
+    assert "Command: `python -m jobs.benchmark --pipeline --images" in text
+    for heading in ("## Targets", "## 1. Throughput", "## 2. Peak RSS per worker",
+                    "## 3. Archive bytes vs bitstream bytes", "## 4. 1 vs 2 encoder actors"):
+        assert heading in text
