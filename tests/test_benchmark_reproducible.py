@@ -1,0 +1,32 @@
+"""The committed Kodak benchmark is reproducible: re-measuring 4 of its images at 3 qualities
+gives the committed per-image bpp and PSNR (benchmarks/kodak/*.json), for the shipped learned
+codec and for the WebP baseline. A figure that cannot be re-measured is not a result."""
+
+import json
+
+import pytest
+from conftest import REPO, shared_path
+
+from jobs.rd_benchmark import load_images, measure
+
+pytestmark = pytest.mark.slow
+
+IMAGES = 4
+
+
+@pytest.mark.parametrize("codec, result, qualities", [
+    ("msh-n96", "msh-n96.json", [1.0, 4.0, 7.0]),
+    ("webp", "webp.json", [10, 45, 80]),
+])
+def test_kodak_figures_are_reproduced(codec, result, qualities):
+    images = load_images(shared_path("datasets", "kodak"), IMAGES)
+    committed = json.loads((REPO / "benchmarks" / "kodak" / result).read_text())
+    assert committed["meta"]["images"][:IMAGES] == [name for name, _ in images]
+    by_quality = {row["quality"]: row for row in committed["per_image"]}
+    for quality in qualities:
+        point = measure(codec, quality, images)
+        row = by_quality[quality]
+        for i in range(IMAGES):
+            # float transforms may round a handful of latent symbols differently on another CPU
+            assert point.bpp[i] == pytest.approx(row["bpp"][i], rel=0.005), (codec, quality, i)
+            assert point.psnr[i] == pytest.approx(row["psnr-rgb"][i], abs=0.05), (codec, quality, i)
