@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -20,6 +21,11 @@ from urllib.parse import urlsplit
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: the PID check alone decides
+    fcntl = None  # type: ignore[assignment]
 
 _SECRET_WORDS = ("key", "secret", "token", "password", "passwd", "credential", "session")
 _ALLOWED_WITH_SECRET_WORD = {"use_listings_cache"}  # none today; keep the check strict
@@ -144,8 +150,10 @@ def write_atomic(
     """Write ``url`` so that it appears only complete; returns the number of bytes written.
 
     Local: a hidden temp file in the target directory, fsync, then ``os.replace``. Object
-    stores: a local temp file, then one ``put_file`` (a single PUT, or a multipart upload that
-    becomes visible only when completed). If ``write`` raises, nothing appears at ``url``.
+    stores: a local temp file named with this process's PID and locked while in use, then one
+    ``put_file`` (a single PUT, or a multipart upload that becomes visible only when
+    completed); temp files of writers that died are removed first
+    (``remove_dead_writers_parts``). If ``write`` raises, nothing appears at ``url``.
     """
     fs, path = filesystem(url, storage)
     if is_local(fs):
@@ -164,12 +172,70 @@ def write_atomic(
                 os.unlink(tmp)
             raise
         return size
-    with tempfile.NamedTemporaryFile(prefix="latentarc-", suffix=".part") as tmp:
+    remove_dead_writers_parts()
+    with tempfile.NamedTemporaryFile(prefix=f"{_PART_PREFIX}{os.getpid()}-", suffix=_PART_SUFFIX) as tmp:
+        if fcntl is not None:
+            fcntl.flock(tmp.fileno(), fcntl.LOCK_EX)  # held until closed, or the process dies
         write(tmp)
         tmp.flush()
         size = tmp.tell()
         fs.put_file(tmp.name, path)
     return size
+
+
+_PART_PREFIX, _PART_SUFFIX = "latentarc-", ".part"
+_PART_NAME = re.compile(r"latentarc-(\d+)-.*\.part")
+
+
+def _pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_dead_writers_parts(directory: str | None = None) -> list[str]:
+    """Remove the local temp files (``latentarc-<pid>-*.part``) of object-store writers that died.
+
+    A SIGKILLed worker never runs the ``NamedTemporaryFile`` cleanup, so without this every
+    killed upload leaves a shard-sized file in the node's temp directory; the next write on
+    that node removes it. A file is removed only when the PID in its name does not exist and
+    nobody holds the ``flock`` its writer takes for the file's whole life (the lock covers a
+    writer in another PID namespace sharing this directory, whose PID means nothing here; a
+    reused PID only keeps a file longer). Files without a PID in the name (written by older
+    versions) are left alone: their owner cannot be told. Returns the paths removed; errors
+    never fail the write that called this.
+    """
+    directory = directory or tempfile.gettempdir()
+    removed: list[str] = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _PART_NAME.fullmatch(entry.name)
+        if not match or int(match.group(1)) == os.getpid() or _pid_exists(int(match.group(1))):
+            continue
+        try:
+            fd = os.open(entry.path, os.O_RDONLY)
+        except OSError:  # gone already (another cleaner) or not ours to read
+            continue
+        try:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:  # held: its writer is alive
+                    continue
+            os.unlink(entry.path)
+            removed.append(entry.path)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+    return removed
 
 
 def write_bytes_atomic(url: str, data: bytes, storage: StorageOptions | None = None) -> None:
