@@ -17,8 +17,9 @@ trial; a cheap classical codec), each with a moment drawn from a seeded RNG that
 After each trial: every sample of every input shard is in the archive exactly once (by shard
 and key), every row decodes and matches its stored content hash (``pipeline.verify``), no temp
 file is left, and an attempt cut off mid-write is counted in ``_stats.json``
-(``run.interrupted_attempts``). Actor restarts are not recorded by compress; the trial records
-what it can observe itself: the PIDs of codec actors that started after the kill.
+(``run.interrupted_attempts``). compress counts the actor restarts it can see (worker processes
+that returned a result beyond the pool's size: ``run.actor_restarts_seen``, a lower bound); the
+trial also records what it observes itself: the PIDs of codec actors that started after the kill.
 
 Only processes this process started are ever signalled: actors are found among this process's
 descendants (Linux ``/proc``), and a stop trial kills the process group it created. That is
@@ -244,6 +245,7 @@ class TrialResult:
     duplicated: int = 0
     rows_verified: int = 0
     interrupted_attempts: list[str] = field(default_factory=list)
+    actor_restarts_seen: int = 0  # compress's own count (_stats.json), a lower bound
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -255,7 +257,8 @@ class TrialResult:
         what = (f"SIGKILL pid {','.join(map(str, self.killed))} at {self.moment_s:.2f} s"
                 if self.fault else f"no fault ({self.note})")
         where = f" mid-write {','.join(self.mid_write)}" if self.mid_write else ""
-        extra = (f", {self.actors_started_after_kill} actor(s) started after the kill"
+        extra = (f", {self.actors_started_after_kill} actor(s) started after the kill "
+                 f"({self.actor_restarts_seen} seen by compress)"
                  if self.kind == "kill" else
                  f", {len(self.finished_before_rerun)} shard(s) finished before the stop, "
                  f"{len(self.leftover_processes)} process(es) outside the group killed by PID")
@@ -304,6 +307,7 @@ def check_archive(archive: Path, expected: dict[str, list[str]], result: TrialRe
         result.problems.extend(checked["problems"])
     stats = json.loads((archive / "_stats.json").read_text())
     result.interrupted_attempts = stats["run"]["interrupted_attempts"]
+    result.actor_restarts_seen = stats["run"].get("actor_restarts_seen", 0)
     # compress names an interrupted attempt by its file ("shard-000003.parquet"), not its shard.
     counted = {name.removesuffix(".parquet") for name in result.interrupted_attempts}
     missing = sorted(set(result.mid_write) - counted)

@@ -27,7 +27,7 @@ from pipeline.archive_format import (
 )
 from pipeline.errors import Refused
 from pipeline.progress import Progress
-from pipeline.runner import RayOptions, run_per_shard, shard_task
+from pipeline.runner import RayOptions, default_actors, run_per_shard, shard_task
 from pipeline.shard_encode import Guard, encode_shard
 from pipeline.sources import Shard, expand_sources
 from pipeline.storage import StorageError, StorageOptions, check_url, exists, filesystem, join, remove
@@ -46,6 +46,8 @@ class CompressReport:
     totals: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     interrupted: list[str] = field(default_factory=list)  # shard files left half-written
+    worker_processes: int = 0  # distinct worker processes that returned results this run
+    actor_restarts_seen: int = 0  # of those, beyond the actor pool's size
 
     @property
     def ok(self) -> bool:
@@ -202,8 +204,10 @@ def compress(
     log.started = time.monotonic()
     tasks = [{"shard": s.name, "url": s.url, "file_name": s.file_name} for s in todo]
     results: dict[str, dict[str, Any]] = {}
+    workers: set[tuple] = set()
     worker_args = (codec.id, codec.quality, archive, asdict(storage), asdict(guard or Guard()))
     for result in run_per_shard(CompressWorker, worker_args, tasks, ray_options):
+        workers.add((result.get("node"), result.get("pid")))
         name = result["shard"]
         if result["ok"]:
             results[name] = result
@@ -212,6 +216,11 @@ def compress(
         else:
             report.failed[name] = result["error"]
             log.update(name, error=result["error"])
+    if todo:
+        # Worker processes that returned a result, beyond the pool's size: actors that Ray
+        # restarted (a lower bound: a replacement that got no shard is not seen).
+        report.worker_processes = len(workers)
+        report.actor_restarts_seen = max(0, len(workers) - default_actors(ray_options, len(todo)))
     # Attempts that died during this run (Ray restarted the actor and retried the shard).
     report.interrupted = sorted(interrupted_before + _remove_stale_temp_files(archive, storage))
     for shard in todo:  # a result that never came back is a failure too, never a silent gap
@@ -237,6 +246,8 @@ def compress(
                 "redone": report.redone,
                 "failed": report.failed,
                 "interrupted_attempts": report.interrupted,
+                "worker_processes": report.worker_processes,
+                "actor_restarts_seen": report.actor_restarts_seen,
             },
             "totals": report.totals,
             "shards": per_shard,

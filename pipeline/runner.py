@@ -94,6 +94,7 @@ def shard_task(fn):
                     message = f"shard {task.get('shard')}: {type(exc).__name__}: {message}"
                 result = {"ok": False, "shard": task.get("shard"), "error": message}
             result["node"] = _node_id()
+            result["pid"] = os.getpid()  # a new pid for a shard = an actor Ray restarted
             results.append(json.dumps(result))
         return {"result": results}
 
