@@ -31,15 +31,42 @@ for _cls in (*CLASSICAL_CODECS, JpegLosslessCodec):
     register(_cls)
 
 
+LEARNED_LEVELS = 7  # quality range 1..7 of every shipped learned codec (models.hyperprior.LAMBDAS)
+
+
+class _LazyLearned(Codec):
+    """A registered learned codec that imports torch only when first instantiated.
+
+    Registering needs only the registry's JSON; building the codec needs torch and constriction
+    (about 1-2 s and 200 MiB per process). Workers running a Pillow codec never pay that."""
+
+    kind = "learned"
+    quality_range = (1.0, float(LEARNED_LEVELS))
+    default_quality = 4.0
+    weights_file: str | None = None
+    weights_sha256_pinned: str | None = None
+    _real: type[Codec] | None = None
+
+    def __new__(cls, quality: float | None = None, **kwargs):  # type: ignore[misc]
+        if cls._real is None:
+            from models.learned import LearnedCodec
+
+            if LearnedCodec.quality_range != cls.quality_range:
+                raise CodecError("learned codec quality range changed; update LEARNED_LEVELS")
+            attrs = {"__module__": __name__, **{k: getattr(cls, k) for k in
+                     ("id", "code", "weights_file", "weights_sha256_pinned", "description")}}
+            cls._real = type(cls.__name__, (LearnedCodec,), attrs)
+        return cls._real(quality, **kwargs)
+
+
 def _register_learned() -> None:
-    """One LearnedCodec subclass per entry of models/weights/registry.json (and of the
-    registry.json in each directory of LATENTARC_WEIGHTS_PATH)."""
-    from models.learned import LearnedCodec
+    """One lazily built LearnedCodec subclass per entry of models/weights/registry.json (and of
+    the registry.json in each directory of LATENTARC_WEIGHTS_PATH)."""
     from models.weights import read_registry, weight_dirs
 
     for directory in weight_dirs():
         for codec_id, entry in sorted(read_registry(directory).items()):
-            _register_one(LearnedCodec, directory, codec_id, entry)
+            _register_one(_LazyLearned, directory, codec_id, entry)
 
 
 def _register_one(base: type[Codec], directory: Path, codec_id: str, entry: dict) -> None:
