@@ -6,6 +6,9 @@
 #   data/train-jpg      python -m jobs.train prepare --out data/train-jpg --image-format jpg
 #   data/device/kodak   the Kodak PNGs (evaluation only; never trained on)
 #   data/device/wheels  constriction and braceexpand wheels for that machine's Python (optional)
+# What travels to the machine is capped at 64 MiB: the tracked tree (36 MB since the shipped
+# weights and the msh-n96 checkpoint) plus these folders. The 43 MB q95 set no longer fits beside
+# it; carry a smaller set (a subset of shards, or the JPEGs at a lower quality) next time.
 # Results go to $OUT: ckpt/ (checkpoint, loss log), exported weights, xdev/ (streams, recons).
 set -euo pipefail
 OUT=${OUT:?set OUT to the results folder}
