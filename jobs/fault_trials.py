@@ -45,8 +45,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow.parquet as pq
+
+from jobs.synthetic import synthetic_image
 
 REPO = Path(__file__).resolve().parent.parent
 ACTOR_MARK = "MapBatches(CompressWorker)"  # in a codec actor's process title
@@ -56,18 +57,6 @@ STOP_SEED_OFFSET = 1000  # stop trial j uses seed + 1000 + j; kill trial i uses 
 
 # ---------------------------------------------------------------------------------------------
 # Input data
-
-
-def synthetic_image(seed: int, height: int = 64, width: int = 96) -> np.ndarray:
-    """A smooth colour image with noise: compresses like a photo, costs a millisecond."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    image = np.stack([
-        128 + 100 * np.sin(x / (7 + seed % 5) + c) * np.cos(y / (9 + seed % 3) - c)
-        for c in range(3)
-    ], axis=-1)
-    image += rng.normal(0, 6, image.shape)
-    return np.clip(image, 0, 255).astype(np.uint8)
 
 
 def write_input(directory: Path, shards: int, samples: int, seed: int) -> dict[str, list[str]]:

@@ -19,6 +19,8 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
+from jobs.synthetic import synthetic_image  # noqa: F401  (tests import it from here)
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("LATENTARC_SHARED", REPO.parent / "shared"))
 
@@ -94,18 +96,6 @@ def s3_bucket(s3_server, request):
     fs = s3fs.S3FileSystem(endpoint_url=s3_server["endpoint"])
     fs.makedirs(name, exist_ok=True)
     return f"s3://{name}", StorageOptions(endpoint_url=s3_server["endpoint"])
-
-
-def synthetic_image(seed: int, height: int = 64, width: int = 96) -> np.ndarray:
-    """A smooth colour image with texture: compresses like a photo, costs milliseconds."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    image = np.stack([
-        128 + 100 * np.sin(x / (7 + seed % 5) + c) * np.cos(y / (9 + seed % 3) - c)
-        for c in range(3)
-    ], axis=-1)
-    image += rng.normal(0, 6, image.shape)
-    return np.clip(image, 0, 255).astype(np.uint8)
 
 
 def encode_image(array: np.ndarray, fmt: str = "PNG") -> bytes:
