@@ -1,13 +1,15 @@
-"""Benchmarks. Three modes:
+"""Benchmarks. Four modes:
 
     python -m jobs.benchmark --dataset DIR [--out OUT] [--anchors ../shared/anchors]   # rate-distortion
     python -m jobs.benchmark codecs --images DIR --out OUT                            # through the pipeline
     python -m jobs.benchmark --pipeline [--images DIR] [--codec webp]                 # pipeline vs bare codec
+    python -m jobs.benchmark --perceptual --dataset DIR --out OUT                      # perceptual RD
 
 The first (``rd``, the default) is ``jobs.rd_benchmark``: bare codecs at several qualities.
 The second, below: every codec through the real pipeline, on one image set.
 The third (``pipeline``, also ``--pipeline``) is ``jobs.pipeline_benchmark``: compress/restore
 throughput against the bare codec, peak RSS per worker, bytes per row, 1 vs 2 actors.
+The fourth (``--perceptual``) is ``jobs.perceptual_benchmark``: low rates, DISTS and LPIPS.
 
 For each codec (at its default quality, or at ``--quality`` where given) the images are packed
 into WebDataset shards, compressed with ``compress`` on Ray, restored and verified; the
@@ -158,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
         from jobs.pipeline_benchmark import main as run_pipeline_benchmark
 
         return run_pipeline_benchmark(argv[1:])
+    if argv and argv[0] in ("perceptual", "--perceptual"):
+        from jobs.perceptual_benchmark import main as run_perceptual_benchmark
+
+        return run_perceptual_benchmark(argv[1:])
     if not argv or argv[0] not in ("codecs", "rd", "-h", "--help"):
         argv = ["rd", *argv]
     parser = argparse.ArgumentParser(description=__doc__,
@@ -185,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("pipeline", add_help=False,
                    help="pipeline vs bare codec: throughput, worker RSS, bytes/row, 1 vs 2 actors "
                         "(also --pipeline; see `python -m jobs.benchmark --pipeline --help`)")
+    sub.add_parser("perceptual", add_help=False,
+                   help="bpp vs DISTS / LPIPS / PSNR at low rates, generative codecs included "
+                        "(also --perceptual; see `python -m jobs.benchmark --perceptual --help`)")
     args = parser.parse_args(argv)
     if args.mode == "rd":
         from jobs.rd_benchmark import run as run_rd

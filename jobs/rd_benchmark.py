@@ -272,10 +272,10 @@ def run(dataset: Path, out: Path, codecs: list[str], anchors_dir: Path | None,
 
 
 def _learned_qualities(codec_id: str) -> list[float]:
-    if codec_id.startswith("learned:"):
-        lo, hi = make_codec(codec_id, 4.0).quality_range
-        return [float(q) for q in np.linspace(lo, hi, 7)]
-    info = next(c for c in list_codecs() if c.id == codec_id)
+    """Learned codecs: their trained levels 1..7 (below 1 the gains are extrapolated)."""
+    info = None if codec_id.startswith("learned:") else next(c for c in list_codecs() if c.id == codec_id)
+    if info is None or info.kind == "learned":
+        return [float(q) for q in range(1, 8)]
     lo, hi = info.quality_range
-    return [float(q) for q in np.linspace(lo, hi, 7)]
+    return [float(q) for q in np.arange(lo, hi + 1)]
 

@@ -460,6 +460,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--decay-last", type=float, default=0.0,
                    help="anneal the lr (cosine, to lr/20) over this last fraction of --minutes")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--gan", action="store_true",
+                   help="instead: GAN fine-tune of a codec's synthesis transform (realistic "
+                        "decoder), handled by jobs.train_gan; `run --gan --help` lists its flags")
     p = sub.add_parser("export", help="checkpoint -> models/weights/<id>.safetensors + registry")
     p.add_argument("--checkpoint-dir", required=True)
     p.add_argument("--id", required=True, help="codec id, e.g. msh-n64")
@@ -468,6 +471,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hardware", default="2-core CPU (no GPU)")
     p.add_argument("--fp16", action="store_true", help="store transforms as float16")
     p.add_argument("--weights-dir", help="where to write (default: models/weights, the shipped registry)")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["run"] and "--gan" in argv:  # its own flags: parsed by jobs.train_gan
+        from jobs import train_gan
+
+        return train_gan.main([a for a in argv if a != "--gan"])
     args = parser.parse_args(argv)
     if args.cmd == "export":
         return export(args)

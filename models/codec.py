@@ -62,8 +62,16 @@ class Codec(ABC):
     description: str = ""
     # Codecs that transcode the original file bytes rather than pixels (jpeg-lossless).
     takes_source: bool = False
+    # Codecs with an encode-time optimisation budget (gan-latent's --effort).
+    takes_effort: bool = False
+    # Decoders that read this codec's bitstreams: "faithful" (what encode optimised, and what
+    # compress measures) and, for some learned codecs, "realistic" (another synthesis transform
+    # trained for appearance, models.realistic). All yield the same ``Decoded.content``.
+    decoders: tuple[str, ...] = ("faithful",)
 
-    def __init__(self, quality: float | None = None) -> None:
+    def __init__(self, quality: float | None = None, decoder: str = "faithful") -> None:
+        check_decoder(type(self), decoder)
+        self.decoder = decoder
         if self.quality_range is None:
             if quality is not None:
                 raise CodecError(f"codec {self.id!r} takes no --quality")
@@ -105,6 +113,13 @@ class Codec(ABC):
                 f"bitstream was written by codec code {header.codec_code}, not {self.id} ({self.code})"
             )
         return header, payload
+
+
+def check_decoder(cls: type[Codec], decoder: str) -> None:
+    """Refuse a decoder the codec does not have, naming the ones it has."""
+    if decoder not in cls.decoders:
+        raise CodecError(f"codec {cls.id} has no decoder {decoder!r}; its decoders: "
+                         f"{', '.join(cls.decoders)}")
 
 
 def check_image(image: np.ndarray) -> None:

@@ -69,9 +69,14 @@ class MeanScaleHyperprior(nn.Module):
 
     @staticmethod
     def _interpolate(table: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
-        """Linear interpolation of per-level rows at continuous quality (B,) -> (B, M)."""
-        q = quality.clamp(0, table.shape[0] - 1)
-        lo = q.floor().long().clamp(max=table.shape[0] - 2)
+        """Linear interpolation of per-level rows at continuous quality (B,) -> (B, M).
+
+        Below level 0 the line through levels 0 and 1 is extended (lower rates than trained:
+        measured smooth on Kodak down to q = -1, and the realistic decoder is trained there);
+        above the top level the last row is held. For q >= 0 the arithmetic is exactly what it
+        always was, so existing bitstreams decode bit-identically."""
+        q = quality.clamp(max=table.shape[0] - 1)
+        lo = q.floor().long().clamp(0, table.shape[0] - 2)
         t = (q - lo).unsqueeze(1)
         return table[lo] * (1 - t) + table[lo + 1] * t
 

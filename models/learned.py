@@ -213,13 +213,21 @@ class LearnedCodec(Codec):
     file says which prior (mean-scale, scale, factorized) its bitstreams use."""
 
     kind = "learned"
-    quality_range = (1.0, float(len(LAMBDAS)))
+    # 1..7 are the trained levels; [0, 1) extrapolates the gains below level 1 (lower rates,
+    # untrained but smooth; models.hyperprior._interpolate). Streams store quality * 1000.
+    quality_range = (0.0, float(len(LAMBDAS)))
     default_quality = 4.0
     weights_file: str | None = None
     weights_sha256_pinned: str | None = None
+    # Extra decoders (registry "decoders"): name -> (file, pinned sha256); see models.realistic.
+    decoder_weights: dict[str, tuple[str, str]] = {}
 
-    def __init__(self, quality: float | None = None, model: LearnedModel | None = None) -> None:
-        super().__init__(quality)
+    def __init__(self, quality: float | None = None, model: LearnedModel | None = None,
+                 decoder: str = "faithful", synthesis: torch.nn.Module | None = None) -> None:
+        """``decoder`` other than "faithful" swaps in that decoder's g_s (loaded from
+        ``decoder_weights`` and checked to pair with this codec's weights, or given directly
+        as ``synthesis``); the entropy decoding, hence ``Decoded.content``, is unchanged."""
+        super().__init__(quality, decoder)
         if model is None:
             if self.weights_file is None:
                 raise CodecError(f"codec {self.id} has no weights")
@@ -229,9 +237,30 @@ class LearnedCodec(Codec):
                 raise CodecError(f"weights {self.weights_file} do not match the pinned sha256")
             model = LearnedModel(data)
         self.model = model
+        self.synthesis: torch.nn.Module | None = None
+        self.synthesis_sha256: str | None = None
+        if decoder != "faithful":
+            if synthesis is None:
+                from models.realistic import load_realistic
+
+                if decoder not in self.decoder_weights:
+                    raise CodecError(f"codec {self.id} lists decoder {decoder!r} but has no file for it")
+                path, pinned = self.decoder_weights[decoder]
+                data = Path(path).read_bytes()
+                synthesis = load_realistic(data, model, pinned, f"{decoder} decoder {path} of {self.id}")
+                self.synthesis_sha256 = hashlib.sha256(data).hexdigest()
+            self.synthesis = synthesis.eval()
 
     def weights_sha256(self) -> str:
+        """The faithful weights: they define the bitstream, whichever decoder runs."""
         return self.model.sha256
+
+    def _g_s(self) -> torch.nn.Module:
+        if self.synthesis is None:
+            return self.model.net.g_s
+        if next(self.synthesis.parameters()).device != self.model.device:
+            self.synthesis.to(self.model.device)  # LearnedModel.to() moved the faithful net
+        return self.synthesis
 
     def versions(self) -> dict[str, str]:
         return {"torch": torch.__version__, "constriction": constriction.__version__
@@ -325,7 +354,7 @@ class LearnedCodec(Codec):
         q = torch.tensor([quality_code / 1000.0 - 1.0], device=m.device)
         _, inv_gain = m.net.gains(q)
         y_hat = torch.from_numpy(y_sym + mean / 2**intnet.A_BITS).float().to(m.device)
-        x = m.net.g_s(y_hat * inv_gain)[0, :, : header.height, : header.width]
+        x = self._g_s()(y_hat * inv_gain)[0, :, : header.height, : header.width]
         image = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
         z_bytes = b"" if z_sym is None else z_sym.astype("<i4").tobytes()
         content = (struct.pack(">HII", quality_code, header.height, header.width)

@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
 
+from models.registry import codec_decoders
 from pipeline.archive_format import (
     INDEX,
     STATUS_OK,
@@ -25,7 +26,7 @@ from pipeline.archive_format import (
     read_manifest,
     shard_meta,
 )
-from pipeline.rows import RowDecoder
+from pipeline.rows import RowDecoder, check_decoder_for
 from pipeline.storage import StorageOptions, filesystem, join, write_atomic
 
 INDEX_ROW_GROUP = 16384
@@ -70,7 +71,7 @@ class Archive:
         self.url = url
         self.manifest = manifest
         self.storage = storage
-        self._decoder = RowDecoder()
+        self._decoders: dict[str, RowDecoder] = {}
 
     @classmethod
     def open(cls, url: str, storage: StorageOptions | None = None) -> Archive:
@@ -117,16 +118,31 @@ class Archive:
             raise ArchiveKeyError(f"key {key!r} appears {len(rows)} times in shard {shard}")
         return rows[0]
 
-    def get(self, *args: str) -> np.ndarray:
-        """``get(key)`` or ``get(shard, key)``: the decoded image, uint8 HxWx3, checked."""
+    def decoders(self) -> tuple[str, ...]:
+        """The decoders this archive's codec has ("faithful", and e.g. "realistic")."""
+        return codec_decoders(self.manifest["codec"])
+
+    def _row_decoder(self, decoder: str) -> RowDecoder:
+        if decoder not in self._decoders:
+            if decoder != "faithful":
+                check_decoder_for(self.manifest["codec"], decoder)
+            self._decoders[decoder] = RowDecoder(decoder)
+        return self._decoders[decoder]
+
+    def get(self, *args: str, decoder: str = "faithful") -> np.ndarray:
+        """``get(key)`` or ``get(shard, key)``: the decoded image, uint8 HxWx3, checked.
+
+        ``decoder="realistic"`` decodes the same bitstream with the codec's realistic synthesis
+        (``CodecError`` naming the codec's decoders if it has none)."""
         if len(args) == 1:
             shard, key = None, args[0]
         elif len(args) == 2:
             shard, key = args
         else:
             raise TypeError("get(key) or get(shard, key)")
+        rows = self._row_decoder(decoder)  # refuse an unknown decoder before any read
         row = self.row(key, shard)
-        decoded = self._decoder.check(row)
+        decoded = rows.check(row)
         if row["status"] == STATUS_OK:
             return decoded.image
         # Passthrough: the original bytes are the image; decode them if Pillow can.

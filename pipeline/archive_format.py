@@ -63,6 +63,8 @@ SCHEMA = pa.schema(
         ("exif", pa.large_binary()),
         ("icc_profile", pa.large_binary()),
         ("xmp", pa.large_binary()),
+        # Added within v1 (nullable): LPIPS-alex of the decode, only with compress --metrics lpips.
+        ("lpips", pa.float32()),
     ]
 )
 

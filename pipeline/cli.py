@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--codec", default=None,
                    help="codec id (see `latentarc codecs`; default: the registry's default codec)")
     p.add_argument("--quality", type=float, help="codec quality (range: `latentarc codecs`)")
+    p.add_argument("--effort", type=int, default=None, metavar="STEPS",
+                   help="encode-time optimisation steps per image, for codecs that take it "
+                   "(gan-latent: refinement of the generator latent; default 60). More steps fit "
+                   "better and encode slower; decoding is unaffected")
     p.add_argument("--min-psnr", type=float,
                    help="store an image losslessly (passthrough) when its decode falls below this PSNR")
     p.add_argument("--max-pixels", type=float, default=40e6,
@@ -88,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-size-guard", action="store_true",
                    help="keep bitstreams even when not smaller than the original image bytes "
                    "(default: such images are stored as their original bytes)")
+    p.add_argument("--metrics", default="", metavar="NAMES",
+                   help="extra per-row metrics beside PSNR, comma-separated: lpips (LPIPS-alex of "
+                   "the decode against the source, in the nullable column `lpips`; filter with "
+                   "--where \"lpips < 0.2\"). Off by default: one AlexNet forward per image; needs "
+                   "the weights from `python -m jobs.fetch_weights`")
     _add_storage(p)
     _add_ray(p)
 
@@ -110,10 +119,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-format", choices=["png", "jpeg", "webp", "bmp", "tiff"],
                    help="write every image in this format (png: the exact decoded pixels)")
     p.add_argument("--jpeg-quality", type=int, default=95, help="quality for JPEG output (default 95)")
+    p.add_argument("--decoder", default="faithful", metavar="faithful|realistic",
+                   help="which decoder turns the stored bitstreams into pixels. faithful (default): "
+                   "the decoder the codec was trained and measured with (the archive's PSNR); "
+                   "realistic: the same bitstreams through a synthesis trained for appearance "
+                   "(sharper texture, typically lower PSNR), for learned codecs that have one (`latentarc "
+                   "codecs` lists them). Rows are checked the same way either way; passthrough and "
+                   "jpeg-lossless rows come back byte-identical. Refused (exit 2) when the "
+                   "archive's codec has no such decoder")
     _add_storage(p)
     _add_ray(p)
 
     p = sub.add_parser("verify", help="decode every row and check it against its content hash",
+                       description="Decode every row and check it against its content hash "
+                       "(always with the faithful decoder: every decoder of a codec yields the same "
+                       "symbols, which is what the hash covers).",
                        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("archive", metavar="ARCHIVE")
     _add_storage(p)
@@ -124,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the manifest and stats as JSON")
     _add_storage(p)
 
-    sub.add_parser("codecs", help="list codec ids, kinds and quality ranges")
+    sub.add_parser("codecs", help="list codec ids, kinds, quality ranges and decoders")
     return parser
 
 
@@ -153,6 +173,7 @@ def summary_table(totals: dict[str, Any], archive: str) -> str:
         ("ratio", _fmt(totals.get("ratio"), ".2f")),
         ("mean bpp", _fmt(totals.get("mean_bpp"), ".3f")),
         ("mean PSNR (dB)", _fmt(totals.get("mean_psnr"), ".2f")),
+        *([("mean LPIPS-alex", _fmt(totals["mean_lpips"], ".4f"))] if "mean_lpips" in totals else []),
         ("archive", archive),
     ]
     width = max(len(k) for k, _ in rows)
@@ -167,7 +188,9 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     report = compress(args.sources, args.archive, args.codec or DEFAULT_CODEC, args.quality,
                       _storage(args), _ray(args), progress=not args.quiet,
                       guard=Guard(not args.no_size_guard, args.min_psnr,
-                                  max_pixels=int(args.max_pixels)))
+                                  max_pixels=int(args.max_pixels)),
+                      metrics=tuple(m.strip() for m in args.metrics.split(",") if m.strip()),
+                      effort=args.effort)
     print(f"compress: {len(report.done)} shard(s) done, {len(report.skipped)} skipped "
           f"(already finished), {len(report.failed)} failed, in {report.seconds:.1f} s")
     print(summary_table(report.totals, report.archive))
@@ -185,11 +208,12 @@ def _cmd_restore(args: argparse.Namespace) -> int:
 
     report = restore(args.archive, args.destination, args.shards, args.keys, args.image_format,
                      args.jpeg_quality, _storage(args), _ray(args), progress=not args.quiet,
-                     where=args.where, layout=args.layout)
+                     where=args.where, layout=args.layout, decoder=args.decoder)
     samples = sum(report.written.values())
     pushed = f"; {report.row_groups_skipped} row group(s) skipped by --where" if args.where else ""
+    decoder = f" ({args.decoder} decoder)" if args.decoder != "faithful" else ""
     print(f"restore: {samples} sample(s) from {len(report.written)} shard(s) written to "
-          f"{report.destination} in {report.seconds:.1f} s{pushed}")
+          f"{report.destination}{decoder} in {report.seconds:.1f} s{pushed}")
     for name, error in report.failed.items():
         print(f"FAILED {name}: {error}", file=sys.stderr)
     if report.missing_keys:
@@ -256,12 +280,15 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_codecs(args: argparse.Namespace) -> int:
     from models.registry import DEFAULT_CODEC, list_codecs
 
-    print(f"{'id':<15} {'kind':<10} {'quality':<12} {'default':<8} description")
+    print(f"{'id':<15} {'kind':<10} {'quality':<12} {'default':<8} {'decoders':<20} description")
     for c in list_codecs():
         q = "lossless" if c.quality_range is None else f"{c.quality_range[0]:g}..{c.quality_range[1]:g}"
         d = "-" if c.default_quality is None else f"{c.default_quality:g}"
         star = " (default codec)" if c.id == DEFAULT_CODEC else ""
-        print(f"{c.id:<15} {c.kind:<10} {q:<12} {d:<8} {c.description}{star}")
+        decoders = ",".join(c.decoders)
+        print(f"{c.id:<15} {c.kind:<10} {q:<12} {d:<8} {decoders:<20} {c.description}{star}")
+    print("\ndecoders: restore/Archive.get --decoder picks one; all decoders of a codec read the "
+          "same bitstreams")
     return EXIT_OK
 
 

@@ -28,7 +28,7 @@ from pipeline.archive_format import (
 from pipeline.errors import Refused
 from pipeline.progress import Progress
 from pipeline.runner import RayOptions, default_actors, run_per_shard, shard_task
-from pipeline.shard_encode import Guard, encode_shard
+from pipeline.shard_encode import Guard, check_metrics, encode_shard, perceptual
 from pipeline.sources import Shard, expand_sources
 from pipeline.storage import StorageError, StorageOptions, check_url, exists, filesystem, join, remove
 
@@ -58,16 +58,17 @@ class CompressWorker:
     """Ray actor: holds the codec, compresses one shard per call."""
 
     def __init__(self, codec_id: str, quality: float | None, archive: str, storage: dict,
-                 guard: dict) -> None:
-        self.codec = get_codec(codec_id, quality)
+                 guard: dict, metrics: tuple[str, ...] = (), effort: int | None = None) -> None:
+        self.codec = get_codec(codec_id, quality, effort=effort)
         self.archive = archive
         self.storage = StorageOptions(**storage)
         self.guard = Guard(**guard)
+        self.metrics = tuple(metrics)
 
     @shard_task
     def __call__(self, task: dict[str, Any]) -> dict[str, Any]:
         shard = Shard(task["url"], task["shard"], task["file_name"])
-        return encode_shard(shard, self.archive, self.codec, self.storage, self.guard)
+        return encode_shard(shard, self.archive, self.codec, self.storage, self.guard, self.metrics)
 
 
 def _check_same_codec(meta: dict[str, Any], codec_id: str, quality: float | None, where: str) -> None:
@@ -101,7 +102,33 @@ def totals(shard_stats: list[dict[str, Any]]) -> dict[str, Any]:
         sum(s.get("psnr_sum", 0.0) for s in shard_stats) / psnr_count if psnr_count else None
     )
     out["ratio"] = out["source_bytes"] / out["archive_bytes"] if out["archive_bytes"] else None
+    lpips_count = sum(s.get("lpips_count", 0) for s in shard_stats)
+    if lpips_count:  # only archives written with --metrics lpips have the figure
+        out["mean_lpips"] = sum(s.get("lpips_sum", 0.0) for s in shard_stats) / lpips_count
     return out
+
+
+def _check_metrics(metrics: tuple[str, ...]) -> tuple[str, ...]:
+    """Refuse unknown metrics, and a metric whose network cannot run here, before any work:
+    finding out in every worker, shard after shard, would waste the whole run."""
+    try:
+        metrics = check_metrics(metrics)
+    except ValueError as exc:
+        raise Refused(f"--metrics: {exc}") from exc
+    if metrics:
+        import numpy as np
+
+        a = np.zeros((64, 64, 3), np.uint8)
+        b = np.full((64, 64, 3), 128, np.uint8)
+        try:
+            for name in metrics:
+                if perceptual(name, a, b) is None:
+                    raise ValueError("it gave no score for a 64x64 image")
+        except Exception as exc:
+            raise Refused(f"--metrics {','.join(metrics)} cannot run here ({type(exc).__name__}: "
+                          f"{exc}); fetch the metric weights with `python -m jobs.fetch_weights`"
+                          ) from exc
+    return metrics
 
 
 def _existing_shards(archive: str, storage: StorageOptions) -> list[str]:
@@ -167,8 +194,15 @@ def compress(
     ray_options: RayOptions | None = None,
     progress: bool = True,
     guard: Guard | None = None,
+    metrics: tuple[str, ...] | list[str] = (),
+    effort: int | None = None,
 ) -> CompressReport:
     """Compress WebDataset shards into ``archive``; see the module docstring for resume rules.
+
+    ``metrics``: extra per-row metrics beside PSNR, e.g. ``("lpips",)`` (a network forward per
+    image; needs the weights from ``python -m jobs.fetch_weights``). ``effort``: encode-time
+    optimisation steps for codecs that take them (gan-latent); it changes only how well the
+    encoder fits, never how a stream decodes, so a resumed archive may use another effort.
 
     Raises ``Refused`` (nothing changed) for unusable arguments; shard failures are reported in
     the returned ``CompressReport`` (``ok`` is False) and in ``_stats.json``.
@@ -177,9 +211,10 @@ def compress(
     ray_options = ray_options or RayOptions()
     started = time.monotonic()
     try:
-        codec = get_codec(codec_id, quality)
+        codec = get_codec(codec_id, quality, effort=effort)
     except ValueError as exc:
         raise Refused(str(exc)) from exc
+    metrics = _check_metrics(tuple(metrics))
     archive = archive.rstrip("/")
     try:
         shards = expand_sources(sources, storage)
@@ -205,7 +240,8 @@ def compress(
     tasks = [{"shard": s.name, "url": s.url, "file_name": s.file_name} for s in todo]
     results: dict[str, dict[str, Any]] = {}
     workers: set[tuple] = set()
-    worker_args = (codec.id, codec.quality, archive, asdict(storage), asdict(guard or Guard()))
+    worker_args = (codec.id, codec.quality, archive, asdict(storage), asdict(guard or Guard()),
+                   metrics, effort)
     for result in run_per_shard(CompressWorker, worker_args, tasks, ray_options):
         workers.add((result.get("node"), result.get("pid")))
         name = result["shard"]
@@ -241,6 +277,8 @@ def compress(
                 "seconds": report.seconds,
                 "codec": codec.id,
                 "quality": codec.quality,
+                "metrics": list(metrics),
+                "effort": effort,
                 "done": report.done,
                 "skipped": report.skipped,
                 "redone": report.redone,
@@ -274,7 +312,8 @@ def compress(
 
 _PUBLIC = ("shard", "source", "source_file", "samples", "compressed", "passthrough",
            "source_bytes", "archive_bytes", "image_bytes", "bitstream_bytes", "pixels",
-           "bpp_sum", "psnr_sum", "psnr_count", "passthrough_reasons", "seconds", "node")
+           "bpp_sum", "psnr_sum", "psnr_count", "lpips_sum", "lpips_count", "passthrough_reasons",
+           "seconds", "node")
 
 
 def _public_stats(meta: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pipeline.archive_format import STATUS_OK, FormatError, read_manifest
+from models.codec import CodecError
+from pipeline.archive_format import (
+    STATUS_OK,
+    FormatError,
+    read_manifest,
+)
 from pipeline.errors import Refused
 from pipeline.images import (
     IMAGE_SUFFIXES,
@@ -23,9 +28,15 @@ from pipeline.images import (
     encode_for_restore,
 )
 from pipeline.progress import Progress
-from pipeline.rows import RowDecoder, iter_rows
+from pipeline.rows import RowDecoder, check_decoder_for, iter_rows
 from pipeline.runner import RayOptions, run_per_shard, shard_task
-from pipeline.storage import StorageOptions, join, remove, write_atomic, write_bytes_atomic
+from pipeline.storage import (
+    StorageOptions,
+    join,
+    remove,
+    write_atomic,
+    write_bytes_atomic,
+)
 from pipeline.tars import Sample, write_samples
 from pipeline.where import Condition, parse_where
 
@@ -143,13 +154,14 @@ class RestoreWorker:
     """Ray actor: keeps decoders resident, restores one shard per call."""
 
     def __init__(self, archive: str, destination: str, image_format: str | None,
-                 jpeg_quality: int, storage: dict, where: str | None, layout: str) -> None:
+                 jpeg_quality: int, storage: dict, where: str | None, layout: str,
+                 decoder: str = "faithful") -> None:
         self.archive = archive
         self.destination = destination
         self.image_format = image_format
         self.jpeg_quality = jpeg_quality
         self.storage = StorageOptions(**storage)
-        self.decoder = RowDecoder()
+        self.decoder = RowDecoder(decoder)
         self.where = parse_where(where) if where else None
         self.layout = layout
 
@@ -174,9 +186,15 @@ def restore(
     progress: bool = True,
     where: str | None = None,
     layout: str = "webdataset",
+    decoder: str = "faithful",
 ) -> RestoreReport:
     """Restore ``archive`` (or the chosen shards/keys/rows) into WebDataset shards at
-    ``destination``, or into plain image files (``layout="files"``: DST/<shard>/<key>.<ext>)."""
+    ``destination``, or into plain image files (``layout="files"``: DST/<shard>/<key>.<ext>).
+
+    ``decoder``: "faithful" (the pixels compress measured) or another decoder of the archive's
+    codec, e.g. "realistic" (same bitstream, a synthesis trained for appearance); refused when
+    the codec has none. Passthrough and jpeg-lossless rows come back byte-identical either way.
+    """
     storage = storage or StorageOptions()
     started = time.monotonic()
     archive, destination = archive.rstrip("/"), destination.rstrip("/")
@@ -190,6 +208,11 @@ def restore(
         manifest = read_manifest(archive, storage)
     except (FormatError, OSError) as exc:
         raise Refused(str(exc)) from exc
+    if decoder != "faithful":
+        try:
+            check_decoder_for(manifest["codec"], decoder)
+        except CodecError as exc:
+            raise Refused(str(exc)) from exc
     entries = {e["shard"]: e for e in manifest["shards"]}
     chosen = list(entries) if not shards else shards
     unknown = [s for s in chosen if s not in entries]
@@ -212,7 +235,8 @@ def restore(
     ]
     log = Progress("restore", len(tasks), progress)
     found_pairs: set[tuple[str, str]] = set()
-    args = (archive, destination, image_format, jpeg_quality, asdict(storage), where, layout)
+    args = (archive, destination, image_format, jpeg_quality, asdict(storage), where, layout,
+            decoder)
     for result in run_per_shard(RestoreWorker, args, tasks, ray_options or RayOptions()):
         name = result["shard"]
         if result["ok"]:

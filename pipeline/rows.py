@@ -12,11 +12,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import crc32c
+import pyarrow.parquet as pq
 
 from models.codec import Codec, CodecError, Decoded
-from models.registry import get_codec
-from pipeline.archive_format import STATUS_OK, STATUS_PASSTHROUGH, open_shard_file, shard_meta
-from pipeline.storage import StorageOptions
+from models.registry import codec_decoders, get_codec
+from pipeline.archive_format import STATUS_OK, STATUS_PASSTHROUGH, shard_meta, shard_url
+from pipeline.storage import StorageOptions, filesystem
 from pipeline.where import Condition, row_group_may_match, row_matches
 
 
@@ -28,37 +29,67 @@ class RowError(ValueError):
         self.shard, self.key, self.problem = shard, key, problem
 
 
+def check_decoder_for(archive_codec: str, decoder: str) -> None:
+    """Refuse (``CodecError``) a decoder the archive's codec lacks, naming the ones it has,
+    before any row is read: silently restoring faithfully would not be what was asked."""
+    decoders = codec_decoders(archive_codec)
+    if decoder not in decoders:
+        raise CodecError(f"the archive's codec {archive_codec} has no {decoder!r} decoder; its "
+                         f"decoders: {', '.join(decoders)}")
+
+
+# Rows are read a few at a time, so that a worker (restore, verify) holds neither a whole row
+# group (up to ROW_GROUP_BYTES of payload, plus its decompressed pages and its Python copy) nor
+# the shard: its memory does not grow with the row groups, let alone with the shard.
+READ_BATCH_ROWS = 8
+READ_BUFFER_BYTES = 1 << 20
+
+
 def iter_rows(
     archive: str, shard: str, storage: StorageOptions | None = None,
     where: list[Condition] | None = None, skipped: list[int] | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Stream a shard file's rows one row group at a time (metadata is checked first).
+    """Stream a shard file's rows, ``READ_BATCH_ROWS`` at a time (metadata is checked first,
+    page CRCs are verified on read; no pre-buffering and a bounded read buffer).
 
     With ``where``, row groups whose statistics rule it out are not read (their numbers are
     appended to ``skipped``) and only matching rows are yielded.
     """
-    f, parquet = open_shard_file(archive, shard, storage)
-    with f:
+    fs, path = filesystem(shard_url(archive, shard), storage)
+    with fs.open(path, "rb") as f:
+        parquet = pq.ParquetFile(f, page_checksum_verification=True, pre_buffer=False,
+                                 buffer_size=READ_BUFFER_BYTES)
         shard_meta(parquet, f"shard file {shard}")
         for i in range(parquet.num_row_groups):
             if where and not row_group_may_match(where, parquet.metadata.row_group(i)):
                 if skipped is not None:
                     skipped.append(i)
                 continue
-            for row in parquet.read_row_group(i).to_pylist():
-                if not where or row_matches(where, row):
-                    yield row
+            for batch in parquet.iter_batches(batch_size=READ_BATCH_ROWS, row_groups=[i],
+                                              use_threads=False):
+                for row in batch.to_pylist():
+                    if not where or row_matches(where, row):
+                        yield row
 
 
 class RowDecoder:
-    """Decodes rows with codecs instantiated once per codec id."""
+    """Decodes rows with codecs instantiated once per codec id.
 
-    def __init__(self) -> None:
+    ``decoder`` picks the decoder of the codecs that have it ("realistic": a synthesis trained
+    for appearance); rows of codecs without it (a jpeg-lossless fallback row in a learned
+    archive) decode faithfully. The checks are the same either way: every decoder of a codec
+    yields the same content (symbols), so the stored content hash still proves the row.
+    ``verify`` always uses the faithful decoder.
+    """
+
+    def __init__(self, decoder: str = "faithful") -> None:
+        self.decoder = decoder
         self._codecs: dict[str, Codec] = {}
 
     def codec(self, codec_id: str) -> Codec:
         if codec_id not in self._codecs:
-            self._codecs[codec_id] = get_codec(codec_id)
+            decoder = self.decoder if self.decoder in codec_decoders(codec_id) else "faithful"
+            self._codecs[codec_id] = get_codec(codec_id, decoder=decoder)
         return self._codecs[codec_id]
 
     def decode(self, row: dict[str, Any]) -> Decoded:

@@ -43,6 +43,33 @@ from pipeline.tars import Sample, iter_samples
 
 CHUNK_SAMPLES = 8
 ROW_GROUP_BYTES = 8 << 20  # caps what a random access (Archive.get) reads
+# Optional per-row metrics (--metrics): column -> models.perceptual metric. Off by default:
+# each costs a network forward per image, where PSNR is free.
+METRICS = {"lpips": "lpips-alex"}
+
+
+def check_metrics(metrics: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """Refuse an unknown metric name (ValueError); returns them in a canonical order."""
+    unknown = sorted(set(metrics) - set(METRICS))
+    if unknown:
+        raise ValueError(f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(METRICS)}")
+    return tuple(m for m in METRICS if m in metrics)
+
+
+def perceptual(name: str, reference: np.ndarray, decoded: np.ndarray) -> float | None:
+    """The metric ``name`` (a key of METRICS) of a decode; 0 for identical pixels (no forward).
+
+    Imported lazily: torch and the metric's weights are needed only when asked for. Null when
+    the network cannot score the image (e.g. smaller than its receptive field)."""
+    if np.array_equal(reference, decoded):
+        return 0.0
+    from models.perceptual import perceptual_scores
+
+    metric = METRICS[name]
+    try:
+        return float(perceptual_scores(reference, decoded, metrics=(metric,))[metric])
+    except (ValueError, RuntimeError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -111,7 +138,8 @@ def _passthrough_row(p: _Prepared, shard: str) -> dict[str, Any]:
     }
 
 
-def _ok_row(p: _Prepared, shard: str, codec: Codec, stream: bytes, decoded) -> dict[str, Any]:
+def _ok_row(p: _Prepared, shard: str, codec: Codec, stream: bytes, decoded,
+            metrics: tuple[str, ...] = ()) -> dict[str, Any]:
     suffix, original = p.sample.members[p.image_pos]
     h, w, _ = p.image.shape
     value = psnr(p.image, decoded.image)
@@ -137,6 +165,7 @@ def _ok_row(p: _Prepared, shard: str, codec: Codec, stream: bytes, decoded) -> d
         "orig_size": len(original),
         "members": _members(p.sample, p.image_pos),
         **image_metadata(original),
+        "lpips": perceptual("lpips", p.image, decoded.image) if "lpips" in metrics else None,
     }
 
 
@@ -148,7 +177,8 @@ def _encode(codec: Codec, items: list[_Prepared]) -> list[tuple[bytes, Any]]:
     return list(zip(streams, codec.decode_batch(streams), strict=True))
 
 
-def _jpeg_fallback(p: _Prepared, shard: str, guard_reason: str) -> dict[str, Any] | None:
+def _jpeg_fallback(p: _Prepared, shard: str, guard_reason: str,
+                   metrics: tuple[str, ...] = ()) -> dict[str, Any] | None:
     """A JPEG that the guard keeps out is still recompressed losslessly, byte-exact on restore."""
     from models.registry import get_codec
 
@@ -157,14 +187,15 @@ def _jpeg_fallback(p: _Prepared, shard: str, guard_reason: str) -> dict[str, Any
         ((stream, decoded),) = _encode(codec, [p])
     except CodecError:
         return None
-    row = _ok_row(p, shard, codec, stream, decoded)
+    row = _ok_row(p, shard, codec, stream, decoded, metrics)
     if len(stream) >= len(p.sample.members[p.image_pos][1]):
         return None
     row["reason"] = f"stored with jpeg-lossless: {guard_reason}"
     return row
 
 
-def _encode_chunk(chunk: list[_Prepared], shard: str, codec: Codec, guard: Guard) -> list[dict[str, Any]]:
+def _encode_chunk(chunk: list[_Prepared], shard: str, codec: Codec, guard: Guard,
+                  metrics: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     todo = [p for p in chunk if p.image is not None]
     results: dict[int, tuple[bytes, Any]] = {}
     try:
@@ -180,13 +211,13 @@ def _encode_chunk(chunk: list[_Prepared], shard: str, codec: Codec, guard: Guard
     rows = []
     for p in chunk:
         if p.index in results:
-            row = _ok_row(p, shard, codec, *results[p.index])
+            row = _ok_row(p, shard, codec, *results[p.index], metrics)
             p.reason = guard.reason(row["bitstream"], p.sample.members[p.image_pos][1], row["psnr"])
             if p.reason is None:
                 rows.append(row)
                 continue
             if guard.jpeg_fallback and p.fmt == "JPEG" and codec.id != "jpeg-lossless":
-                fallback = _jpeg_fallback(p, shard, p.reason)
+                fallback = _jpeg_fallback(p, shard, p.reason, metrics)
                 if fallback is not None:
                     rows.append(fallback)
                     continue
@@ -207,15 +238,48 @@ def _prepare(sample: Sample, index: int, max_pixels: int) -> _Prepared:
     return p
 
 
-def _row_chunks(samples: Iterator[Sample], shard: str, codec: Codec, guard: Guard) -> Iterator[list[dict]]:
+def _row_chunks(samples: Iterator[Sample], shard: str, codec: Codec, guard: Guard,
+                metrics: tuple[str, ...] = ()) -> Iterator[list[dict]]:
     chunk: list[_Prepared] = []
     for index, sample in enumerate(samples):
         chunk.append(_prepare(sample, index, guard.max_pixels))
         if len(chunk) >= CHUNK_SAMPLES:
-            yield _encode_chunk(chunk, shard, codec, guard)
+            yield _encode_chunk(chunk, shard, codec, guard, metrics)
             chunk = []
     if chunk:
-        yield _encode_chunk(chunk, shard, codec, guard)
+        yield _encode_chunk(chunk, shard, codec, guard, metrics)
+
+
+class _RowGroup:
+    """The row group being filled: rows become Arrow record batches chunk by chunk.
+
+    A shard's worker memory must not grow with the shard (ARCHITECTURE: archive-scale). Rows
+    are Python dicts only for one chunk (``CHUNK_SAMPLES``); they are converted to a record
+    batch at once, so a row group is held once (Arrow buffers), not twice (dicts plus the
+    table built from them), and is written as one row group when about ``ROW_GROUP_BYTES`` of
+    payload has gathered. Arrow's default pool (mimalloc) keeps freed pages for reuse, which
+    made a worker's RSS grow with the row group it last held; ``flush`` gives them back.
+    """
+
+    def __init__(self, writer: pq.ParquetWriter) -> None:
+        self.writer = writer
+        self.batches: list[pa.RecordBatch] = []
+        self.payload = 0  # bitstream and kept-member bytes: what the row-group cap counts
+
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        self.batches.append(pa.RecordBatch.from_pylist(rows, schema=SCHEMA))
+        self.payload += sum((row.get("bytes") or 0) + sum(len(m["data"]) for m in row["members"])
+                            for row in rows)
+
+    def flush(self) -> None:
+        """Write what has gathered as one row group (an empty one for an empty shard)."""
+        table = pa.Table.from_batches(self.batches, schema=SCHEMA)
+        self.writer.write_table(table, row_group_size=max(1, table.num_rows))
+        self.batches, self.payload = [], 0
+        del table
+        pa.default_memory_pool().release_unused()
 
 
 def encode_shard(
@@ -224,8 +288,11 @@ def encode_shard(
     codec: Codec,
     storage: StorageOptions | None = None,
     guard: Guard | None = None,
+    metrics: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Compress ``shard`` into ``archive``/shards/<name>.parquet; returns the shard's figures.
+
+    ``metrics`` (names in METRICS, e.g. "lpips") fills those nullable columns for ``ok`` rows.
 
     The output appears only when complete. Raises on a shard that cannot be read to the end
     (the message names the shard and the last key), leaving no output behind.
@@ -244,6 +311,8 @@ def encode_shard(
         "bpp_sum": 0.0,
         "psnr_sum": 0.0,
         "psnr_count": 0,
+        "lpips_sum": 0.0,
+        "lpips_count": 0,
         "passthrough_reasons": [],
     }
     fs, path = filesystem(shard.url, storage)
@@ -254,20 +323,17 @@ def encode_shard(
             # Page CRCs cover what the bitstream CRC and content hash do not: the kept members
             # and every other column. Readers verify them (archive_format.open_shard_file).
             writer = pq.ParquetWriter(out, SCHEMA, compression="zstd", write_page_checksum=True)
-            pending: list[dict] = []
-            pending_bytes = 0
-            for rows in _row_chunks(iter_samples(source, shard.name), shard.name, codec, guard or Guard()):
+            group = _RowGroup(writer)
+            chunks = _row_chunks(iter_samples(source, shard.name), shard.name, codec,
+                                 guard or Guard(), check_metrics(metrics))
+            for rows in chunks:
                 for row in rows:
                     _account(stats, row)
-                    pending_bytes += (row.get("bytes") or 0) + sum(
-                        len(m["data"]) for m in row["members"]
-                    )
-                pending.extend(rows)
-                if pending_bytes >= ROW_GROUP_BYTES:
-                    writer.write_table(pa.Table.from_pylist(pending, schema=SCHEMA))
-                    pending, pending_bytes = [], 0
-            if pending or stats["samples"] == 0:
-                writer.write_table(pa.Table.from_pylist(pending, schema=SCHEMA))
+                group.add(rows)
+                if group.payload >= ROW_GROUP_BYTES:
+                    group.flush()
+            if group.batches or stats["samples"] == 0:
+                group.flush()
             stats["source_bytes"] = source.count
             stats["seconds"] = round(time.monotonic() - started, 3)
             meta = {**codec_meta(codec), **stats}
@@ -290,6 +356,9 @@ def _account(stats: dict[str, Any], row: dict[str, Any]) -> None:
         if math.isfinite(row["psnr"]):
             stats["psnr_sum"] += row["psnr"]
             stats["psnr_count"] += 1
+        if row.get("lpips") is not None:
+            stats["lpips_sum"] += row["lpips"]
+            stats["lpips_count"] += 1
     else:
         stats["passthrough"] += 1
         stats["passthrough_reasons"].append({"key": row["key"], "reason": row["reason"]})

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from pipeline.archive_format import STATUS_OK, open_shard_file, read_manifest
-from pipeline.rows import RowDecoder
+from pipeline.rows import RowDecoder, check_decoder_for
 from pipeline.storage import StorageOptions
 from pipeline.where import parse_where, row_group_may_match, row_matches
 
@@ -36,16 +36,21 @@ class ArchiveDataset(IterableDataset):
     """Yields ``{"shard", "key", "image": uint8 HxWx3 numpy, "members": {name: bytes}}``.
 
     Passthrough samples are skipped unless ``include_passthrough`` (their ``image`` is None).
+    ``decoder="realistic"`` trains on the codec's realistic decodes of the same rows.
     ``transform`` maps each sample dict to whatever the training loop wants.
     """
 
     def __init__(self, url: str, storage: StorageOptions | None = None,
                  shards: list[str] | None = None, where: str | None = None,
                  include_passthrough: bool = False,
-                 transform: Callable[[dict[str, Any]], Any] | None = None) -> None:
+                 transform: Callable[[dict[str, Any]], Any] | None = None,
+                 decoder: str = "faithful") -> None:
         self.url = url.rstrip("/")
         self.storage = storage or StorageOptions()
         manifest = read_manifest(self.url, self.storage)
+        if decoder != "faithful":
+            check_decoder_for(manifest["codec"], decoder)  # refuse now, not in a worker
+        self.decoder = decoder
         self.shards = shards or [e["shard"] for e in manifest["shards"]]
         self.where = where
         self.include_passthrough = include_passthrough
@@ -70,7 +75,7 @@ class ArchiveDataset(IterableDataset):
         return [u for i, u in enumerate(self.units()) if i % slots == slot]
 
     def __iter__(self) -> Iterator[Any]:
-        decoder = RowDecoder()
+        decoder = RowDecoder(self.decoder)
         where = parse_where(self.where) if self.where else None
         for shard, rg in self.my_units():
             f, parquet = open_shard_file(self.url, shard, self.storage)

@@ -16,7 +16,7 @@ from typing import Any
 from pipeline.errors import Refused
 
 FILTERABLE = {"shard", "key", "index", "status", "reason", "image_name", "format", "mode",
-              "height", "width", "codec", "bytes", "bpp", "psnr", "orig_size"}
+              "height", "width", "codec", "bytes", "bpp", "psnr", "orig_size", "lpips"}
 OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
        "==": operator.eq, "!=": operator.ne}
 _COND = re.compile(r"""^\s*([a-z_]+)\s*(<=|>=|==|!=|<|>)\s*('([^']*)'|"([^"]*)"|[-+0-9.eE]+)\s*$""")
@@ -80,6 +80,7 @@ def row_group_may_match(conditions: list[Condition], row_group) -> bool:
 
 def row_matches(conditions: list[Condition], row: dict[str, Any]) -> bool:
     try:
-        return all(cond.test(row[cond.column]) for cond in conditions)
+        # .get: archives written before a column was added (lpips) simply have no value.
+        return all(cond.test(row.get(cond.column)) for cond in conditions)
     except TypeError:
         return False

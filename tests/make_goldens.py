@@ -18,10 +18,14 @@ CASES = [(0, 64, 128, 1.0), (1, 128, 96, 4.0), (2, 96, 96, 7.0), (3, 70, 50, 2.5
 
 
 def main(codec_id: str) -> None:
+    cases, image = CASES, synthetic_image
+    if codec_id == "gan-latent":  # faces the generator can represent, made from a seed
+        from test_gan_latent import CASES as cases
+        from test_gan_latent import generator_face as image
     streams = []
-    for seed, h, w, quality in CASES:
+    for seed, h, w, quality in cases:
         codec = get_codec(codec_id, quality)
-        stream = codec.encode_batch([synthetic_image(seed, h, w)])[0]
+        stream = codec.encode_batch([image(seed, h, w)])[0]
         decoded = codec.decode_batch([stream])[0]
         streams.append({"seed": seed, "shape": [h, w], "quality": quality, "stream": stream.hex(),
                         "content_hash": decoded.content_hash.hex()})

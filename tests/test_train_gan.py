@@ -1,0 +1,137 @@
+"""The realistic decoder's training (`jobs.train run --gan`): only g_s moves, it trains on the
+exact latents a decoder sees, it resumes, and the low-rate gain extrapolation leaves every
+existing bitstream (q >= 0) bit-identical.
+
+A tiny random mean-scale model (tests/learned_fixtures.py) and LPIPS off: no fetched weights,
+a few seconds on one thread.
+"""
+
+import csv
+import json
+import struct
+
+import numpy as np
+import pytest
+import torch
+from conftest import sample, synthetic_image, write_shards
+from learned_fixtures import TINY_WEIGHTS, make_tiny_weights, tiny_codec
+from safetensors.torch import load
+
+from jobs.train import main as train_main
+from jobs.train_gan import CHECKPOINT, OPTIMIZER, FrozenEncoder, checkpoint_metadata
+from models.hyperprior import MeanScaleHyperprior
+from models.learned import LearnedModel
+
+
+def _old_interpolate(table: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+    """The interpolation before low-rate extrapolation, verbatim: the reference for q >= 0."""
+    q = quality.clamp(0, table.shape[0] - 1)
+    lo = q.floor().long().clamp(max=table.shape[0] - 2)
+    t = (q - lo).unsqueeze(1)
+    return table[lo] * (1 - t) + table[lo + 1] * t
+
+
+def test_interpolate_bit_identical_for_nonnegative_quality_and_linear_below():
+    torch.manual_seed(0)
+    table = torch.randn(7, 144)
+    q = torch.cat([torch.linspace(0, 6, 6001), torch.rand(500) * 6,
+                   torch.tensor([0.0, -0.0, 1.0, 5.999, 6.0, 6.5, 100.0])])
+    new = MeanScaleHyperprior._interpolate(table, q)
+    assert torch.equal(new.view(torch.int32), _old_interpolate(table, q).view(torch.int32))
+    below = MeanScaleHyperprior._interpolate(table, torch.tensor([-1.0, -0.5]))
+    torch.testing.assert_close(below[0], 2 * table[0] - table[1])
+    torch.testing.assert_close(below[1], 1.5 * table[0] - 0.5 * table[1])
+
+
+def test_frozen_encoder_gives_the_codecs_symbols():
+    """The latents g_s trains on are the decoder's, bit for bit: same y and z symbols as a real
+    bitstream (read back from the decoded content, which is made of them)."""
+    codec = tiny_codec(2.5)
+    image = synthetic_image(3, 64, 128)
+    decoded = codec.decode_batch(codec.encode_batch([image]))[0]
+    m = codec.model
+    z_count, y_count = m.N * 1 * 2, m.M * 4 * 8
+    header = struct.calcsize(">HII")
+    z = np.frombuffer(decoded.content[header:header + 4 * z_count], "<i4")
+    y = np.frombuffer(decoded.content[header + 4 * z_count:], "<i4")
+    assert y.size == y_count
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    y_sym, z_sym, _, _, _ = FrozenEncoder(m).symbols(x, torch.tensor([1.5]))
+    assert np.array_equal(z_sym.numpy().reshape(-1), z)
+    assert np.array_equal(y_sym.numpy().reshape(-1), y)
+
+
+@pytest.fixture
+def gan_setup(tmp_path, monkeypatch):
+    if not TINY_WEIGHTS.exists():
+        make_tiny_weights()
+    model = LearnedModel.from_file(TINY_WEIGHTS)
+    before = {k: v.clone() for k, v in model.net.state_dict().items()}
+    # fit_gan loads the faithful weights itself; hand it this instance so the test can look at it
+    monkeypatch.setattr(LearnedModel, "from_file", classmethod(lambda cls, path: model))
+    shards = tmp_path / "shards"
+    write_shards(shards, [[sample(f"k{i}", i) for i in range(4)]], prefix="train")
+    ckpt = tmp_path / "ckpt"
+    args = ["run", "--gan", "--init-codec", str(TINY_WEIGHTS), "--shards", str(shards),
+            "--checkpoint-dir", str(ckpt), "--batch", "2", "--crop", "64", "--k-lpips", "0",
+            "--no-log-lpips", "--k-adv", "0.1", "--d-channels", "8,16", "--d-warmup", "1",
+            "--log-every", "1",
+            "--ref-every", "1", "--lr-g", "1e-3", "--threads", "1", "--snapshots"]
+    return model, before, ckpt, args
+
+
+def test_gan_training_moves_only_g_s_and_resumes(gan_setup):
+    model, before, ckpt, args = gan_setup
+    assert train_main([*args, "--steps", "3"]) == 0
+
+    # The faithful network (g_a, h_a, gains, its own g_s) is untouched.
+    for k, v in model.net.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    raw = (ckpt / CHECKPOINT).read_bytes()
+    tensors = load(raw)
+    g_s = {k[4:]: v for k, v in tensors.items() if k.startswith("g_s.")}
+    assert set(g_s) == set(model.net.g_s.state_dict())
+    assert all(v.dtype == torch.float32 for v in g_s.values())
+    assert any(not torch.equal(v, before[f"g_s.{k}"]) for k, v in g_s.items())
+    assert any(k.startswith("D.") for k in tensors)
+    meta = checkpoint_metadata(raw)
+    assert meta["step"] == "3" and meta["pairs_with"] == model.sha256
+    snapshot = load((ckpt / "snapshots" / "g_s-000003.safetensors").read_bytes())
+    assert set(snapshot) == {f"g_s.{k}" for k in g_s}
+
+    # Resume: continues at 3 with both Adams' state, the log never repeats a step.
+    assert train_main([*args, "--steps", "5"]) == 0
+    rows = list(csv.DictReader(open(ckpt / "loss_log.csv")))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5]
+    assert all(r["d_loss"] and r["psnr_faithful"] for r in rows)
+    assert [bool(r["g_adv"]) for r in rows] == [False, True, True, True, True]  # D-only warm-up
+    assert checkpoint_metadata((ckpt / CHECKPOINT).read_bytes())["step"] == "5"
+    moments = load((ckpt / OPTIMIZER).read_bytes())
+    # D stepped every step, g_s from step 1 on (one D-only warm-up step)
+    assert float(moments["opt_g.0.step"][0]) == 4 and float(moments["opt_d.0.step"][0]) == 5
+    assert json.loads(meta["config"])["k_adv"] == 0.1
+
+
+def test_resume_refuses_a_checkpoint_for_other_weights(gan_setup):
+    model, _, ckpt, args = gan_setup
+    assert train_main([*args, "--steps", "1"]) == 0
+    model.sha256 = "0" * 64
+    with pytest.raises(SystemExit, match="pairs with"):
+        train_main([*args, "--steps", "2"])
+
+
+def test_gan_help_lists_its_flags(capsys):
+    with pytest.raises(SystemExit) as exc:
+        train_main(["run", "--gan", "--help"])
+    assert exc.value.code == 0
+    assert "--k-lpips" in capsys.readouterr().out
+
+
+def test_k_mse_controller_keeps_psnr_drop_near_target():
+    from jobs.train_gan import _control_k_mse
+
+    config = {"k_mse": 0.002, "max_psnr_drop": 1.25, "k_mse_rate": 0.1}
+    assert _control_k_mse(0.002, 2.0, config) > 0.002  # dropped too far: more MSE weight
+    assert _control_k_mse(0.002, 0.5, config) < 0.002  # headroom left: less
+    assert _control_k_mse(0.002, 1.25, config) == pytest.approx(0.002)
+    assert _control_k_mse(0.002 * 50, 100.0, config) == pytest.approx(0.002 * 50)  # bounded
