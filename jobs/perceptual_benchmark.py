@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from jobs.rd_benchmark import load_images, make_codec
+from jobs.rd_benchmark import IMAGE_SUFFIXES, make_codec
 from models.codec import Codec
 from models.registry import get_codec
 from pipeline.images import psnr
@@ -59,6 +59,19 @@ class Point:
     def mean(self, key: str) -> float:
         values = self.scores[key] if key in METRICS else getattr(self, key)
         return float(np.mean(values))
+
+
+def load_images(directory: Path) -> list[tuple[str, np.ndarray]]:
+    """Images under ``directory``, sub-folders included (faces_celebahq nests them), named by
+    their relative path, in sorted order."""
+    files = sorted(p for p in directory.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise SystemExit(f"no images under {directory}")
+    out = []
+    for p in files:
+        with Image.open(p) as im:
+            out.append((str(p.relative_to(directory)), np.asarray(im.convert("RGB"))))
+    return out
 
 
 def build(spec: str, quality: float, effort: int | None) -> Codec:
@@ -139,8 +152,8 @@ def anchors_table(anchors: Path) -> list[str]:
     rows = list(csv.DictReader(path.open()))
     lines = ["| method | setting | bpp | LPIPS | DISTS | PSNR |", "|---|---|---|---|---|---|"]
     for r in rows:
-        if r["Method"] in ("HiFiC", "MS-ILLM") and 0.03 <= float(r["bpp"]) <= 0.25:
-            lines.append(f"| {r['Method']} | {r['setting']} | {float(r['bpp']):.3f} | {r['LPIPS']} | "
+        if r["method"] in ("HiFiC", "MS-ILLM") and 0.03 <= float(r["bpp"]) <= 0.25:
+            lines.append(f"| {r['method']} | {r['setting']} | {float(r['bpp']):.3f} | {r['LPIPS']} | "
                          f"{r['DISTS']} | {r['PSNR']} |")
     return lines
 
@@ -165,7 +178,7 @@ def plot(results: dict[str, dict], anchors: Path | None, out: Path, title: str) 
         if key == "dists" and published:
             for method in ("HiFiC", "MS-ILLM"):
                 pts = sorted((float(p["bpp"]), float(p["DISTS"])) for p in published
-                             if p["Method"] == method)
+                             if p["method"] == method)
                 if pts:
                     ax.plot(*zip(*pts, strict=True), "x:", color="grey", label=f"{method} (published)")
         ax.set_xscale("log")

@@ -81,8 +81,8 @@ def ms_ssim(a: np.ndarray, b: np.ndarray) -> float | None:
         return None
     from pytorch_msssim import ms_ssim as msssim
 
-    ta = torch.from_numpy(a).permute(2, 0, 1)[None].float()
-    tb = torch.from_numpy(b).permute(2, 0, 1)[None].float()
+    ta = torch.from_numpy(np.array(a)).permute(2, 0, 1)[None].float()  # copies: may be read-only
+    tb = torch.from_numpy(np.array(b)).permute(2, 0, 1)[None].float()
     return float(msssim(ta, tb, data_range=255.0))
 
 

@@ -97,12 +97,12 @@ def test_registry_refusal_and_listing_stay_free_of_torch():
     """Asking a learned codec for a decoder it lacks, and listing decoders, import no torch."""
     code = ("import sys\nfrom models.registry import get_codec, list_codecs\n"
             "assert all(c.decoders[0] == 'faithful' for c in list_codecs())\n"
-            "try:\n    get_codec('msh-n96', decoder='realistic')\nexcept ValueError as e:\n"
+            "try:\n    get_codec('shp-n96', decoder='realistic')\nexcept ValueError as e:\n"
             "    print(e)\nassert 'torch' not in sys.modules, 'torch was imported'\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                           timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "msh-n96 has no decoder 'realistic'; its decoders: faithful" in done.stdout
+    assert "shp-n96 has no decoder 'realistic'; its decoders: faithful" in done.stdout
 
 
 def test_registry_json_shape_and_reregistering_weights(tmp_path):
@@ -215,3 +215,29 @@ def test_export_metadata(tmp_path):
     header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
     assert {v["dtype"] for k, v in header.items() if k != "__metadata__"} == {"F16"}
     assert all(k.startswith("g_s.") for k in header if k != "__metadata__")
+
+
+def test_shipped_realistic_decoders_read_the_shipped_goldens():
+    """Every registered realistic decoder decodes its codec's golden bitstreams to the same
+    symbols (content hash) as the faithful decoder, to other pixels, and to a picture of what
+    was encoded."""
+    import json
+
+    from conftest import REPO, synthetic_image
+
+    from models.registry import get_codec
+    from models.weights import read_registry
+    from pipeline.images import psnr
+
+    shipped = {cid: e for cid, e in read_registry().items() if "realistic" in e.get("decoders", {})}
+    assert shipped, "no shipped codec has a realistic decoder"
+    for codec_id in shipped:
+        golden = json.loads((REPO / "tests" / "golden" / f"{codec_id}.json").read_text())
+        faithful, realistic = get_codec(codec_id), get_codec(codec_id, decoder="realistic")
+        for case in golden["streams"]:
+            stream = bytes.fromhex(case["stream"])
+            a = faithful.decode_batch([stream])[0]
+            b = realistic.decode_batch([stream])[0]
+            assert b.content_hash.hex() == case["content_hash"] == a.content_hash.hex()
+            assert not np.array_equal(a.image, b.image)
+            assert psnr(synthetic_image(case["seed"], *case["shape"]), b.image) > 20
