@@ -254,13 +254,19 @@ class GanLatentCodec(Codec):
             data = Path(self.weights_file).read_bytes()
             if self.weights_sha256_pinned and hashlib.sha256(data).hexdigest() != self.weights_sha256_pinned:
                 raise CodecError(f"weights {self.weights_file} do not match the pinned sha256")
-            model = GanLatentModel(data)
+        from models.pretrained import PretrainedError
+
+        try:  # the generator and LPIPS come from the set-up step's cache
+            if model is None:
+                model = GanLatentModel(data)
+            if isinstance(perceptual, str):  # the fetched metric, shared per process
+                from models.perceptual import metric_module
+
+                perceptual = metric_module(perceptual)
+        except PretrainedError as exc:  # a refusal the pipeline reports (exit 2), not a crash
+            raise CodecError(f"gan-latent cannot be used: {exc}") from exc
         self.model = model
         self.effort = effort
-        if isinstance(perceptual, str):  # the fetched metric, shared per process
-            from models.perceptual import metric_module
-
-            perceptual = metric_module(perceptual)
         self.perceptual = perceptual
 
     def weights_sha256(self) -> str:
