@@ -142,8 +142,8 @@ def test_compress_restore_verify_through_the_pipeline(tmp_path):
 
 
 def test_missing_fetched_weights_are_a_clear_codec_error(tmp_path, monkeypatch):
-    """Without `make weights` the codec refuses with the fix in the message (compress and
-    restore turn a CodecError into exit 2), instead of crashing in a worker."""
+    """Without `make weights` the codec refuses with the fix in the message (compress turns a
+    CodecError into exit 2), instead of crashing in a worker."""
     monkeypatch.setenv("LATENTARC_CACHE", str(tmp_path))
     with pytest.raises(CodecError, match="make weights"):
         get_codec("gan-latent")
