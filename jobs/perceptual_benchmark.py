@@ -22,7 +22,6 @@ import csv
 import json
 import platform
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from jobs.rd_benchmark import IMAGE_SUFFIXES, make_codec
+from jobs.rd_benchmark import IMAGE_SUFFIXES, make_codec, roundtrip
 from models.codec import Codec
 from models.registry import get_codec
 from pipeline.images import psnr
@@ -97,19 +96,15 @@ def measure(spec: str, quality: float, images: list[tuple[str, np.ndarray]],
     codec = build(spec, quality, effort)
     point = Point(spec, quality)
     for name, image in images:
-        t0 = time.perf_counter()
-        stream = codec.encode_batch([image])[0]
-        t1 = time.perf_counter()
-        decoded = codec.decode_batch([stream])[0].image
-        t2 = time.perf_counter()
+        stream, decoded, encode_s, decode_s = roundtrip(codec, image)
         h, w = image.shape[:2]
         point.bytes.append(len(stream))
         point.bpp.append(8.0 * len(stream) / (h * w))
         point.psnr.append(psnr(image, decoded))
         for k, v in perceptual_scores(image, decoded, METRICS).items():
             point.scores[k].append(v)
-        point.encode_s.append(t1 - t0)
-        point.decode_s.append(t2 - t1)
+        point.encode_s.append(encode_s)
+        point.decode_s.append(decode_s)
         if keep is not None and name in keep:
             keep[name][(spec, quality)] = (decoded, point.bpp[-1])
     return point

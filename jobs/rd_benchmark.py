@@ -117,21 +117,26 @@ def _label(codec_id: str) -> str:
     return Path(codec_id.split(":", 1)[1]).stem if codec_id.startswith("learned:") else codec_id
 
 
+def roundtrip(codec: Codec, image: np.ndarray) -> tuple[bytes, np.ndarray, float, float]:
+    """One image through a bare codec: (stream, decoded pixels, encode s, decode s)."""
+    t0 = time.perf_counter()
+    stream = codec.encode_batch([image])[0]
+    t1 = time.perf_counter()
+    decoded = codec.decode_batch([stream])[0].image
+    return stream, decoded, t1 - t0, time.perf_counter() - t1
+
+
 def measure(codec_id: str, quality: float, images: list[tuple[str, np.ndarray]]) -> Point:
     codec = make_codec(codec_id, quality)
     point = Point(codec_id, quality, [], [], [], [], [])
     for _, image in images:
-        t0 = time.perf_counter()
-        stream = codec.encode_batch([image])[0]
-        t1 = time.perf_counter()
-        decoded = codec.decode_batch([stream])[0].image
-        t2 = time.perf_counter()
+        stream, decoded, encode_s, decode_s = roundtrip(codec, image)
         h, w = image.shape[:2]
         point.bpp.append(8.0 * len(stream) / (h * w))
         point.psnr.append(psnr(image, decoded))
         point.msssim.append(ms_ssim(image, decoded))
-        point.encode_s.append(t1 - t0)
-        point.decode_s.append(t2 - t1)
+        point.encode_s.append(encode_s)
+        point.decode_s.append(decode_s)
     return point
 
 

@@ -6,6 +6,7 @@ every bitstream, so a code, once released, is never reused for another codec.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,58 +38,52 @@ LEARNED_LEVELS = 7  # trained qualities 1..7 of every shipped learned codec (mod
 LEARNED_QUALITY_MIN = 0.0
 
 
-class _LazyLearned(Codec):
-    """A registered learned codec that imports torch only when first instantiated.
+class _Lazy(Codec):
+    """A registered codec whose implementation (and torch) is imported on first instantiation.
 
     Registering needs only the registry's JSON; building the codec needs torch and constriction
-    (about 1-2 s and 200 MiB per process). Workers running a Pillow codec never pay that."""
+    (about 1-2 s and 200 MiB per process). Workers running a Pillow codec never pay that.
+    Subclasses name the implementation (``_module``, ``_class``) and the attributes it takes
+    from the registry entry (``_copied``)."""
 
-    kind = "learned"
-    quality_range = (LEARNED_QUALITY_MIN, float(LEARNED_LEVELS))
-    default_quality = 4.0
+    _module: str
+    _class: str
+    _copied: tuple[str, ...] = ("id", "code", "weights_file", "weights_sha256_pinned", "description")
     weights_file: str | None = None
     weights_sha256_pinned: str | None = None
-    decoder_weights: dict[str, tuple[str, str]] = {}  # decoder name -> (file, pinned sha256)
     _real: type[Codec] | None = None
 
     def __new__(cls, quality: float | None = None, **kwargs):  # type: ignore[misc]
         # An unknown decoder is refused before torch is imported (restore plans without it).
         check_decoder(cls, kwargs.get("decoder", "faithful"))
         if cls._real is None:
-            from models.learned import LearnedCodec
-
-            if LearnedCodec.quality_range != cls.quality_range:
-                raise CodecError("learned codec quality range changed; update LEARNED_LEVELS")
-            attrs = {"__module__": __name__, **{k: getattr(cls, k) for k in
-                     ("id", "code", "weights_file", "weights_sha256_pinned", "description",
-                      "decoders", "decoder_weights")}}
-            cls._real = type(cls.__name__, (LearnedCodec,), attrs)
+            real = getattr(importlib.import_module(cls._module), cls._class)
+            if real.quality_range != cls.quality_range:
+                raise CodecError(f"{cls._class}'s quality range changed; update models.registry")
+            attrs = {"__module__": __name__, **{k: getattr(cls, k) for k in cls._copied}}
+            cls._real = type(cls.__name__, (real,), attrs)
         return cls._real(quality, **kwargs)
 
 
-class _LazyGanLatent(Codec):
-    """gan-latent (``models.gan_latent``), registered from its weights entry; torch and the
-    fetched generator are loaded only when the codec is built."""
+class _LazyLearned(_Lazy):
+    """A hyperprior codec (``models.learned``), with the extra decoders of its entry."""
 
+    _module, _class = "models.learned", "LearnedCodec"
+    _copied = (*_Lazy._copied, "decoders", "decoder_weights")
+    kind = "learned"
+    quality_range = (LEARNED_QUALITY_MIN, float(LEARNED_LEVELS))
+    default_quality = 4.0
+    decoder_weights: dict[str, tuple[str, str]] = {}  # decoder name -> (file, pinned sha256)
+
+
+class _LazyGanLatent(_Lazy):
+    """gan-latent (``models.gan_latent``); the fetched generator is loaded when it is built."""
+
+    _module, _class = "models.gan_latent", "GanLatentCodec"
     kind = "generative"
     quality_range = (1.0, 8.0)
     default_quality = 4.0
     takes_effort = True
-    weights_file: str | None = None
-    weights_sha256_pinned: str | None = None
-    _real: type[Codec] | None = None
-
-    def __new__(cls, quality: float | None = None, **kwargs):  # type: ignore[misc]
-        check_decoder(cls, kwargs.get("decoder", "faithful"))
-        if cls._real is None:
-            from models.gan_latent import GanLatentCodec
-
-            if GanLatentCodec.quality_range != cls.quality_range:
-                raise CodecError("gan-latent quality range changed; update _LazyGanLatent")
-            attrs = {"__module__": __name__, **{k: getattr(cls, k) for k in
-                     ("id", "code", "weights_file", "weights_sha256_pinned", "description")}}
-            cls._real = type(cls.__name__, (GanLatentCodec,), attrs)
-        return cls._real(quality, **kwargs)
 
 
 # Which lazy class a registry entry's "class" names (absent: a learned hyperprior codec).
