@@ -107,9 +107,14 @@ def image_metadata(data: bytes) -> dict[str, bytes | None]:
 
 
 def psnr(reference: np.ndarray, decoded: np.ndarray) -> float:
-    """PSNR in dB over all channels (uint8 peak 255); inf for identical images."""
-    diff = reference.astype(np.float64) - decoded.astype(np.float64)
-    mse = float(np.mean(diff * diff))
+    """PSNR in dB over all channels (uint8 peak 255); inf for identical images.
+
+    The squared error is summed as a float64 dot product of integer differences: every
+    partial sum is an integer below 2**53 (up to ~10**11 samples), so the sum is exact in any
+    order, and it costs a quarter of the element-wise float64 version.
+    """
+    diff = np.subtract(reference, decoded, dtype=np.int16).ravel().astype(np.float64)
+    mse = float(np.dot(diff, diff)) / diff.size
     return math.inf if mse == 0 else 10.0 * math.log10(255.0 * 255.0 / mse)
 
 

@@ -37,11 +37,16 @@ from pipeline.images import (
     prepare,
     psnr,
 )
+from pipeline.prefetch import prefetch
 from pipeline.sources import Shard
 from pipeline.storage import StorageOptions, filesystem, write_atomic
 from pipeline.tars import Sample, iter_samples
 
 CHUNK_SAMPLES = 8
+# Decoded pixels per codec batch (and ahead of it, in the prefetch thread): 8 Kodak images
+# are 3.1 MP; a 24 MP photo forms a batch of its own. With the per-image cap (--max-pixels)
+# this bounds what a worker holds in pixels: two batches, each under this plus one image.
+CHUNK_PIXELS = 16_000_000
 ROW_GROUP_BYTES = 8 << 20  # caps what a random access (Archive.get) reads
 # Optional per-row metrics (--metrics): column -> models.perceptual metric. Off by default:
 # each costs a network forward per image, where PSNR is free.
@@ -238,14 +243,30 @@ def _prepare(sample: Sample, index: int, max_pixels: int) -> _Prepared:
     return p
 
 
+def _pixels(p: _Prepared) -> int:
+    return p.image.shape[0] * p.image.shape[1] if p.image is not None else 0
+
+
 def _row_chunks(samples: Iterator[Sample], shard: str, codec: Codec, guard: Guard,
-                metrics: tuple[str, ...] = ()) -> Iterator[list[dict]]:
+                metrics: tuple[str, ...] = (), prefetch_depth: int = CHUNK_SAMPLES,
+                ) -> Iterator[list[dict]]:
+    """Rows, one codec batch at a time. A batch ends at ``CHUNK_SAMPLES`` samples or when its
+    decoded pixels reach ``CHUNK_PIXELS`` (so a few big photos make a batch of their own).
+
+    Tar reading and source decoding run in a prefetch thread at most one batch ahead (the same
+    two bounds), so the codec does not wait for them.
+    """
+    prepared = prefetch(
+        (_prepare(sample, index, guard.max_pixels) for index, sample in enumerate(samples)),
+        depth=prefetch_depth, weight=_pixels, max_weight=CHUNK_PIXELS, name=f"read-{shard}")
     chunk: list[_Prepared] = []
-    for index, sample in enumerate(samples):
-        chunk.append(_prepare(sample, index, guard.max_pixels))
-        if len(chunk) >= CHUNK_SAMPLES:
+    pixels = 0
+    for p in prepared:
+        chunk.append(p)
+        pixels += _pixels(p)
+        if len(chunk) >= CHUNK_SAMPLES or pixels >= CHUNK_PIXELS:
             yield _encode_chunk(chunk, shard, codec, guard, metrics)
-            chunk = []
+            chunk, pixels = [], 0
     if chunk:
         yield _encode_chunk(chunk, shard, codec, guard, metrics)
 
@@ -289,10 +310,13 @@ def encode_shard(
     storage: StorageOptions | None = None,
     guard: Guard | None = None,
     metrics: tuple[str, ...] = (),
+    prefetch: bool = True,
 ) -> dict[str, Any]:
     """Compress ``shard`` into ``archive``/shards/<name>.parquet; returns the shard's figures.
 
     ``metrics`` (names in METRICS, e.g. "lpips") fills those nullable columns for ``ok`` rows.
+    ``prefetch=False`` reads and decodes the source in the codec's thread (for measuring what
+    the prefetch thread buys).
 
     The output appears only when complete. Raises on a shard that cannot be read to the end
     (the message names the shard and the last key), leaving no output behind.
@@ -325,7 +349,8 @@ def encode_shard(
             writer = pq.ParquetWriter(out, SCHEMA, compression="zstd", write_page_checksum=True)
             group = _RowGroup(writer)
             chunks = _row_chunks(iter_samples(source, shard.name), shard.name, codec,
-                                 guard or Guard(), check_metrics(metrics))
+                                 guard or Guard(), check_metrics(metrics),
+                                 prefetch_depth=CHUNK_SAMPLES if prefetch else 0)
             for rows in chunks:
                 for row in rows:
                     _account(stats, row)

@@ -1,0 +1,99 @@
+"""Run an iterator's work in a thread, a bounded amount ahead of its consumer.
+
+Why: in ``compress`` the codec (on a GPU: the device) must not wait while the next samples
+are read from the tar and their image members decoded. Pillow's decoders and zlib release the
+GIL, and so do torch's kernels, so a reader thread and the codec's thread run at the same time
+on two cores (or the reader keeps a GPU fed from one core).
+
+The buffer is bounded twice: at most ``depth`` items, and at most ``max_weight`` in total
+(e.g. decoded pixels), except that one item is always let through, however heavy, so that the
+stream moves. So prefetching adds a known, small amount to a worker's memory.
+
+An exception in the reader (a truncated tar naming shard and key, a network error) is raised
+in the consumer, at the place in the stream where it happened, with its own type and message.
+When the consumer stops early (its own error, or it stops iterating), the reader is told to
+stop and is waited for, so it does not go on reading a source that the consumer closes.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
+
+JOIN_TIMEOUT_S = 60.0  # a reader stuck in I/O longer than this is left behind (daemon thread)
+
+
+class _End:
+    def __init__(self, exc: BaseException | None = None) -> None:
+        self.exc = exc
+
+
+def prefetch(items: Iterable[T], depth: int, weight: Callable[[T], int] | None = None,
+             max_weight: int = 0, name: str = "prefetch") -> Iterator[T]:
+    """Yield ``items`` in order while a thread produces them ahead, bounded as above.
+
+    ``depth`` < 1 means no thread: the items are produced inline (a switch for measuring what
+    the thread buys, and for debugging). ``weight``/``max_weight`` (0: unbounded) add the
+    second bound.
+    """
+    if depth < 1:
+        yield from items
+        return
+    buffer: collections.deque = collections.deque()
+    held = [0]  # total weight in the buffer
+    cond = threading.Condition()
+    stop = threading.Event()
+
+    def has_room(w: int) -> bool:
+        if not buffer:
+            return True
+        if len(buffer) >= depth:
+            return False
+        return not max_weight or held[0] + w <= max_weight
+
+    def put(value: object, w: int) -> bool:
+        with cond:
+            while not stop.is_set() and not has_room(w):
+                cond.wait()
+            if stop.is_set():
+                return False
+            buffer.append((value, w))
+            held[0] += w
+            cond.notify_all()
+            return True
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item, weight(item) if weight else 0):
+                    return
+        except BaseException as exc:  # re-raised in the consumer's thread
+            put(_End(exc), 0)
+            return
+        put(_End(), 0)
+
+    thread = threading.Thread(target=produce, name=name, daemon=True)
+    thread.start()
+    try:
+        while True:
+            with cond:
+                while not buffer:
+                    cond.wait()
+                value, w = buffer.popleft()
+                held[0] -= w
+                cond.notify_all()
+            if isinstance(value, _End):
+                if value.exc is not None:
+                    raise value.exc
+                return
+            yield value
+    finally:
+        with cond:
+            stop.set()
+            buffer.clear()
+            cond.notify_all()
+        thread.join(JOIN_TIMEOUT_S)

@@ -1,0 +1,108 @@
+"""The prefetch thread of compress: reading and source decoding run ahead of the codec, within
+bounds, and change nothing about what is written (order, rows, errors)."""
+
+import threading
+import time
+
+import pyarrow.parquet as pq
+import pytest
+from conftest import sample, write_shards
+
+import pipeline.shard_encode as shard_encode
+from models.registry import get_codec
+from pipeline.archive_format import shard_url
+from pipeline.prefetch import prefetch
+from pipeline.shard_encode import Guard, encode_shard
+from pipeline.sources import Shard
+
+
+def _counting(n: int, produced: list[int], fail_at: int | None = None):
+    for i in range(n):
+        if i == fail_at:
+            raise KeyError(f"shard s: truncated at key k{i}")
+        produced.append(i)
+        yield i
+
+
+def test_items_come_in_order_and_the_reader_stays_within_depth():
+    produced: list[int] = []
+    ahead = []
+    out = []
+    for item in prefetch(_counting(50, produced), depth=3):
+        time.sleep(0.002)  # a slow consumer: the reader fills the buffer
+        ahead.append(len(produced) - len(out))
+        out.append(item)
+    assert out == list(range(50))
+    # in hand (1) + buffered (3) + the one the reader holds while it waits for room (1)
+    assert max(ahead) <= 5 and max(ahead) >= 3
+
+
+def test_weight_bound_lets_one_heavy_item_through():
+    weights = [5, 5, 100, 5, 5, 5, 5]
+    produced: list[int] = []
+    held = []
+    out = []
+    for w in prefetch(_counting(len(weights), produced), depth=10,
+                      weight=lambda i: weights[i], max_weight=12):
+        time.sleep(0.01)
+        # produced after the one in hand; all but the last are surely in the buffer (the
+        # last may be the one the reader holds while it waits for room)
+        held.append(produced[len(out) + 1:][:-1])
+        out.append(w)
+    assert out == list(range(len(weights)))  # the 100 passed although above the bound
+    assert all(sum(weights[j] for j in b) <= 12 or b == [2] for b in held), held
+
+
+def test_a_reader_error_arrives_in_order_with_its_type_and_message():
+    produced: list[int] = []
+    got = []
+    with pytest.raises(KeyError, match="truncated at key k7"):
+        for item in prefetch(_counting(20, produced, fail_at=7), depth=4):
+            got.append(item)
+    assert got == list(range(7))
+
+
+def test_a_consumer_that_stops_early_stops_the_reader():
+    produced: list[int] = []
+    before = threading.active_count()
+    it = prefetch(_counting(10_000, produced), depth=2, name="test-reader")
+    for item in it:
+        if item == 5:
+            break
+    it.close()
+    assert len(produced) <= 5 + 1 + 2 + 1
+    assert not any(t.name == "test-reader" for t in threading.enumerate())
+    assert threading.active_count() <= before
+
+
+def test_depth_zero_reads_inline():
+    produced: list[int] = []
+    it = prefetch(_counting(5, produced), depth=0)
+    assert next(it) == 0 and produced == [0]  # nothing read ahead
+
+
+def _rows(tmp_path, name: str, prefetch_on: bool) -> list[dict]:
+    src = tmp_path / "src" / "shard-000000.tar"
+    archive = str(tmp_path / name)
+    encode_shard(Shard(str(src), "shard-000000", src.name), archive, get_codec("webp"),
+                 guard=Guard(size=False), prefetch=prefetch_on)
+    return pq.read_table(shard_url(archive, "shard-000000")).to_pylist()
+
+
+def test_shard_rows_are_the_same_with_and_without_prefetch(tmp_path, monkeypatch):
+    write_shards(tmp_path / "src", [[sample(f"k{i:03d}", i) for i in range(19)]])
+    # a pixel budget of two 64x96 images: batches of 2 rather than CHUNK_SAMPLES
+    monkeypatch.setattr(shard_encode, "CHUNK_PIXELS", 2 * 64 * 96)
+    batches: list[int] = []
+    real = shard_encode._encode_chunk
+
+    def spy(chunk, *args, **kwargs):
+        batches.append(len(chunk))
+        return real(chunk, *args, **kwargs)
+
+    monkeypatch.setattr(shard_encode, "_encode_chunk", spy)
+    with_thread = _rows(tmp_path, "a", True)
+    assert batches == [2] * 9 + [1]
+    without = _rows(tmp_path, "b", False)
+    assert [r["key"] for r in with_thread] == [f"k{i:03d}" for i in range(19)]
+    assert with_thread == without
