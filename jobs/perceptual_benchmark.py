@@ -6,7 +6,8 @@ LPIPS-vgg, not on LPIPS-alex, which the realistic decoder and gan-latent's refin
 Classical codecs run at their lowest qualities in the same process on the same images.
 
 A codec spec is ``ID`` or ``ID@DECODER`` (``msh-n96@realistic``: same bitstreams as
-``msh-n96``, decoded by the GAN-trained synthesis). ``--size 64`` resizes every image to 64x64
+``msh-n96``, decoded by the GAN-trained synthesis; ``msh-n96@realistic:0.5``: halfway on the
+realism knob). ``--size 64`` resizes every image to 64x64
 before coding (the face scenario); ``--split test`` keeps only the held-out part of
 faces_utkface.
 
@@ -233,7 +234,7 @@ def run(args: argparse.Namespace, command: str) -> dict:
                   f"PSNR {pt.mean('psnr'):.2f}, LPIPS-vgg {pt.mean('lpips-vgg'):.4f}, "
                   f"DISTS {pt.mean('dists'):.4f}, enc {pt.mean('encode_s'):.2f}s", flush=True)
         points_by[spec] = points
-        label = spec.replace("@", "_")
+        label = spec.replace("@", "_").replace(":", "-")
         results[spec] = to_json(spec, points, names, {"torch": torch.__version__,
                                                       "effort": args.effort})
         (out / f"{label}.json").write_text(json.dumps(results[spec], indent=1) + "\n")
@@ -277,7 +278,7 @@ def comparisons(results: dict[str, dict], args: argparse.Namespace) -> list[str]
     lines: list[str] = []
     for spec in results:
         codec_id, _, decoder = spec.partition("@")
-        if decoder != "realistic" or codec_id not in results:
+        if decoder.partition(":")[0] != "realistic" or codec_id not in results:
             continue
         lines += ["", f"## {spec} against {codec_id} (faithful) at the same bpp", "",
                   "| bpp | DISTS faithful | DISTS realistic | change | PSNR faithful | PSNR realistic |",

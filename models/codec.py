@@ -115,10 +115,34 @@ class Codec(ABC):
         return header, payload
 
 
+def parse_decoder(decoder: str) -> tuple[str, float]:
+    """``"NAME"`` or ``"NAME:REALISM"`` -> (NAME, realism in [0, 1]).
+
+    The realism knob: ``realistic:0.5`` decodes with a synthesis halfway, in weight space,
+    between the faithful g_s and the realistic one (network interpolation: the realistic g_s
+    was fine-tuned from the faithful one, so the straight line between them stays a working
+    decoder). ``realistic`` = ``realistic:1``; ``faithful`` has no knob (realism 0).
+    """
+    name, sep, value = decoder.partition(":")
+    if not sep:
+        return name, 0.0 if name == "faithful" else 1.0
+    try:
+        realism = float(value)
+    except ValueError:
+        raise CodecError(f"decoder {decoder!r}: realism {value!r} is not a number") from None
+    if not 0.0 <= realism <= 1.0:
+        raise CodecError(f"decoder {decoder!r}: realism must be in 0..1")
+    if name == "faithful":
+        raise CodecError(f"decoder {decoder!r}: the faithful decoder has no realism knob; "
+                         "use e.g. realistic:0.5")
+    return name, realism
+
+
 def check_decoder(cls: type[Codec], decoder: str) -> None:
     """Refuse a decoder the codec does not have, naming the ones it has."""
-    if decoder not in cls.decoders:
-        raise CodecError(f"codec {cls.id} has no decoder {decoder!r}; its decoders: "
+    name, _ = parse_decoder(decoder)
+    if name not in cls.decoders:
+        raise CodecError(f"codec {cls.id} has no decoder {name!r}; its decoders: "
                          f"{', '.join(cls.decoders)}")
 
 

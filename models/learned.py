@@ -29,7 +29,7 @@ from safetensors.torch import load, save
 
 from models import intnet, tables
 from models.bitstream import Header, pack
-from models.codec import Codec, CodecError, Decoded, check_image
+from models.codec import Codec, CodecError, Decoded, check_image, parse_decoder
 from models.entropy_models import scale_table
 from models.hyperprior import ARCHITECTURE_NAMES, LAMBDAS, MeanScaleHyperprior, pad_to
 
@@ -226,7 +226,9 @@ class LearnedCodec(Codec):
                  decoder: str = "faithful", synthesis: torch.nn.Module | None = None) -> None:
         """``decoder`` other than "faithful" swaps in that decoder's g_s (loaded from
         ``decoder_weights`` and checked to pair with this codec's weights, or given directly
-        as ``synthesis``); the entropy decoding, hence ``Decoded.content``, is unchanged."""
+        as ``synthesis``); "NAME:REALISM" interpolates it with the faithful g_s
+        (``models.codec.parse_decoder``). The entropy decoding, hence ``Decoded.content``,
+        is unchanged."""
         super().__init__(quality, decoder)
         if model is None:
             if self.weights_file is None:
@@ -239,16 +241,21 @@ class LearnedCodec(Codec):
         self.model = model
         self.synthesis: torch.nn.Module | None = None
         self.synthesis_sha256: str | None = None
-        if decoder != "faithful":
+        name, realism = parse_decoder(decoder)
+        if name != "faithful" and realism > 0:
             if synthesis is None:
                 from models.realistic import load_realistic
 
-                if decoder not in self.decoder_weights:
-                    raise CodecError(f"codec {self.id} lists decoder {decoder!r} but has no file for it")
-                path, pinned = self.decoder_weights[decoder]
+                if name not in self.decoder_weights:
+                    raise CodecError(f"codec {self.id} lists decoder {name!r} but has no file for it")
+                path, pinned = self.decoder_weights[name]
                 data = Path(path).read_bytes()
-                synthesis = load_realistic(data, model, pinned, f"{decoder} decoder {path} of {self.id}")
+                synthesis = load_realistic(data, model, pinned, f"{name} decoder {path} of {self.id}")
                 self.synthesis_sha256 = hashlib.sha256(data).hexdigest()
+            if realism < 1:
+                from models.realistic import interpolate
+
+                synthesis = interpolate(model.net.g_s, synthesis, realism)
             self.synthesis = synthesis.eval()
 
     def weights_sha256(self) -> str:

@@ -108,6 +108,24 @@ def load_realistic(data: bytes, model: LearnedModel, sha256_pinned: str | None =
     return g_s.eval().to(model.device)
 
 
+def interpolate(faithful: torch.nn.Module, realistic: torch.nn.Module,
+                realism: float) -> torch.nn.Module:
+    """A g_s whose every parameter is ``faithful + realism * (realistic - faithful)``.
+
+    The decode-time realism knob (Wang et al. 2019, "Deep network interpolation"): the
+    realistic g_s is a fine-tune of the faithful one, so the weights in between give decoders
+    in between (measured in benchmarks/perceptual/kodak/realism-knob.md). Computed in float32
+    from the loaded weights (LearnedCodec uses the end points themselves at realism 0 and 1).
+    """
+    out = copy.deepcopy(realistic)
+    ours = faithful.state_dict()
+    with torch.no_grad():
+        for key, value in out.state_dict().items():
+            start = ours[key].to(value.device, value.dtype)
+            value.copy_(start + realism * (value - start))
+    return out.eval()
+
+
 def load_realistic_file(path: str | Path, model: LearnedModel,
                         sha256_pinned: str | None = None) -> torch.nn.Module:
     return load_realistic(Path(path).read_bytes(), model, sha256_pinned, f"realistic decoder {path}")

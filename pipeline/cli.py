@@ -119,12 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-format", choices=["png", "jpeg", "webp", "bmp", "tiff"],
                    help="write every image in this format (png: the exact decoded pixels)")
     p.add_argument("--jpeg-quality", type=int, default=95, help="quality for JPEG output (default 95)")
-    p.add_argument("--decoder", default="faithful", metavar="faithful|realistic",
+    p.add_argument("--decoder", default="faithful", metavar="faithful|realistic[:R]",
                    help="which decoder turns the stored bitstreams into pixels. faithful (default): "
                    "the decoder the codec was trained and measured with (the archive's PSNR); "
                    "realistic: the same bitstreams through a synthesis trained for appearance "
                    "(sharper texture, typically lower PSNR), for learned codecs that have one (`latentarc "
-                   "codecs` lists them). Rows are checked the same way either way; passthrough and "
+                   "codecs` lists them); realistic:R with R in 0..1: a decoder in between (the two "
+                   "syntheses' weights interpolated; R=0 is faithful, R=1 realistic). Rows are "
+                   "checked the same way either way; passthrough and "
                    "jpeg-lossless rows come back byte-identical. Refused (exit 2) when the "
                    "archive's codec has no such decoder")
     _add_storage(p)

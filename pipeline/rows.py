@@ -14,7 +14,7 @@ from typing import Any
 import crc32c
 import pyarrow.parquet as pq
 
-from models.codec import Codec, CodecError, Decoded
+from models.codec import Codec, CodecError, Decoded, parse_decoder
 from models.registry import codec_decoders, get_codec
 from pipeline.archive_format import STATUS_OK, STATUS_PASSTHROUGH, shard_meta, shard_url
 from pipeline.storage import StorageOptions, filesystem
@@ -33,8 +33,9 @@ def check_decoder_for(archive_codec: str, decoder: str) -> None:
     """Refuse (``CodecError``) a decoder the archive's codec lacks, naming the ones it has,
     before any row is read: silently restoring faithfully would not be what was asked."""
     decoders = codec_decoders(archive_codec)
-    if decoder not in decoders:
-        raise CodecError(f"the archive's codec {archive_codec} has no {decoder!r} decoder; its "
+    name, _ = parse_decoder(decoder)
+    if name not in decoders:
+        raise CodecError(f"the archive's codec {archive_codec} has no {name!r} decoder; its "
                          f"decoders: {', '.join(decoders)}")
 
 
@@ -88,7 +89,8 @@ class RowDecoder:
 
     def codec(self, codec_id: str) -> Codec:
         if codec_id not in self._codecs:
-            decoder = self.decoder if self.decoder in codec_decoders(codec_id) else "faithful"
+            name, _ = parse_decoder(self.decoder)
+            decoder = self.decoder if name in codec_decoders(codec_id) else "faithful"
             self._codecs[codec_id] = get_codec(codec_id, decoder=decoder)
         return self._codecs[codec_id]
 

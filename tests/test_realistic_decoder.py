@@ -62,6 +62,43 @@ def test_same_symbols_other_pixels(realistic):
         assert np.abs(a.image.astype(int) - b.image.astype(int)).mean() > 1
 
 
+def test_realism_knob_moves_between_the_two_decoders(realistic):
+    """realistic:R interpolates the two syntheses' weights: R=0 and R=1 are the end points
+    themselves, the pixels in between move away from the faithful decode as R grows, and the
+    symbols (content hash) never change."""
+    from models.registry import get_codec
+
+    faithful, real = _codecs(realistic)
+    images = [synthetic_image(s, 64, 96) for s in (1, 2)]
+    streams = faithful.encode_batch(images)
+    end = {0.0: faithful.decode_batch(streams), 1.0: real.decode_batch(streams)}
+    for r, want in ((0.0, end[0.0]), (1.0, end[1.0])):
+        got = get_codec(realistic.id, 4.0, decoder=f"realistic:{r:g}").decode_batch(streams)
+        assert all(np.array_equal(a.image, b.image) for a, b in zip(got, want, strict=True))
+    distance = []
+    for r in (0.25, 0.5, 0.75):
+        got = get_codec(realistic.id, 4.0, decoder=f"realistic:{r}").decode_batch(streams)
+        assert all(a.content_hash == b.content_hash for a, b in zip(got, end[0.0], strict=True))
+        distance.append(np.mean([np.abs(a.image.astype(int) - b.image.astype(int)).mean()
+                                 for a, b in zip(got, end[0.0], strict=True)]))
+    full = np.mean([np.abs(a.image.astype(int) - b.image.astype(int)).mean()
+                    for a, b in zip(end[1.0], end[0.0], strict=True)])
+    assert 0 < distance[0] < distance[1] < distance[2] < full
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("realistic:1.5", "realism must be in 0..1"),
+    ("realistic:much", "is not a number"),
+    ("faithful:0.5", "faithful decoder has no realism knob"),
+    ("dreamy:0.5", "has no decoder 'dreamy'"),
+])
+def test_realism_knob_refuses_bad_values(realistic, spec, message):
+    from models.registry import get_codec
+
+    with pytest.raises(CodecError, match=message):
+        get_codec(realistic.id, 4.0, decoder=spec)
+
+
 def test_pairs_with_other_weights_is_refused(tmp_path):
     model = LearnedModel.from_file(TINY_WEIGHTS)
     other = tmp_path / "other.safetensors"
@@ -160,6 +197,7 @@ def test_archive_restores_and_gets_with_either_decoder(realistic, small_shards, 
             f_img, r_img = _png(faithful[key]["png"]), _png(real[key]["png"])
             assert np.array_equal(f_img, a.get(key))
             assert np.array_equal(r_img, a.get(key, decoder="realistic"))
+            assert np.array_equal(r_img, a.get(key, decoder="realistic:1"))
             changed += not np.array_equal(f_img, r_img)
     assert changed == sum(r["status"] == "ok" for r in rows.values()) == 5
 
@@ -193,6 +231,8 @@ def test_realistic_on_a_codec_without_one_exits_2(small_shards, tmp_path, monkey
     with pytest.raises(CodecError, match="no 'realistic' decoder"):
         ArchiveDataset(archive, decoder="realistic")
     assert main(["restore", archive, str(tmp_path / "o2"), "--decoder", "faithful", "-q"]) == EXIT_OK
+    assert main(["restore", archive, str(tmp_path / "o3"), "--decoder", "realistic:0.5",
+                 "-q"]) == EXIT_REFUSED
 
 
 def test_help_explains_the_decoder_choice(capsys):
