@@ -62,7 +62,12 @@ def test_pipeline_benchmark_writes_every_measurement(tmp_path):
     assert len(summary["derived"]["scaling"]) == 4
     assert set(summary["derived"]["targets"]) == {
         "efficiency_ge_0.9", "cpu_efficiency_ge_0.9", "big_shard_rss_within_10pct",
-        "overhead_le_128_B_per_row"}
+        "overhead_le_128_B_per_row", "in_worker_efficiency_ge_0.9"}
+    # the in-worker prefetch comparison: off then on, every image of the big shards each time
+    ab = summary["derived"]["in_worker"]
+    assert [r["prefetch"] for r in ab] == [False, True]
+    assert all(r["images"] == 8 and r["efficiency"] > 0 for r in ab)
+    assert "### The prefetch thread, in one worker" in (out / "results.md").read_text()
     text = (out / "results.md").read_text()
     assert text.startswith("# Pipeline benchmark")
     assert "Command: `python -m jobs.benchmark --pipeline --images" in text
