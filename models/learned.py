@@ -32,6 +32,7 @@ from models.bitstream import Header, pack
 from models.codec import Codec, CodecError, Decoded, check_image, parse_decoder
 from models.entropy_models import scale_table
 from models.hyperprior import ARCHITECTURE_NAMES, LAMBDAS, MeanScaleHyperprior, pad_to
+from models.tiling import maybe_tiled
 
 BATCH_PIXELS = 4 << 20  # padded pixels per analysis batch
 STRIDE = 64  # total downsampling of g_a (16) and h_a (4); images are padded to a multiple
@@ -297,7 +298,9 @@ class LearnedCodec(Codec):
             per_batch = max(1, BATCH_PIXELS // (shape[2] * shape[3]))
             for start in range(0, len(members), per_batch):
                 chunk = members[start:start + per_batch]
-                y = self.model.net.g_a(torch.cat([padded[i][0] for i in chunk])) * gain
+                x = padded[chunk[0]][0] if len(chunk) == 1 else torch.cat([padded[i][0] for i in chunk])
+                # A photo above TILE_ABOVE_PIXELS (alone in its batch) goes through g_a in tiles.
+                y = maybe_tiled(self.model.net.g_a, x, 16, 1, x.shape[2] * x.shape[3]) * gain
                 for i, y_i in zip(chunk, y, strict=True):
                     h, w, _ = images[i].shape
                     out[i] = self._finish(y_i[None], h, w, *padded[i][1])
@@ -361,8 +364,10 @@ class LearnedCodec(Codec):
         q = torch.tensor([quality_code / 1000.0 - 1.0], device=m.device)
         _, inv_gain = m.net.gains(q)
         y_hat = torch.from_numpy(y_sym + mean / 2**intnet.A_BITS).float().to(m.device)
-        x = self._g_s()(y_hat * inv_gain)[0, :, : header.height, : header.width]
-        image = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        x = maybe_tiled(self._g_s(), y_hat * inv_gain, 1, 16, hp * wp)
+        x = x[0, :, : header.height, : header.width]
+        # in place: a 40 MP decode holds one float copy of its pixels, not four
+        image = x.clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
         z_bytes = b"" if z_sym is None else z_sym.astype("<i4").tobytes()
         content = (struct.pack(">HII", quality_code, header.height, header.width)
                    + z_bytes + y_sym.astype("<i4").tobytes())

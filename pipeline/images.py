@@ -106,15 +106,23 @@ def image_metadata(data: bytes) -> dict[str, bytes | None]:
     return out
 
 
+_PSNR_SLICE = 1 << 20
+
+
 def psnr(reference: np.ndarray, decoded: np.ndarray) -> float:
     """PSNR in dB over all channels (uint8 peak 255); inf for identical images.
 
-    The squared error is summed as a float64 dot product of integer differences: every
-    partial sum is an integer below 2**53 (up to ~10**11 samples), so the sum is exact in any
-    order, and it costs a quarter of the element-wise float64 version.
+    The squared error is summed as float64 dot products of integer differences: every partial
+    sum is an integer below 2**53 (up to ~10**11 samples), so the sum is exact in any order;
+    it costs a quarter of the element-wise float64 version's time, and a few MB of memory.
     """
-    diff = np.subtract(reference, decoded, dtype=np.int16).ravel().astype(np.float64)
-    mse = float(np.dot(diff, diff)) / diff.size
+    a, b = reference.reshape(-1), decoded.reshape(-1)
+    total = 0.0
+    for start in range(0, a.size, _PSNR_SLICE):  # slices: temporaries stay small for 40 MP photos
+        d = np.subtract(a[start:start + _PSNR_SLICE], b[start:start + _PSNR_SLICE],
+                        dtype=np.int16).astype(np.float64)
+        total += float(np.dot(d, d))
+    mse = total / a.size
     return math.inf if mse == 0 else 10.0 * math.log10(255.0 * 255.0 / mse)
 
 
