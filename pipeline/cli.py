@@ -92,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-size-guard", action="store_true",
                    help="keep bitstreams even when not smaller than the original image bytes "
                    "(default: such images are stored as their original bytes)")
+    p.add_argument("--batch-size", type=int, default=0, metavar="N",
+                   help="samples per codec batch (default: 8 with CPU actors, 32 with GPU actors)")
+    p.add_argument("--batch-mp", type=float, default=0.0, metavar="MP",
+                   help="decoded megapixels per codec batch; a batch ends at whichever bound comes "
+                   "first (default: 16 with CPU actors, 64 with GPU actors). A worker holds about "
+                   "two batches of pixels: the one being coded and the one read ahead")
     p.add_argument("--metrics", default="", metavar="NAMES",
                    help="extra per-row metrics beside PSNR, comma-separated: lpips (LPIPS-alex of "
                    "the decode against the source, in the nullable column `lpips`; filter with "
@@ -185,14 +191,20 @@ def summary_table(totals: dict[str, Any], archive: str) -> str:
 def _cmd_compress(args: argparse.Namespace) -> int:
     from models.registry import DEFAULT_CODEC
     from pipeline.compress import compress
-    from pipeline.shard_encode import Guard
+    from pipeline.shard_encode import Batching, Guard, default_batching
 
+    if args.batch_size < 0 or args.batch_mp < 0:
+        raise Refused("--batch-size and --batch-mp must be positive")
+    ray_options = _ray(args)
+    derived = default_batching(ray_options.num_gpus)
+    batching = Batching(args.batch_size or derived.samples,
+                        int(args.batch_mp * 1e6) if args.batch_mp else derived.pixels)
     report = compress(args.sources, args.archive, args.codec or DEFAULT_CODEC, args.quality,
-                      _storage(args), _ray(args), progress=not args.quiet,
+                      _storage(args), ray_options, progress=not args.quiet,
                       guard=Guard(not args.no_size_guard, args.min_psnr,
                                   max_pixels=int(args.max_pixels)),
                       metrics=tuple(m.strip() for m in args.metrics.split(",") if m.strip()),
-                      effort=args.effort)
+                      effort=args.effort, batching=batching)
     print(f"compress: {len(report.done)} shard(s) done, {len(report.skipped)} skipped "
           f"(already finished), {len(report.failed)} failed, in {report.seconds:.1f} s")
     print(summary_table(report.totals, report.archive))

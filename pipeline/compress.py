@@ -28,7 +28,14 @@ from pipeline.archive_format import (
 from pipeline.errors import Refused
 from pipeline.progress import Progress
 from pipeline.runner import RayOptions, default_actors, run_per_shard, shard_task
-from pipeline.shard_encode import Guard, check_metrics, encode_shard, perceptual
+from pipeline.shard_encode import (
+    Batching,
+    Guard,
+    check_metrics,
+    default_batching,
+    encode_shard,
+    perceptual,
+)
 from pipeline.sources import Shard, expand_sources
 from pipeline.storage import StorageError, StorageOptions, check_url, exists, filesystem, join, remove
 
@@ -58,17 +65,20 @@ class CompressWorker:
     """Ray actor: holds the codec, compresses one shard per call."""
 
     def __init__(self, codec_id: str, quality: float | None, archive: str, storage: dict,
-                 guard: dict, metrics: tuple[str, ...] = (), effort: int | None = None) -> None:
+                 guard: dict, metrics: tuple[str, ...] = (), effort: int | None = None,
+                 batching: dict | None = None) -> None:
         self.codec = get_codec(codec_id, quality, effort=effort)
         self.archive = archive
         self.storage = StorageOptions(**storage)
         self.guard = Guard(**guard)
         self.metrics = tuple(metrics)
+        self.batching = Batching(**(batching or {}))
 
     @shard_task
     def __call__(self, task: dict[str, Any]) -> dict[str, Any]:
         shard = Shard(task["url"], task["shard"], task["file_name"])
-        return encode_shard(shard, self.archive, self.codec, self.storage, self.guard, self.metrics)
+        return encode_shard(shard, self.archive, self.codec, self.storage, self.guard, self.metrics,
+                            batching=self.batching)
 
 
 def _check_same_codec(meta: dict[str, Any], codec_id: str, quality: float | None, where: str) -> None:
@@ -196,6 +206,7 @@ def compress(
     guard: Guard | None = None,
     metrics: tuple[str, ...] | list[str] = (),
     effort: int | None = None,
+    batching: Batching | None = None,
 ) -> CompressReport:
     """Compress WebDataset shards into ``archive``; see the module docstring for resume rules.
 
@@ -203,6 +214,8 @@ def compress(
     image; needs the weights from ``python -m jobs.fetch_weights``). ``effort``: encode-time
     optimisation steps for codecs that take them (gan-latent); it changes only how well the
     encoder fits, never how a stream decodes, so a resumed archive may use another effort.
+    ``batching``: samples and decoded pixels per codec batch (default: derived from the actors'
+    resources, ``shard_encode.default_batching``); it never changes what is written.
 
     Raises ``Refused`` (nothing changed) for unusable arguments; shard failures are reported in
     the returned ``CompressReport`` (``ok`` is False) and in ``_stats.json``.
@@ -240,8 +253,9 @@ def compress(
     tasks = [{"shard": s.name, "url": s.url, "file_name": s.file_name} for s in todo]
     results: dict[str, dict[str, Any]] = {}
     workers: set[tuple] = set()
+    batching = batching or default_batching(ray_options.num_gpus)
     worker_args = (codec.id, codec.quality, archive, asdict(storage), asdict(guard or Guard()),
-                   metrics, effort)
+                   metrics, effort, asdict(batching))
     for result in run_per_shard(CompressWorker, worker_args, tasks, ray_options):
         workers.add((result.get("node"), result.get("pid")))
         name = result["shard"]

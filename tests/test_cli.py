@@ -36,6 +36,7 @@ def test_refusals_exit_2_with_one_line(tmp_path, capsys):
         ["compress", str(src), str(tmp_path / "a")],  # no shards
         ["compress", "s3://AKIA:pw@bucket/x.tar", str(tmp_path / "a")],
         ["compress", str(src), str(tmp_path / "a"), "--storage-option", "secret=abc"],
+        ["compress", str(src), str(tmp_path / "a"), "--batch-size", "-1"],
         ["restore", str(tmp_path / "not-an-archive"), str(tmp_path / "o")],
         ["verify", str(tmp_path / "not-an-archive")],
         ["info", str(tmp_path / "not-an-archive")],

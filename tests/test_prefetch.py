@@ -12,7 +12,7 @@ import pipeline.shard_encode as shard_encode
 from models.registry import get_codec
 from pipeline.archive_format import shard_url
 from pipeline.prefetch import prefetch
-from pipeline.shard_encode import Guard, encode_shard
+from pipeline.shard_encode import Batching, Guard, default_batching, encode_shard
 from pipeline.sources import Shard
 
 
@@ -106,3 +106,22 @@ def test_shard_rows_are_the_same_with_and_without_prefetch(tmp_path, monkeypatch
     without = _rows(tmp_path, "b", False)
     assert [r["key"] for r in with_thread] == [f"k{i:03d}" for i in range(19)]
     assert with_thread == without
+
+
+def test_batch_bounds_are_options_with_defaults_from_the_actors_resources(tmp_path, monkeypatch):
+    write_shards(tmp_path / "src", [[sample(f"k{i:03d}", i) for i in range(7)]])
+    batches: list[int] = []
+    real = shard_encode._encode_chunk
+
+    def spy(chunk, *args, **kwargs):
+        batches.append(len(chunk))
+        return real(chunk, *args, **kwargs)
+
+    monkeypatch.setattr(shard_encode, "_encode_chunk", spy)
+    src = tmp_path / "src" / "shard-000000.tar"
+    encode_shard(Shard(str(src), "shard-000000", src.name), str(tmp_path / "a"), get_codec("webp"),
+                 guard=Guard(size=False), batching=Batching(samples=3))
+    assert batches == [3, 3, 1]
+    assert default_batching(0.0).resolved() == (shard_encode.CHUNK_SAMPLES, shard_encode.CHUNK_PIXELS)
+    gpu = default_batching(0.25).resolved()
+    assert gpu[0] > shard_encode.CHUNK_SAMPLES and gpu[1] > shard_encode.CHUNK_PIXELS
