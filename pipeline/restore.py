@@ -27,8 +27,9 @@ from pipeline.images import (
     WRITABLE_FORMATS,
     encode_for_restore,
 )
+from pipeline.prefetch import prefetch
 from pipeline.progress import Progress
-from pipeline.rows import RowDecoder, check_decoder_for, iter_rows
+from pipeline.rows import READ_BATCH_ROWS, RowDecoder, check_decoder_for, iter_rows
 from pipeline.runner import RayOptions, run_per_shard, shard_task
 from pipeline.storage import (
     StorageOptions,
@@ -106,12 +107,18 @@ def restore_shard(
     found: list[str] = []
     skipped: list[int] = []
 
-    def samples():
+    def decoded_rows():
         for row in iter_rows(archive, shard, storage, where, skipped):
             if keys is not None and row["key"] not in keys:
                 continue
             found.append(row["key"])
-            decoded = decoder.check(row)
+            yield row, decoder.check(row)
+
+    def samples():
+        # Reading, checking and decoding rows run in a reader thread a few rows ahead, while
+        # this thread writes the output format (PNG/JPEG encoding releases the GIL).
+        for row, decoded in prefetch(decoded_rows(), depth=READ_BATCH_ROWS, weight=_pixels,
+                                     max_weight=PREFETCH_PIXELS, name=f"restore-{shard}"):
             sample = Sample(row["key"])
             if row["status"] == STATUS_OK and decoded.source is not None and image_format is None:
                 sample.members.append((row["image_name"], decoded.source))  # the exact original
@@ -129,6 +136,14 @@ def restore_shard(
             size = 0
     return {"shard": shard, "samples": len(found), "keys": found, "bytes_out": size,
             "row_groups_skipped": len(skipped)}
+
+
+PREFETCH_PIXELS = 16_000_000  # decoded pixels read ahead, at most (one row always passes)
+
+
+def _pixels(item: tuple[dict[str, Any], Any]) -> int:
+    image = getattr(item[1], "image", None)
+    return 0 if image is None else image.shape[0] * image.shape[1]
 
 
 def _safe_relative(key: str) -> str:
