@@ -188,7 +188,7 @@ def in_worker(src: Path, work: Path, codec_id: str, quality: float | None,
     off and on, alternated ``reps`` times: what the thread buys, with the same codec object,
     in the same process, minutes apart. Wall and CPU seconds (this process, all threads)."""
     from models.registry import get_codec
-    from pipeline.shard_encode import Guard, encode_shard
+    from pipeline.shard_encode import Batching, Guard, encode_shard
     from pipeline.sources import Shard
 
     codec = get_codec(codec_id, quality)
@@ -202,7 +202,7 @@ def in_worker(src: Path, work: Path, codec_id: str, quality: float | None,
             images = 0
             for path in shards:
                 stats = encode_shard(Shard(str(path), path.stem, path.name), str(archive), codec,
-                                     guard=Guard(size=False), prefetch=prefetch)
+                                     guard=Guard(size=False), batching=Batching(prefetch=prefetch))
                 images += stats["samples"]
             wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
             busy = _busy_cpu() - busy0
@@ -464,12 +464,12 @@ def _dir_bytes(path: Path) -> int:
 
 
 def run_pipeline(src: Path, work: Path, label: str, actors: int, codec_id: str,
-                 quality: float | None, interval: float) -> dict[str, Any]:
+                 quality: float | None, interval: float, prefetch: bool = True) -> dict[str, Any]:
     """compress then restore one layout with ``actors`` actors, each under an RSS sampler."""
     from pipeline.compress import compress
     from pipeline.restore import restore
     from pipeline.runner import RayOptions
-    from pipeline.shard_encode import Guard
+    from pipeline.shard_encode import Batching, Guard
 
     archive, restored = work / f"arc-{label}-{actors}", work / f"out-{label}-{actors}"
     options = RayOptions(actors=actors)
@@ -478,7 +478,8 @@ def run_pipeline(src: Path, work: Path, label: str, actors: int, codec_id: str,
         started = time.monotonic()
         # Guard off: every image goes through the codec, as in the bare loop.
         report = compress([str(src)], str(archive), codec_id, quality, ray_options=options,
-                          progress=False, guard=Guard(size=False))
+                          progress=False, guard=Guard(size=False),
+                          batching=Batching(prefetch=prefetch))
         compress_s = time.monotonic() - started
     if not report.ok:
         raise SystemExit(f"pipeline benchmark: compress failed: {report.failed}")
@@ -524,6 +525,7 @@ class Settings:
     actors: tuple[int, ...] = (1, 2)
     interval: float = 0.1
     prefetch_reps: int = 1
+    prefetch: bool = True  # the Ray runs' compress reader thread (--no-prefetch: off)
 
 
 def _start_ray() -> bool:
@@ -590,7 +592,8 @@ def run(settings: Settings, command: str) -> dict[str, Any]:
         runs = []
         for name in layouts:
             for actors in s.actors:
-                r = run_pipeline(work / f"src-{name}", work, name, actors, s.codec, s.quality, s.interval)
+                r = run_pipeline(work / f"src-{name}", work, name, actors, s.codec, s.quality,
+                                 s.interval, s.prefetch)
                 r["rows_per_shard"] = layouts[name]
                 r["max_shard_pixel_mib"] = _mib(max(shard_pixels[name]))
                 runs.append(r)
@@ -617,7 +620,8 @@ def run(settings: Settings, command: str) -> dict[str, Any]:
                      "codec": bare["codec"], "quality": bare["quality"], "rows_small": s.rows_small,
                      "rows_big": s.rows_big, "big_shards": s.big_shards, "budget_mib": s.budget_mib,
                      "big_shard_pixel_mib": _mib(big_shard_pixels), "actors": list(s.actors),
-                     "sample_interval_s": s.interval, "driver_nice": os.nice(0)},
+                     "sample_interval_s": s.interval, "driver_nice": os.nice(0),
+                     "prefetch": s.prefetch},
         "bare": bare, "in_worker": prefetch_ab, "runs": runs, "overhead": overhead,
         "total_seconds": round(time.monotonic() - started_all, 1),
     }
@@ -757,7 +761,9 @@ def to_markdown(summary: dict[str, Any]) -> str:
         "",
         f"Images: {s['images_per_run']} per run = the {s['distinct_images']} images of `{s['images']}` "
         f"repeated in order, each sample an image member plus a small `.json` member. Codec "
-        f"`{s['codec']}` quality {q}. The same {s['images_per_run']} images are packed as small shards "
+        f"`{s['codec']}` quality {q}; compress's reader thread "
+        f"{'on' if s.get('prefetch', True) else 'off (--no-prefetch)'}. "
+        f"The same {s['images_per_run']} images are packed as small shards "
         f"({s['rows_small']} rows) and big shards ({s['rows_big']} rows, {s['big_shards']} shards). "
         "Ray runs in-process on 127.0.0.1 with every local core; files are local. "
         "`compress` runs with the size guard off so that every image goes through the codec, "
@@ -949,10 +955,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample-interval", type=float, default=0.1, help="RSS sampling period, s")
     parser.add_argument("--prefetch-reps", type=int, default=1,
                         help="repetitions of the in-worker prefetch off/on comparison (0: skip)")
+    parser.add_argument("--no-prefetch", action="store_true",
+                        help="compress without the reader thread in the Ray runs (compress "
+                        "--no-prefetch), to measure what it costs in memory and buys in speed")
     args = parser.parse_args(argv)
     settings = Settings(args.images, args.out, args.codec, args.quality, args.rows_small,
                         args.rows_big, args.big_shards, args.budget_mib, tuple(args.actors),
-                        args.sample_interval, args.prefetch_reps)
+                        args.sample_interval, args.prefetch_reps, not args.no_prefetch)
     summary = run(settings, command)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")

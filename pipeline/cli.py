@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decoded megapixels per codec batch; a batch ends at whichever bound comes "
                    "first (default: 16 with CPU actors, 64 with GPU actors). A worker holds about "
                    "two batches of pixels: the one being coded and the one read ahead")
+    p.add_argument("--no-prefetch", action="store_true",
+                   help="read and decode samples in the codec's thread instead of one batch ahead "
+                   "in a reader thread: one batch less memory per worker, slower on CPU")
     p.add_argument("--metrics", default="", metavar="NAMES",
                    help="extra per-row metrics beside PSNR, comma-separated: lpips (LPIPS-alex of "
                    "the decode against the source, in the nullable column `lpips`; filter with "
@@ -198,7 +201,8 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     ray_options = _ray(args)
     derived = default_batching(ray_options.num_gpus)
     batching = Batching(args.batch_size or derived.samples,
-                        int(args.batch_mp * 1e6) if args.batch_mp else derived.pixels)
+                        int(args.batch_mp * 1e6) if args.batch_mp else derived.pixels,
+                        prefetch=not args.no_prefetch)
     report = compress(args.sources, args.archive, args.codec or DEFAULT_CODEC, args.quality,
                       _storage(args), ray_options, progress=not args.quiet,
                       guard=Guard(not args.no_size_guard, args.min_psnr,

@@ -110,6 +110,10 @@ class Batching:
 
     samples: int = 0  # 0: CHUNK_SAMPLES
     pixels: int = 0  # 0: CHUNK_PIXELS
+    # Read and decode the next batch in a thread while the codec works on this one. Costs one
+    # batch of memory (measured: +23 MB with Kodak batches, benchmarks/pipeline/results.md)
+    # and buys a third more throughput on CPU; off: all of it in the codec's thread.
+    prefetch: bool = True
 
     def resolved(self) -> tuple[int, int]:
         return self.samples or CHUNK_SAMPLES, self.pixels or CHUNK_PIXELS
@@ -272,17 +276,18 @@ def _pixels(p: _Prepared) -> int:
 
 def _row_chunks(samples: Iterator[Sample], shard: str, codec: Codec, guard: Guard,
                 metrics: tuple[str, ...] = (), batching: Batching | None = None,
-                prefetch_on: bool = True) -> Iterator[list[dict]]:
+                ) -> Iterator[list[dict]]:
     """Rows, one codec batch at a time. A batch ends at ``batching.samples`` samples or when
     its decoded pixels reach ``batching.pixels`` (so a few big photos make a batch of their own).
 
     Tar reading and source decoding run in a prefetch thread at most one batch ahead (the same
     two bounds), so the codec does not wait for them.
     """
-    max_samples, max_pixels = (batching or Batching()).resolved()
+    batching = batching or Batching()
+    max_samples, max_pixels = batching.resolved()
     prepared = prefetch(
         (_prepare(sample, index, guard.max_pixels) for index, sample in enumerate(samples)),
-        depth=max_samples if prefetch_on else 0, weight=_pixels, max_weight=max_pixels,
+        depth=max_samples if batching.prefetch else 0, weight=_pixels, max_weight=max_pixels,
         name=f"read-{shard}")
     chunk: list[_Prepared] = []
     pixels = 0
@@ -335,14 +340,12 @@ def encode_shard(
     storage: StorageOptions | None = None,
     guard: Guard | None = None,
     metrics: tuple[str, ...] = (),
-    prefetch: bool = True,
     batching: Batching | None = None,
 ) -> dict[str, Any]:
     """Compress ``shard`` into ``archive``/shards/<name>.parquet; returns the shard's figures.
 
     ``metrics`` (names in METRICS, e.g. "lpips") fills those nullable columns for ``ok`` rows.
-    ``prefetch=False`` reads and decodes the source in the codec's thread (for measuring what
-    the prefetch thread buys). ``batching``: codec batch bounds (default: the CPU defaults).
+    ``batching``: codec batch bounds and the reader thread (default: the CPU defaults).
 
     The output appears only when complete. Raises on a shard that cannot be read to the end
     (the message names the shard and the last key), leaving no output behind.
@@ -375,7 +378,7 @@ def encode_shard(
             writer = pq.ParquetWriter(out, SCHEMA, compression="zstd", write_page_checksum=True)
             group = _RowGroup(writer)
             chunks = _row_chunks(iter_samples(source, shard.name), shard.name, codec,
-                                 guard or Guard(), check_metrics(metrics), batching, prefetch)
+                                 guard or Guard(), check_metrics(metrics), batching)
             for rows in chunks:
                 for row in rows:
                     _account(stats, row)

@@ -85,7 +85,7 @@ def _rows(tmp_path, name: str, prefetch_on: bool) -> list[dict]:
     src = tmp_path / "src" / "shard-000000.tar"
     archive = str(tmp_path / name)
     encode_shard(Shard(str(src), "shard-000000", src.name), archive, get_codec("webp"),
-                 guard=Guard(size=False), prefetch=prefetch_on)
+                 guard=Guard(size=False), batching=Batching(prefetch=prefetch_on))
     return pq.read_table(shard_url(archive, "shard-000000")).to_pylist()
 
 
