@@ -1,8 +1,9 @@
 """Run a fully convolutional transform over a large image tile by tile, with halos.
 
 Why: a learned codec's float transforms hold activations of N channels at half the image's
-resolution; for msh-n96 that is about 0.2 GB per megapixel in float32, so a 24 MP photo
-would need several GB in one layer. Tiled, a transform never holds more than one tile's
+resolution; for msh-n96 each layer's output is about 0.1 GB per megapixel in float32 (the
+whole-image peak measured 0.4 GB per megapixel, benchmarks/pipeline/tiling), so a 24 MP photo
+would need about 10 GB. Tiled, a transform never holds more than one tile's
 activations, so the memory a worker needs no longer grows with the photo.
 
 Each tile is computed on its core plus ``halo`` grid units of context on every side (clipped
