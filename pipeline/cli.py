@@ -194,17 +194,14 @@ def summary_table(totals: dict[str, Any], archive: str) -> str:
 def _cmd_compress(args: argparse.Namespace) -> int:
     from models.registry import DEFAULT_CODEC
     from pipeline.compress import compress
-    from pipeline.shard_encode import Batching, Guard, default_batching
+    from pipeline.shard_encode import Batching, Guard
 
     if args.batch_size < 0 or args.batch_mp < 0:
         raise Refused("--batch-size and --batch-mp must be positive")
-    ray_options = _ray(args)
-    derived = default_batching(ray_options.num_gpus)
-    batching = Batching(args.batch_size or derived.samples,
-                        int(args.batch_mp * 1e6) if args.batch_mp else derived.pixels,
-                        prefetch=not args.no_prefetch)
+    # 0 = derived from the actors' resources by compress()
+    batching = Batching(args.batch_size, int(args.batch_mp * 1e6), prefetch=not args.no_prefetch)
     report = compress(args.sources, args.archive, args.codec or DEFAULT_CODEC, args.quality,
-                      _storage(args), ray_options, progress=not args.quiet,
+                      _storage(args), _ray(args), progress=not args.quiet,
                       guard=Guard(not args.no_size_guard, args.min_psnr,
                                   max_pixels=int(args.max_pixels)),
                       metrics=tuple(m.strip() for m in args.metrics.split(",") if m.strip()),

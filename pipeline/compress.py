@@ -214,8 +214,9 @@ def compress(
     image; needs the weights from ``python -m jobs.fetch_weights``). ``effort``: encode-time
     optimisation steps for codecs that take them (gan-latent); it changes only how well the
     encoder fits, never how a stream decodes, so a resumed archive may use another effort.
-    ``batching``: samples and decoded pixels per codec batch (default: derived from the actors'
-    resources, ``shard_encode.default_batching``); it never changes what is written.
+    ``batching``: samples and decoded pixels per codec batch; bounds left at 0 are derived
+    from the actors' resources (``shard_encode.default_batching``). It never changes what is
+    written.
 
     Raises ``Refused`` (nothing changed) for unusable arguments; shard failures are reported in
     the returned ``CompressReport`` (``ok`` is False) and in ``_stats.json``.
@@ -253,7 +254,7 @@ def compress(
     tasks = [{"shard": s.name, "url": s.url, "file_name": s.file_name} for s in todo]
     results: dict[str, dict[str, Any]] = {}
     workers: set[tuple] = set()
-    batching = batching or default_batching(ray_options.num_gpus)
+    batching = default_batching(ray_options.num_gpus, batching)
     worker_args = (codec.id, codec.quality, archive, asdict(storage), asdict(guard or Guard()),
                    metrics, effort, asdict(batching))
     for result in run_per_shard(CompressWorker, worker_args, tasks, ray_options):

@@ -108,8 +108,8 @@ class Batching:
     ``compress`` derives the default from the actors' resources (``default_batching``).
     """
 
-    samples: int = 0  # 0: CHUNK_SAMPLES
-    pixels: int = 0  # 0: CHUNK_PIXELS
+    samples: int = 0  # 0: the default (default_batching; CHUNK_SAMPLES on CPU)
+    pixels: int = 0  # 0: the default (default_batching; CHUNK_PIXELS on CPU)
     # Read and decode the next batch in a thread while the codec works on this one. Costs one
     # batch of memory (measured: +23 MB with Kodak batches, benchmarks/pipeline/results.md)
     # and buys a third more throughput on CPU; off: all of it in the codec's thread.
@@ -119,11 +119,15 @@ class Batching:
         return self.samples or CHUNK_SAMPLES, self.pixels or CHUNK_PIXELS
 
 
-def default_batching(gpus_per_actor: float) -> Batching:
-    """CPU actors: 8 samples / 16 MP per batch. GPU actors: 32 samples / 64 MP, so the device
+def default_batching(gpus_per_actor: float, asked: Batching | None = None) -> Batching:
+    """``asked`` with every bound left at 0 filled in for the actors' resources.
+
+    CPU actors: 8 samples / 16 MP per batch. GPU actors: 32 samples / 64 MP, so the device
     gets work in sizes it runs efficiently (not yet measured on a GPU: no GPU was lent when
     this was written)."""
-    return Batching(32, 64_000_000) if gpus_per_actor > 0 else Batching()
+    asked = asked or Batching()
+    samples, pixels = (32, 64_000_000) if gpus_per_actor > 0 else (CHUNK_SAMPLES, CHUNK_PIXELS)
+    return Batching(asked.samples or samples, asked.pixels or pixels, asked.prefetch)
 
 
 @dataclass

@@ -89,18 +89,24 @@ def _rows(tmp_path, name: str, prefetch_on: bool) -> list[dict]:
     return pq.read_table(shard_url(archive, "shard-000000")).to_pylist()
 
 
-def test_shard_rows_are_the_same_with_and_without_prefetch(tmp_path, monkeypatch):
-    write_shards(tmp_path / "src", [[sample(f"k{i:03d}", i) for i in range(19)]])
-    # a pixel budget of two 64x96 images: batches of 2 rather than CHUNK_SAMPLES
-    monkeypatch.setattr(shard_encode, "CHUNK_PIXELS", 2 * 64 * 96)
-    batches: list[int] = []
+@pytest.fixture
+def batches(monkeypatch) -> list[int]:
+    """The size of every codec batch encode_shard makes, in order."""
+    sizes: list[int] = []
     real = shard_encode._encode_chunk
 
     def spy(chunk, *args, **kwargs):
-        batches.append(len(chunk))
+        sizes.append(len(chunk))
         return real(chunk, *args, **kwargs)
 
     monkeypatch.setattr(shard_encode, "_encode_chunk", spy)
+    return sizes
+
+
+def test_shard_rows_are_the_same_with_and_without_prefetch(tmp_path, monkeypatch, batches):
+    write_shards(tmp_path / "src", [[sample(f"k{i:03d}", i) for i in range(19)]])
+    # a pixel budget of two 64x96 images: batches of 2 rather than CHUNK_SAMPLES
+    monkeypatch.setattr(shard_encode, "CHUNK_PIXELS", 2 * 64 * 96)
     with_thread = _rows(tmp_path, "a", True)
     assert batches == [2] * 9 + [1]
     without = _rows(tmp_path, "b", False)
@@ -108,16 +114,8 @@ def test_shard_rows_are_the_same_with_and_without_prefetch(tmp_path, monkeypatch
     assert with_thread == without
 
 
-def test_batch_bounds_are_options_with_defaults_from_the_actors_resources(tmp_path, monkeypatch):
+def test_batch_bounds_are_options_with_defaults_from_the_actors_resources(tmp_path, batches):
     write_shards(tmp_path / "src", [[sample(f"k{i:03d}", i) for i in range(7)]])
-    batches: list[int] = []
-    real = shard_encode._encode_chunk
-
-    def spy(chunk, *args, **kwargs):
-        batches.append(len(chunk))
-        return real(chunk, *args, **kwargs)
-
-    monkeypatch.setattr(shard_encode, "_encode_chunk", spy)
     src = tmp_path / "src" / "shard-000000.tar"
     encode_shard(Shard(str(src), "shard-000000", src.name), str(tmp_path / "a"), get_codec("webp"),
                  guard=Guard(size=False), batching=Batching(samples=3))
@@ -125,3 +123,6 @@ def test_batch_bounds_are_options_with_defaults_from_the_actors_resources(tmp_pa
     assert default_batching(0.0).resolved() == (shard_encode.CHUNK_SAMPLES, shard_encode.CHUNK_PIXELS)
     gpu = default_batching(0.25).resolved()
     assert gpu[0] > shard_encode.CHUNK_SAMPLES and gpu[1] > shard_encode.CHUNK_PIXELS
+    # what the user set is kept; only the bounds left at 0 are derived
+    asked = default_batching(0.25, Batching(samples=5, prefetch=False))
+    assert (asked.samples, asked.pixels, asked.prefetch) == (5, gpu[1], False)
