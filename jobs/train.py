@@ -43,10 +43,15 @@ LOSS_LOG = "loss_log.csv"
 
 
 def prepare(datasets: Path, out: Path, images_per_shard: int = 128, seed: int = 0,
-            image_format: str = "png") -> int:
+            image_format: str = "png", min_side: int = 0, jpeg_quality: int = 95,
+            subsampling: int = 0) -> int:
     """Downscale the training images and write them as WebDataset shards of PNGs (or JPEGs at
-    quality 95 without chroma subsampling: a quarter of the bytes, for carrying the set to a
-    GPU machine; the same seed gives the same images and scale factors)."""
+    ``jpeg_quality``, chroma ``subsampling`` 0 = 4:4:4 or 2 = 4:2:0: a quarter of the bytes or
+    less, for carrying the set to a GPU machine; the same seed gives the same images).
+
+    ``min_side``: scale down less where needed so that the shorter side stays at least this
+    (never up): training on crops of that size then never edge-replicates. The factor is drawn
+    from [0.5, 0.75], each end raised to min_side / shorter side (at most 1)."""
     from PIL import Image
 
     from pipeline.tars import Sample, write_samples
@@ -65,12 +70,13 @@ def prepare(datasets: Path, out: Path, images_per_shard: int = 128, seed: int = 
         path = files[i]
         with Image.open(path) as im:
             im = im.convert("RGB")
-            factor = rng.uniform(0.5, 0.75)
+            floor = min(1.0, min_side / min(im.size)) if min_side else 0.0
+            factor = rng.uniform(max(0.5, floor), max(0.75, floor))
             size = (max(1, round(im.width * factor)), max(1, round(im.height * factor)))
             small = im.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
         buf = io.BytesIO()
         if image_format == "jpg":
-            small.save(buf, format="JPEG", quality=95, subsampling=0)
+            small.save(buf, format="JPEG", quality=jpeg_quality, subsampling=subsampling)
         else:
             small.save(buf, format="PNG")
         meta = {"source": str(path.relative_to(datasets)), "factor": round(factor, 4)}
@@ -366,8 +372,7 @@ def export(args: argparse.Namespace) -> int:
         "steps": step, "crops": f"{config['batch']} x {config['crop']}x{config['crop']} per step",
         "lambdas": list(LAMBDAS), "quality_range": [1, len(LAMBDAS)],
         "loss": "lambda * 255^2 * MSE + bpp, lambda interpolated in log domain per crop",
-        "data": "BSDS500 (500) + ImageNet samples (400), downscaled x0.5-0.75; research-use terms "
-                "of those sets apply to these weights",
+        "data": args.data,
         "hardware": args.hardware, "wall_hours": round(wall / 3600, 2),
         "last_log": log[-1] if log else None, "weights_dtype": str(dtype).replace("torch.", ""),
         "sha256": sha, "code": args.code, "budget_label": args.label,
@@ -433,7 +438,12 @@ def main(argv: list[str] | None = None) -> int:
                    default=Path(__file__).resolve().parents[2] / "shared" / "datasets")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--image-format", choices=["png", "jpg"], default="png",
-                   help="png (lossless, default) or jpg q95 4:4:4 (compact, to carry elsewhere)")
+                   help="png (lossless, default) or jpg (compact, to carry elsewhere)")
+    p.add_argument("--min-side", type=int, default=0,
+                   help="downscale less so the shorter side stays >= this (e.g. the crop size)")
+    p.add_argument("--jpeg-quality", type=int, default=95)
+    p.add_argument("--subsampling", type=int, choices=[0, 2], default=0,
+                   help="JPEG chroma subsampling: 0 = 4:4:4 (default), 2 = 4:2:0")
     p = sub.add_parser("run", help="train (resumes from --checkpoint-dir)")
     p.add_argument("--shards", required=True, help="training shards (directory, URL or brace list)")
     p.add_argument("--checkpoint-dir", required=True)
@@ -471,6 +481,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hardware", default="2-core CPU (no GPU)")
     p.add_argument("--fp16", action="store_true", help="store transforms as float16")
     p.add_argument("--weights-dir", help="where to write (default: models/weights, the shipped registry)")
+    p.add_argument("--data", default="BSDS500 (500) + ImageNet samples (400), downscaled x0.5-0.75; "
+                   "research-use terms of those sets apply to these weights",
+                   help="the model card's training-data line")
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["run"] and "--gan" in argv:  # its own flags: parsed by jobs.train_gan
         from jobs import train_gan
@@ -480,7 +493,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "export":
         return export(args)
     if args.cmd == "prepare":
-        n = prepare(args.datasets, args.out, image_format=args.image_format)
+        n = prepare(args.datasets, args.out, image_format=args.image_format,
+                    min_side=args.min_side, jpeg_quality=args.jpeg_quality,
+                    subsampling=args.subsampling)
         print(f"prepare: {n} training images written as shards under {args.out}")
         return 0
     return run(args)

@@ -24,6 +24,21 @@ class CodecError(ValueError):
     """A codec cannot encode an input or decode a stream."""
 
 
+def check_device(device: str) -> None:
+    """Refuse a CUDA device that this process cannot see, naming why (a GPU actor on a node
+    without CUDA torch, or CUDA_VISIBLE_DEVICES hiding it), before any sample is read."""
+    if device == "cpu":
+        return
+    if not device.startswith("cuda"):
+        raise CodecError(f"unknown device {device!r}; use cpu or cuda[:N]")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise CodecError(
+            f"device {device} asked for, but torch {torch.__version__} here sees no CUDA device "
+            "(a CPU-only torch, or no GPU given to this process)")
+
+
 @dataclass(frozen=True)
 class Decoded:
     """One decoded image and the bytes its content hash is taken over.
@@ -101,6 +116,16 @@ class Codec(ABC):
     def weights_sha256(self) -> str | None:
         """sha256 of the weights this codec decodes with; None for codecs without weights."""
         return None
+
+    def to(self, device: str) -> Codec:
+        """Run the codec's network on ``device`` ("cpu", "cuda", "cuda:1"); returns self.
+
+        Codecs without a network (Pillow, jpeg-lossless) and gan-latent stay on the CPU: they
+        accept any device so that one worker option serves every codec. Learned codecs move
+        their transforms and their exact integer hyper-decoder; the range coder stays on the
+        CPU. A stream encoded on a GPU decodes exactly on a CPU (``jobs.cross_device``)."""
+        check_device(device)
+        return self
 
     def read_header(self, stream: bytes) -> tuple[Header, bytes]:
         """Unpack and check that ``stream`` was written by this codec."""

@@ -10,9 +10,10 @@ accumulator, rounds it back to ``A_BITS`` with a floor shift, applies ReLU, and 
 The arithmetic runs in float64 on integer-valued tensors: every product and every partial
 sum is an integer below 2**53 (``check_bounds`` proves it from the weights), so float64 adds
 and multiplies are exact in any order, with any blocking, thread count, SIMD width or FMA.
-The result is bit-identical on every CPU (and would be on a GPU), by construction rather than
-by luck. Convolutions are written as unfold + matmul so no algorithm with inexact transforms
-(Winograd, FFT) can be chosen behind our back.
+The result is bit-identical on every CPU and GPU, by construction rather than by luck
+(``LearnedModel.to`` runs it on the codec's device; ``jobs.cross_device`` checks a GPU run
+against a CPU decode). Convolutions are written as unfold + matmul so no algorithm with
+inexact transforms (Winograd, FFT) can be chosen behind our back.
 """
 
 from __future__ import annotations
@@ -90,9 +91,16 @@ def _deconv_exact(x: torch.Tensor, w: torch.Tensor, stride: int, padding: int,
     return _conv_exact(stuffed, w.flip(2, 3).transpose(0, 1), 1, 0)
 
 
+def to_device(layers: list[IntLayer], device: str | torch.device) -> list[IntLayer]:
+    """The same layers with their tensors on ``device`` (exactness does not depend on it)."""
+    return [IntLayer(layer.kind, layer.weight.to(device), layer.bias.to(device), layer.stride,
+                     layer.padding, layer.output_padding, layer.relu) for layer in layers]
+
+
 def run(layers: list[IntLayer], z_hat: torch.Tensor) -> torch.Tensor:
-    """Integer-valued input (B, C, H, W) -> integer-valued output scaled by 2**A_BITS (float64)."""
-    a = z_hat.detach().to("cpu", torch.float64) * 2**A_BITS
+    """Integer-valued input (B, C, H, W) -> integer-valued output scaled by 2**A_BITS (float64),
+    on the layers' device."""
+    a = z_hat.detach().to(layers[0].weight.device, torch.float64) * 2**A_BITS
     half = 2 ** (W_BITS - 1)
     for layer in layers:
         if layer.kind == "conv":
@@ -135,4 +143,4 @@ def from_tensors(tensors: dict[str, torch.Tensor], prefix: str) -> list[IntLayer
 
 
 def fixed_to_numpy(a: torch.Tensor) -> np.ndarray:
-    return a.to(torch.int64).numpy()
+    return a.to(torch.int64).cpu().numpy()

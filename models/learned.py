@@ -29,7 +29,7 @@ from safetensors.torch import load, save
 
 from models import intnet, tables
 from models.bitstream import Header, pack
-from models.codec import Codec, CodecError, Decoded, check_image, parse_decoder
+from models.codec import Codec, CodecError, Decoded, check_device, check_image, parse_decoder
 from models.entropy_models import scale_table
 from models.hyperprior import ARCHITECTURE_NAMES, LAMBDAS, MeanScaleHyperprior, pad_to
 from models.tiling import maybe_tiled
@@ -120,10 +120,13 @@ class LearnedModel:
         return self.net.log_gain.device
 
     def to(self, device: str | torch.device) -> LearnedModel:
-        """Run the float transforms (g_a, h_a, g_s) on ``device``. The integer hyper-decoder and
-        the entropy coder stay on the CPU, so bitstreams decode the same wherever they were
-        made (``jobs.cross_device`` checks a GPU encode against a CPU decode)."""
+        """Run the float transforms (g_a, h_a, g_s) and the integer hyper-decoder on ``device``.
+        The hyper-decoder's float64 integer arithmetic is exact on any device, so bitstreams
+        decode the same wherever they were made (``jobs.cross_device`` checks a GPU encode
+        against a CPU decode); the range coder stays on the CPU."""
         self.net.to(device)
+        if not self.factorized:
+            self.h_s = intnet.to_device(self.h_s, device)
         return self
 
     def entropy_parameters(self, z_sym: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -269,6 +272,15 @@ class LearnedCodec(Codec):
         if next(self.synthesis.parameters()).device != self.model.device:
             self.synthesis.to(self.model.device)  # LearnedModel.to() moved the faithful net
         return self.synthesis
+
+    def to(self, device: str) -> LearnedCodec:
+        """Transforms, integer hyper-decoder (and a realistic decoder's synthesis) on
+        ``device``; the range coder stays on the CPU."""
+        check_device(device)
+        self.model.to(device)
+        if self.synthesis is not None:
+            self.synthesis.to(device)
+        return self
 
     def versions(self) -> dict[str, str]:
         return {"torch": torch.__version__, "constriction": constriction.__version__

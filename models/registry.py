@@ -118,7 +118,7 @@ def _register_one(base: type[Codec], directory: Path, codec_id: str, entry: dict
 
 _register_learned()
 
-DEFAULT_CODEC = "webp"
+DEFAULT_CODEC = "msh-n96-v2"  # beats WebP on Kodak: benchmarks/kodak/results.md
 
 
 @dataclass(frozen=True)

@@ -93,10 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep bitstreams even when not smaller than the original image bytes "
                    "(default: such images are stored as their original bytes)")
     p.add_argument("--batch-size", type=int, default=0, metavar="N",
-                   help="samples per codec batch (default: 8 with CPU actors, 32 with GPU actors)")
+                   help="samples per codec batch (default 8, on CPU and GPU actors alike: measured "
+                   "no faster with 32 on a GPU, benchmarks/pipeline/gpu)")
     p.add_argument("--batch-mp", type=float, default=0.0, metavar="MP",
                    help="decoded megapixels per codec batch; a batch ends at whichever bound comes "
-                   "first (default: 16 with CPU actors, 64 with GPU actors). A worker holds about "
+                   "first (default 16). A worker holds about "
                    "two batches of pixels: the one being coded and the one read ahead")
     p.add_argument("--no-prefetch", action="store_true",
                    help="read and decode samples in the codec's thread instead of one batch ahead "

@@ -27,7 +27,7 @@ from pipeline.archive_format import (
 )
 from pipeline.errors import Refused
 from pipeline.progress import Progress
-from pipeline.runner import RayOptions, default_actors, run_per_shard, shard_task
+from pipeline.runner import RayOptions, default_actors, run_per_shard, shard_task, worker_device
 from pipeline.shard_encode import (
     Batching,
     Guard,
@@ -66,8 +66,10 @@ class CompressWorker:
 
     def __init__(self, codec_id: str, quality: float | None, archive: str, storage: dict,
                  guard: dict, metrics: tuple[str, ...] = (), effort: int | None = None,
-                 batching: dict | None = None) -> None:
-        self.codec = get_codec(codec_id, quality, effort=effort)
+                 batching: dict | None = None, device: str = "cpu") -> None:
+        # A GPU actor sees its GPU(s) as cuda:0.. (Ray sets CUDA_VISIBLE_DEVICES); the codec's
+        # network lives there for the actor's life.
+        self.codec = get_codec(codec_id, quality, effort=effort).to(device)
         self.archive = archive
         self.storage = StorageOptions(**storage)
         self.guard = Guard(**guard)
@@ -214,9 +216,8 @@ def compress(
     image; needs the weights from ``python -m jobs.fetch_weights``). ``effort``: encode-time
     optimisation steps for codecs that take them (gan-latent); it changes only how well the
     encoder fits, never how a stream decodes, so a resumed archive may use another effort.
-    ``batching``: samples and decoded pixels per codec batch; bounds left at 0 are derived
-    from the actors' resources (``shard_encode.default_batching``). It never changes what is
-    written.
+    ``batching``: samples and decoded pixels per codec batch; bounds left at 0 get the
+    defaults (``shard_encode.default_batching``). It never changes what is written.
 
     Raises ``Refused`` (nothing changed) for unusable arguments; shard failures are reported in
     the returned ``CompressReport`` (``ok`` is False) and in ``_stats.json``.
@@ -254,9 +255,9 @@ def compress(
     tasks = [{"shard": s.name, "url": s.url, "file_name": s.file_name} for s in todo]
     results: dict[str, dict[str, Any]] = {}
     workers: set[tuple] = set()
-    batching = default_batching(ray_options.num_gpus, batching)
+    batching = default_batching(batching)
     worker_args = (codec.id, codec.quality, archive, asdict(storage), asdict(guard or Guard()),
-                   metrics, effort, asdict(batching))
+                   metrics, effort, asdict(batching), worker_device(ray_options))
     for result in run_per_shard(CompressWorker, worker_args, tasks, ray_options):
         workers.add((result.get("node"), result.get("pid")))
         name = result["shard"]

@@ -30,7 +30,7 @@ from pipeline.images import (
 from pipeline.prefetch import prefetch
 from pipeline.progress import Progress
 from pipeline.rows import READ_BATCH_ROWS, RowDecoder, check_decoder_for, iter_rows
-from pipeline.runner import RayOptions, run_per_shard, shard_task
+from pipeline.runner import RayOptions, run_per_shard, shard_task, worker_device
 from pipeline.storage import (
     StorageOptions,
     join,
@@ -170,13 +170,13 @@ class RestoreWorker:
 
     def __init__(self, archive: str, destination: str, image_format: str | None,
                  jpeg_quality: int, storage: dict, where: str | None, layout: str,
-                 decoder: str = "faithful") -> None:
+                 decoder: str = "faithful", device: str = "cpu") -> None:
         self.archive = archive
         self.destination = destination
         self.image_format = image_format
         self.jpeg_quality = jpeg_quality
         self.storage = StorageOptions(**storage)
-        self.decoder = RowDecoder(decoder)
+        self.decoder = RowDecoder(decoder, device)
         self.where = parse_where(where) if where else None
         self.layout = layout
 
@@ -250,9 +250,10 @@ def restore(
     ]
     log = Progress("restore", len(tasks), progress)
     found_pairs: set[tuple[str, str]] = set()
+    ray_options = ray_options or RayOptions()
     args = (archive, destination, image_format, jpeg_quality, asdict(storage), where, layout,
-            decoder)
-    for result in run_per_shard(RestoreWorker, args, tasks, ray_options or RayOptions()):
+            decoder, worker_device(ray_options))
+    for result in run_per_shard(RestoreWorker, args, tasks, ray_options):
         name = result["shard"]
         if result["ok"]:
             report.written[name] = result["samples"]

@@ -83,15 +83,16 @@ class RowDecoder:
     ``verify`` always uses the faithful decoder.
     """
 
-    def __init__(self, decoder: str = "faithful") -> None:
+    def __init__(self, decoder: str = "faithful", device: str = "cpu") -> None:
         self.decoder = decoder
+        self.device = device  # where learned codecs run their synthesis (restore on GPU actors)
         self._codecs: dict[str, Codec] = {}
 
     def codec(self, codec_id: str) -> Codec:
         if codec_id not in self._codecs:
             name, _ = parse_decoder(self.decoder)
             decoder = self.decoder if name in codec_decoders(codec_id) else "faithful"
-            self._codecs[codec_id] = get_codec(codec_id, decoder=decoder)
+            self._codecs[codec_id] = get_codec(codec_id, decoder=decoder).to(self.device)
         return self._codecs[codec_id]
 
     def decode(self, row: dict[str, Any]) -> Decoded:

@@ -31,6 +31,12 @@ class RayOptions:
     num_gpus: float = 0.0
 
 
+def worker_device(options: RayOptions) -> str:
+    """Where actors run their codec's network: "cuda" when they are given GPUs (Ray makes
+    an actor's GPUs cuda:0.. through CUDA_VISIBLE_DEVICES), else "cpu"."""
+    return "cuda" if options.num_gpus > 0 else "cpu"
+
+
 def ensure_ray(options: RayOptions) -> None:
     """Connect to the cluster named by ``--ray-address``/``RAY_ADDRESS``, or start Ray in-process.
 

@@ -38,6 +38,20 @@ def _load_infra(name: str):
     return module
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` need a CUDA device: skipped, saying so, where torch sees none (CI)."""
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_items:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason=f"needs a CUDA device; torch {torch.__version__} sees none")
+    for item in gpu_items:
+        item.add_marker(skip)
+
+
 def shared_path(*parts: str) -> Path:
     """A path in ../shared; skip (or fail under LATENTARC_REQUIRE_SHARED=1) when absent."""
     path = SHARED.joinpath(*parts)

@@ -108,21 +108,23 @@ def test_shard_rows_are_the_same_with_and_without_prefetch(tmp_path, monkeypatch
     # a pixel budget of two 64x96 images: batches of 2 rather than CHUNK_SAMPLES
     monkeypatch.setattr(shard_encode, "CHUNK_PIXELS", 2 * 64 * 96)
     with_thread = _rows(tmp_path, "a", True)
-    assert batches == [2] * 9 + [1]
+    assert batches == [1] + [2] * 9  # ramping up from 1, then held at the pixel bound
     without = _rows(tmp_path, "b", False)
     assert [r["key"] for r in with_thread] == [f"k{i:03d}" for i in range(19)]
     assert with_thread == without
 
 
-def test_batch_bounds_are_options_with_defaults_from_the_actors_resources(tmp_path, batches):
+def test_batch_bounds_are_options_with_defaults(tmp_path, batches):
     write_shards(tmp_path / "src", [[sample(f"k{i:03d}", i) for i in range(7)]])
     src = tmp_path / "src" / "shard-000000.tar"
-    encode_shard(Shard(str(src), "shard-000000", src.name), str(tmp_path / "a"), get_codec("webp"),
-                 guard=Guard(size=False), batching=Batching(samples=3))
-    assert batches == [3, 3, 1]
-    assert default_batching(0.0).resolved() == (shard_encode.CHUNK_SAMPLES, shard_encode.CHUNK_PIXELS)
-    gpu = default_batching(0.25).resolved()
-    assert gpu[0] > shard_encode.CHUNK_SAMPLES and gpu[1] > shard_encode.CHUNK_PIXELS
-    # what the user set is kept; only the bounds left at 0 are derived
-    asked = default_batching(0.25, Batching(samples=5, prefetch=False))
-    assert (asked.samples, asked.pixels, asked.prefetch) == (5, gpu[1], False)
+    for prefetch_on, expected in ((False, [3, 3, 1]), (True, [1, 2, 3, 1])):
+        # with the reader thread a shard's batches ramp up, so the codec starts after one sample
+        batches.clear()
+        encode_shard(Shard(str(src), "shard-000000", src.name), str(tmp_path / f"a{prefetch_on}"),
+                     get_codec("webp"), guard=Guard(size=False),
+                     batching=Batching(samples=3, prefetch=prefetch_on))
+        assert batches == expected
+    assert default_batching().resolved() == (shard_encode.CHUNK_SAMPLES, shard_encode.CHUNK_PIXELS)
+    # what the user set is kept; only the bounds left at 0 get the defaults
+    asked = default_batching(Batching(samples=5, prefetch=False))
+    assert (asked.samples, asked.pixels, asked.prefetch) == (5, shard_encode.CHUNK_PIXELS, False)

@@ -2,6 +2,7 @@
 
 import numpy as np
 import torch
+from conftest import synthetic_image
 
 from jobs.train import CropSampler, learning_rate
 
@@ -47,3 +48,20 @@ def test_learning_rate_warms_up_and_anneals():
     assert learning_rate(config, 10, 0, 10) == 1e-3
     assert learning_rate(config, 100, 0, 45) < 1e-3
     assert abs(learning_rate(config, 100, 0, 60) - 5e-5) < 1e-12
+
+
+def test_prepare_keeps_the_shorter_side_for_the_crop_when_asked(tmp_path):
+    """``prepare --min-side`` downscales less where needed so that crops of that size never
+    edge-replicate; without it the same images come out smaller than that."""
+    from PIL import Image
+
+    from jobs.train import load_images, prepare
+
+    for name in ("bsds500", "imagenet_samples"):
+        (tmp_path / "sets" / name).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(synthetic_image(i, 60, 80)).save(tmp_path / "sets" / name / f"im{i}.png")
+    assert prepare(tmp_path / "sets", tmp_path / "plain", image_format="jpg") == 6
+    assert max(min(im.shape[:2]) for im in load_images(str(tmp_path / "plain"))) < 48
+    prepare(tmp_path / "sets", tmp_path / "kept", image_format="jpg", min_side=48, subsampling=2)
+    assert min(min(im.shape[:2]) for im in load_images(str(tmp_path / "kept"))) >= 48
