@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import sys
@@ -138,8 +139,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=48, help="rows per shard")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-
-    import os
 
     import torch
 
