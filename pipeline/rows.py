@@ -85,7 +85,7 @@ class RowDecoder:
 
     def __init__(self, decoder: str = "faithful", device: str = "cpu") -> None:
         self.decoder = decoder
-        self.device = device  # where learned codecs run their synthesis (restore on GPU actors)
+        self.device = device  # where learned codecs run their network (restore on GPU actors)
         self._codecs: dict[str, Codec] = {}
 
     def codec(self, codec_id: str) -> Codec:
