@@ -199,7 +199,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
 
     if args.batch_size < 0 or args.batch_mp < 0:
         raise Refused("--batch-size and --batch-mp must be positive")
-    # 0 = derived from the actors' resources by compress()
+    # 0 = the default bound (shard_encode.Batching)
     batching = Batching(args.batch_size, int(args.batch_mp * 1e6), prefetch=not args.no_prefetch)
     report = compress(args.sources, args.archive, args.codec or DEFAULT_CODEC, args.quality,
                       _storage(args), _ray(args), progress=not args.quiet,

@@ -32,7 +32,6 @@ from pipeline.shard_encode import (
     Batching,
     Guard,
     check_metrics,
-    default_batching,
     encode_shard,
     perceptual,
 )
@@ -217,7 +216,7 @@ def compress(
     optimisation steps for codecs that take them (gan-latent); it changes only how well the
     encoder fits, never how a stream decodes, so a resumed archive may use another effort.
     ``batching``: samples and decoded pixels per codec batch; bounds left at 0 get the
-    defaults (``shard_encode.default_batching``). It groups work; rows do not depend on it,
+    defaults (``shard_encode.Batching``). It groups work; rows do not depend on it,
     except that a learned codec on a GPU may round g_a's floats differently in another batch
     (measured: 16 bytes apart over 96 Kodak streams), and every such stream decodes exactly.
 
@@ -257,7 +256,7 @@ def compress(
     tasks = [{"shard": s.name, "url": s.url, "file_name": s.file_name} for s in todo]
     results: dict[str, dict[str, Any]] = {}
     workers: set[tuple] = set()
-    batching = default_batching(batching)
+    batching = batching or Batching()
     worker_args = (codec.id, codec.quality, archive, asdict(storage), asdict(guard or Guard()),
                    metrics, effort, asdict(batching), worker_device(ray_options))
     for result in run_per_shard(CompressWorker, worker_args, tasks, ray_options):

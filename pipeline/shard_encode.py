@@ -103,13 +103,17 @@ class Guard:
 class Batching:
     """How many samples, and how many decoded pixels, go to the codec in one batch.
 
-    Bigger batches keep a GPU busier; smaller ones bound a CPU worker's memory. The prefetch
-    thread prepares at most one batch ahead, so a worker holds about two batches of pixels.
-    ``compress`` derives the default from the actors' resources (``default_batching``).
+    The prefetch thread prepares at most one batch ahead, so a worker holds about two batches
+    of pixels. The defaults (8 samples / 16 MP) are the same for CPU and GPU actors, as
+    measured: on an H100 one GPU worker ran msh-n96-v2 at 10.3 images/s with batches of 8 and
+    9.0-9.8 with batches of 32 (Kodak, 48-row shards; benchmarks/pipeline/gpu). The device is
+    not what limits a GPU worker (the range coder and source decoding on the CPU are), and a
+    bigger batch only lengthens each shard's first, unoverlapped read. More actors per GPU
+    (``--gpus-per-actor 0.25``) is the lever there.
     """
 
-    samples: int = 0  # 0: the default (default_batching; CHUNK_SAMPLES on CPU)
-    pixels: int = 0  # 0: the default (default_batching; CHUNK_PIXELS on CPU)
+    samples: int = 0  # 0: the default, CHUNK_SAMPLES
+    pixels: int = 0  # 0: the default, CHUNK_PIXELS
     # Read and decode the next batch in a thread while the codec works on this one. Costs one
     # batch of memory (measured: +23 MB with Kodak batches, benchmarks/pipeline/results.md)
     # and buys a third more throughput on CPU; off: all of it in the codec's thread.
@@ -117,18 +121,6 @@ class Batching:
 
     def resolved(self) -> tuple[int, int]:
         return self.samples or CHUNK_SAMPLES, self.pixels or CHUNK_PIXELS
-
-
-def default_batching(asked: Batching | None = None) -> Batching:
-    """``asked`` with every bound left at 0 filled in: 8 samples / 16 MP per batch.
-
-    The same for CPU and GPU actors, as measured: on an H100 one GPU worker ran msh-n96-v2 at
-    10.3 images/s with batches of 8 and 9.0-9.8 with batches of 32 (Kodak, 48-row shards;
-    benchmarks/pipeline/gpu). The device is not what limits a GPU worker (the range coder and
-    source decoding on the CPU are), and a bigger batch only lengthens each shard's first,
-    unoverlapped read. More actors per GPU (``--gpus-per-actor 0.25``) is the lever there."""
-    asked = asked or Batching()
-    return Batching(asked.samples or CHUNK_SAMPLES, asked.pixels or CHUNK_PIXELS, asked.prefetch)
 
 
 @dataclass

@@ -12,7 +12,7 @@ import pipeline.shard_encode as shard_encode
 from models.registry import get_codec
 from pipeline.archive_format import shard_url
 from pipeline.prefetch import prefetch
-from pipeline.shard_encode import Batching, Guard, default_batching, encode_shard
+from pipeline.shard_encode import Batching, Guard, encode_shard
 from pipeline.sources import Shard
 
 
@@ -124,7 +124,6 @@ def test_batch_bounds_are_options_with_defaults(tmp_path, batches):
                      get_codec("webp"), guard=Guard(size=False),
                      batching=Batching(samples=3, prefetch=prefetch_on))
         assert batches == expected
-    assert default_batching().resolved() == (shard_encode.CHUNK_SAMPLES, shard_encode.CHUNK_PIXELS)
+    assert Batching().resolved() == (shard_encode.CHUNK_SAMPLES, shard_encode.CHUNK_PIXELS)
     # what the user set is kept; only the bounds left at 0 get the defaults
-    asked = default_batching(Batching(samples=5, prefetch=False))
-    assert (asked.samples, asked.pixels, asked.prefetch) == (5, shard_encode.CHUNK_PIXELS, False)
+    assert Batching(samples=5, prefetch=False).resolved() == (5, shard_encode.CHUNK_PIXELS)
