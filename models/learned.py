@@ -34,7 +34,11 @@ from models.entropy_models import scale_table
 from models.hyperprior import ARCHITECTURE_NAMES, LAMBDAS, MeanScaleHyperprior, pad_to
 from models.tiling import maybe_tiled
 
-BATCH_PIXELS = 4 << 20  # padded pixels per analysis batch
+# Padded pixels per analysis (g_a) batch. On a GPU, images of one size share a pass. On a CPU a
+# batch buys nothing and costs memory: 16 Kodak images, 8 per call, took 6.0-8.4 s with 8-image
+# passes and 4.8-5.4 s one image at a time, at a peak RSS of 1,400 vs 534 MiB, same bytes
+# (benchmarks/pipeline/analysis-batch/). A CPU pass takes one Kodak-sized image, or a few small.
+BATCH_PIXELS = {"cuda": 4 << 20, "cpu": 1 << 19}
 STRIDE = 64  # total downsampling of g_a (16) and h_a (4); images are padded to a multiple
 FACTORIZED_MAX_HALF = 256
 _ESCAPE_MODEL = constriction.stream.model.Uniform(tables.ESCAPE_RANGE)
@@ -293,8 +297,9 @@ class LearnedCodec(Codec):
 
     @torch.inference_mode()
     def encode_batch(self, images: Sequence[np.ndarray]) -> list[bytes]:
-        """Images of the same padded size share one analysis pass, up to BATCH_PIXELS at a time
-        (a batch never holds more pixels than that, whatever the input)."""
+        """Images of the same padded size share one analysis pass, up to the device's
+        BATCH_PIXELS at a time (a pass never holds more pixels than that, except one image
+        larger than it, which goes alone and, if large, in tiles)."""
         padded = []
         for image in images:
             check_image(image)
@@ -307,7 +312,8 @@ class LearnedCodec(Codec):
         gain, _ = self.model.net.gains(q)
         out: list[bytes] = [b""] * len(images)
         for shape, members in groups.items():
-            per_batch = max(1, BATCH_PIXELS // (shape[2] * shape[3]))
+            limit = BATCH_PIXELS.get(self.model.device.type, BATCH_PIXELS["cpu"])
+            per_batch = max(1, limit // (shape[2] * shape[3]))
             for start in range(0, len(members), per_batch):
                 chunk = members[start:start + per_batch]
                 x = padded[chunk[0]][0] if len(chunk) == 1 else torch.cat([padded[i][0] for i in chunk])
