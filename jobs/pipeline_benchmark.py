@@ -464,7 +464,8 @@ def _dir_bytes(path: Path) -> int:
 
 
 def run_pipeline(src: Path, work: Path, label: str, actors: int, codec_id: str,
-                 quality: float | None, interval: float, prefetch: bool = True) -> dict[str, Any]:
+                 quality: float | None, interval: float, prefetch: bool = True,
+                 num_cpus: float = 0.5) -> dict[str, Any]:
     """compress then restore one layout with ``actors`` actors, each under an RSS sampler."""
     from pipeline.compress import compress
     from pipeline.restore import restore
@@ -472,7 +473,7 @@ def run_pipeline(src: Path, work: Path, label: str, actors: int, codec_id: str,
     from pipeline.shard_encode import Batching, Guard
 
     archive, restored = work / f"arc-{label}-{actors}", work / f"out-{label}-{actors}"
-    options = RayOptions(actors=actors)
+    options = RayOptions(actors=actors, num_cpus=num_cpus)
     wait_for_actors_to_exit()
     with RssSampler("CompressWorker", interval) as mem_c:
         started = time.monotonic()
@@ -526,6 +527,16 @@ class Settings:
     interval: float = 0.1
     prefetch_reps: int = 1
     prefetch: bool = True  # the Ray runs' compress reader thread (--no-prefetch: off)
+    cpus_per_actor: str = "0.5"  # a number, or "auto": (cores - 0.5) / actors
+
+
+def cpus_per_actor(setting: str, actors: int) -> float:
+    """What each actor reserves. "auto" splits the machine between the actors, less half a CPU
+    for Ray Data's own tasks: on 2 cores, 1 actor reserves 1.5 (its torch gets 2 threads,
+    ``pipeline.runner.use_reserved_cpus``), 2 actors 0.75 each (1 thread each)."""
+    if setting == "auto":
+        return round(((os.cpu_count() or 1) - 0.5) / actors, 3)
+    return float(setting)
 
 
 def _start_ray() -> bool:
@@ -593,7 +604,7 @@ def run(settings: Settings, command: str) -> dict[str, Any]:
         for name in layouts:
             for actors in s.actors:
                 r = run_pipeline(work / f"src-{name}", work, name, actors, s.codec, s.quality,
-                                 s.interval, s.prefetch)
+                                 s.interval, s.prefetch, cpus_per_actor(s.cpus_per_actor, actors))
                 r["rows_per_shard"] = layouts[name]
                 r["max_shard_pixel_mib"] = _mib(max(shard_pixels[name]))
                 runs.append(r)
@@ -621,7 +632,8 @@ def run(settings: Settings, command: str) -> dict[str, Any]:
                      "rows_big": s.rows_big, "big_shards": s.big_shards, "budget_mib": s.budget_mib,
                      "big_shard_pixel_mib": _mib(big_shard_pixels), "actors": list(s.actors),
                      "sample_interval_s": s.interval, "driver_nice": os.nice(0),
-                     "prefetch": s.prefetch},
+                     "prefetch": s.prefetch,
+                     "cpus_per_actor": {a: cpus_per_actor(s.cpus_per_actor, a) for a in s.actors}},
         "bare": bare, "in_worker": prefetch_ab, "runs": runs, "overhead": overhead,
         "total_seconds": round(time.monotonic() - started_all, 1),
     }
@@ -747,6 +759,12 @@ def _worker_nice(summary: dict[str, Any]) -> str:
     return "/".join(str(x) for x in sorted(nices)) or "?"
 
 
+def _reservations(s: dict[str, Any]) -> str:
+    """CPUs each actor reserved, per actor count (results before --cpus-per-actor: 0.5)."""
+    per = s.get("cpus_per_actor") or {str(a): 0.5 for a in s["actors"]}
+    return ", ".join(f"{v:g} each with {a} actor(s)" for a, v in per.items())
+
+
 def to_markdown(summary: dict[str, Any]) -> str:
     s, d, m = summary["settings"], summary["derived"], summary["machine"]
     q = "default" if s["quality"] is None else f"{s['quality']:g}"
@@ -762,7 +780,8 @@ def to_markdown(summary: dict[str, Any]) -> str:
         f"Images: {s['images_per_run']} per run = the {s['distinct_images']} images of `{s['images']}` "
         f"repeated in order, each sample an image member plus a small `.json` member. Codec "
         f"`{s['codec']}` quality {q}; compress's reader thread "
-        f"{'on' if s.get('prefetch', True) else 'off (--no-prefetch)'}. "
+        f"{'on' if s.get('prefetch', True) else 'off (--no-prefetch)'}; actors reserve "
+        f"{_reservations(s)} CPU (torch threads: the reservation rounded up). "
         f"The same {s['images_per_run']} images are packed as small shards "
         f"({s['rows_small']} rows) and big shards ({s['rows_big']} rows, {s['big_shards']} shards). "
         "Ray runs in-process on 127.0.0.1 with every local core; files are local. "
@@ -921,8 +940,9 @@ def to_markdown(summary: dict[str, Any]) -> str:
             "",
             f"`RayOptions(actors=N)` (`--actors` of compress/restore). This machine has {cores} cores "
             "for everything: the actors, Ray Data's own tasks, the raylet/GCS, the driver and this "
-            "benchmark's sampling thread. Actors ask for 0.5 CPU each, so Ray places both on the "
-            "2 cores and they compete with the rest: the 2-actor figures are oversubscribed and the "
+            "benchmark's sampling thread. Actors reserve "
+            f"{_reservations(s)} CPU, so Ray places both on the "
+            f"{cores} cores and they compete with the rest: the 2-actor figures are oversubscribed and the "
             "speedup stays below 2.",
             "",
             "| layout | op | actors | speedup |",
@@ -955,13 +975,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample-interval", type=float, default=0.1, help="RSS sampling period, s")
     parser.add_argument("--prefetch-reps", type=int, default=1,
                         help="repetitions of the in-worker prefetch off/on comparison (0: skip)")
+    parser.add_argument("--cpus-per-actor", default="0.5",
+                        help="CPUs each actor reserves: a number, or auto = (cores - 0.5) / actors "
+                        "(a learned codec's torch uses the reservation rounded up in threads)")
     parser.add_argument("--no-prefetch", action="store_true",
                         help="compress without the reader thread in the Ray runs (compress "
                         "--no-prefetch), to measure what it costs in memory and buys in speed")
     args = parser.parse_args(argv)
+    try:
+        cpus_per_actor(args.cpus_per_actor, 1)
+    except ValueError:
+        parser.error(f"--cpus-per-actor takes a number or auto, not {args.cpus_per_actor!r}")
     settings = Settings(args.images, args.out, args.codec, args.quality, args.rows_small,
                         args.rows_big, args.big_shards, args.budget_mib, tuple(args.actors),
-                        args.sample_interval, args.prefetch_reps, not args.no_prefetch)
+                        args.sample_interval, args.prefetch_reps, not args.no_prefetch,
+                        args.cpus_per_actor)
     summary = run(settings, command)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")

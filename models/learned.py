@@ -11,7 +11,8 @@ What a bitstream means is defined here and in the weights file, not by a library
 
 Payload layout (inside the common frame of ``models.bitstream``)::
 
-    quality   2 bytes, big-endian, quality * 1000
+    quality   2 bytes, big-endian, signed, quality * 1000 (a quality >= 0 has the same bytes
+              as the unsigned field of streams written before qualities below 0 existed)
     words     range coder output, little-endian uint32 words
 """
 
@@ -221,9 +222,9 @@ class LearnedCodec(Codec):
     file says which prior (mean-scale, scale, factorized) its bitstreams use."""
 
     kind = "learned"
-    # 1..7 are the trained levels; [0, 1) extrapolates the gains below level 1 (lower rates,
-    # untrained but smooth; models.hyperprior._interpolate). Streams store quality * 1000.
-    quality_range = (0.0, float(len(LAMBDAS)))
+    # 1..7 are the trained levels; [-1, 1) extrapolates the gains below level 1 (lower rates,
+    # untrained; models.hyperprior._interpolate). Streams store quality * 1000, signed.
+    quality_range = (-1.0, float(len(LAMBDAS)))
     default_quality = 4.0
     weights_file: str | None = None
     weights_sha256_pinned: str | None = None
@@ -335,7 +336,7 @@ class LearnedCodec(Codec):
             mean, index = m.entropy_parameters(z_sym)
             y_sym = np.round(y.double().cpu().numpy() - mean / 2**intnet.A_BITS).astype(np.int64)
             words = _entropy_encode(m, z_sym.numpy(), y_sym, index)
-        payload = struct.pack(">H", self._quality_code()) + words
+        payload = struct.pack(">h", self._quality_code()) + words
         return pack(Header(self.code, h, w, 3, ph, pw), payload)
 
     # -------------------------------------------------------------- decode
@@ -348,7 +349,7 @@ class LearnedCodec(Codec):
         header, payload = self.read_header(stream)
         if len(payload) < 2 or (len(payload) - 2) % 4:
             raise CodecError("learned payload has a broken length")
-        (quality_code,) = struct.unpack(">H", payload[:2])
+        (quality_code,) = struct.unpack(">h", payload[:2])
         lo, hi = self.quality_range
         if not lo * 1000 <= quality_code <= hi * 1000:
             raise CodecError(f"quality {quality_code / 1000} in stream is outside {lo}..{hi}")
@@ -387,6 +388,6 @@ class LearnedCodec(Codec):
         # in place: a 40 MP decode holds one float copy of its pixels, not four
         image = x.clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
         z_bytes = b"" if z_sym is None else z_sym.astype("<i4").tobytes()
-        content = (struct.pack(">HII", quality_code, header.height, header.width)
+        content = (struct.pack(">hII", quality_code, header.height, header.width)
                    + z_bytes + y_sym.astype("<i4").tobytes())
         return Decoded(image, content)

@@ -27,7 +27,14 @@ from pipeline.archive_format import (
 )
 from pipeline.errors import Refused
 from pipeline.progress import Progress
-from pipeline.runner import RayOptions, default_actors, run_per_shard, shard_task, worker_device
+from pipeline.runner import (
+    RayOptions,
+    default_actors,
+    run_per_shard,
+    shard_task,
+    use_reserved_cpus,
+    worker_device,
+)
 from pipeline.shard_encode import (
     Batching,
     Guard,
@@ -66,6 +73,7 @@ class CompressWorker:
     def __init__(self, codec_id: str, quality: float | None, archive: str, storage: dict,
                  guard: dict, metrics: tuple[str, ...] = (), effort: int | None = None,
                  batching: dict | None = None, device: str = "cpu") -> None:
+        use_reserved_cpus()
         # A GPU actor sees its GPU(s) as cuda:0.. (Ray sets CUDA_VISIBLE_DEVICES); the codec's
         # network lives there for the actor's life.
         self.codec = get_codec(codec_id, quality, effort=effort).to(device)

@@ -30,7 +30,7 @@ from pipeline.images import (
 from pipeline.prefetch import prefetch
 from pipeline.progress import Progress
 from pipeline.rows import READ_BATCH_ROWS, RowDecoder, check_decoder_for, iter_rows
-from pipeline.runner import RayOptions, run_per_shard, shard_task, worker_device
+from pipeline.runner import RayOptions, run_per_shard, shard_task, use_reserved_cpus, worker_device
 from pipeline.storage import (
     StorageOptions,
     join,
@@ -171,6 +171,7 @@ class RestoreWorker:
     def __init__(self, archive: str, destination: str, image_format: str | None,
                  jpeg_quality: int, storage: dict, where: str | None, layout: str,
                  decoder: str = "faithful", device: str = "cpu") -> None:
+        use_reserved_cpus()
         self.archive = archive
         self.destination = destination
         self.image_format = image_format

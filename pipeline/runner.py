@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import sys
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,6 +37,40 @@ def worker_device(options: RayOptions) -> str:
     """Where actors run their codec's network: "cuda" when they are given GPUs (Ray makes
     an actor's GPUs cuda:0.. through CUDA_VISIBLE_DEVICES), else "cpu"."""
     return "cuda" if options.num_gpus > 0 else "cpu"
+
+
+THREADS_ENV = "LATENTARC_THREADS"
+
+
+def use_reserved_cpus() -> int | None:
+    """Give an actor's torch (learned codecs) as many threads as the CPUs it reserved, rounded
+    up; returns that number, or None outside a Ray worker.
+
+    Ray sets OMP_NUM_THREADS to the reservation rounded *down*, so an actor that reserves 1.5
+    CPUs (leaving half a CPU for Ray Data's own tasks, which hang without one) would run torch
+    on one thread and leave a core idle: one msh-n96-v2 actor reached 0.60 of the bare codec's
+    images/s on 2 cores that way (benchmarks/pipeline/msh-n96-v2/). ``LATENTARC_THREADS`` in
+    the job's environment sets the number instead. Before torch is imported this sets
+    OMP_NUM_THREADS, which torch reads when it starts; after, ``torch.set_num_threads``."""
+    wanted = os.environ.get(THREADS_ENV)
+    if wanted:
+        n = max(1, int(wanted))
+    else:
+        try:
+            import ray
+
+            if not ray.is_initialized() or ray.get_runtime_context().worker.mode != ray.WORKER_MODE:
+                return None
+            cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+        except Exception:  # an older or newer Ray without these: keep Ray's choice
+            return None
+        if not cpus:
+            return None
+        n = max(1, math.ceil(cpus - 1e-9))
+    os.environ["OMP_NUM_THREADS"] = str(n)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
+    return n
 
 
 def ensure_ray(options: RayOptions) -> None:

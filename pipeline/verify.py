@@ -15,7 +15,7 @@ from pipeline.archive_format import FormatError, read_manifest, validate_shard_f
 from pipeline.errors import Refused
 from pipeline.progress import Progress
 from pipeline.rows import RowDecoder, RowError, iter_rows
-from pipeline.runner import RayOptions, run_per_shard, shard_task
+from pipeline.runner import RayOptions, run_per_shard, shard_task, use_reserved_cpus
 from pipeline.storage import StorageOptions
 
 MAX_PROBLEMS_PER_SHARD = 100
@@ -56,6 +56,7 @@ def verify_shard(archive: str, shard: str, expected_rows: int, storage: StorageO
 
 class VerifyWorker:
     def __init__(self, archive: str, storage: dict) -> None:
+        use_reserved_cpus()
         self.archive = archive
         self.storage = StorageOptions(**storage)
         self.decoder = RowDecoder()

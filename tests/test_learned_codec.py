@@ -7,6 +7,7 @@
 
 import json
 import os
+import struct
 import subprocess
 import sys
 
@@ -77,6 +78,25 @@ def test_roundtrip_and_rate_control():
     for codec, stream in zip((low, high), streams, strict=True):
         decoded = codec.decode_batch([stream])[0]
         assert decoded.image.shape == image.shape and decoded.image.dtype == np.uint8
+
+
+def test_qualities_below_zero_are_stored_signed_and_lower_the_rate():
+    """Qualities in [-1, 0) reach rates below quality 0. The field is signed 16-bit, so a
+    quality >= 0 keeps the bytes it had when the field was unsigned (the goldens check those
+    streams), and a code below the range is refused rather than extrapolated further."""
+    image = synthetic_image(4, 64, 128)
+    streams = {q: tiny_codec(q).encode_batch([image])[0] for q in (-1.0, -0.5, 0.0)}
+    for q, stream in streams.items():
+        _, payload = unpack(stream)
+        assert struct.unpack(">h", payload[:2])[0] == round(q * 1000)
+        assert tiny_codec(q).decode_batch([stream])[0].content[:2] == payload[:2]
+    assert unpack(streams[0.0])[1][:2] == struct.pack(">H", 0)
+    assert len(streams[-1.0]) <= len(streams[-0.5]) <= len(streams[0.0])
+    header, payload = unpack(streams[-1.0])
+    with pytest.raises(CodecError, match="outside"):
+        tiny_codec().decode_batch([pack(header, struct.pack(">h", -1001) + payload[2:])])
+    with pytest.raises(CodecError, match="outside"):
+        tiny_codec(-1.001)
 
 
 def test_b_threads_and_batches_do_not_change_symbols():

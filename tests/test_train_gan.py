@@ -51,7 +51,7 @@ def test_frozen_encoder_gives_the_codecs_symbols():
     decoded = codec.decode_batch(codec.encode_batch([image]))[0]
     m = codec.model
     z_count, y_count = m.N * 1 * 2, m.M * 4 * 8
-    header = struct.calcsize(">HII")
+    header = struct.calcsize(">hII")
     z = np.frombuffer(decoded.content[header:header + 4 * z_count], "<i4")
     y = np.frombuffer(decoded.content[header + 4 * z_count:], "<i4")
     assert y.size == y_count

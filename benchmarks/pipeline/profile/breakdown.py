@@ -7,7 +7,12 @@ and its work runs in one thread (Ray Data calls the actor's ``__call__`` from a 
 Each of that thread's samples is put in the first step, from the leaf up, that one of its
 frames names; the order below matters (e.g. the PSNR decode sits inside ``_encode``).
 
-Usage: python breakdown.py RAW [--run-seconds S --in-worker-seconds S]
+With ``--learned``, the two codec steps of a learned codec (``models/learned.py``) are split
+into what they are made of: g_a, h_a, the integer hyper-decoder, range coding, g_s and the
+decode's canonical re-encode (py-spy sees Python frames, so a torch kernel counts in the
+Python function that called it).
+
+Usage: python breakdown.py RAW [--run-seconds S --in-worker-seconds S] [--learned]
 """
 
 from __future__ import annotations
@@ -32,7 +37,40 @@ STEPS = [
 SHA_LINE = re.compile(r"^_ok_row \(pipeline/shard_encode\.py:(\d+)\)$")
 
 
-def classify(frames: list[str], sha_lines: set[int]) -> str:
+# Inside a learned codec: (sub-step, pattern), first match from the leaf wins; then named by
+# whether the stack is in the encode or in the decode.
+LEARNED = [
+    ("range coder", r"^(_encode_grouped|_code_escapes|_decode_grouped|_decode_escapes) \(models/"),
+    ("integer hyper-decoder", r"^LearnedModel\.entropy_parameters \(models/"),
+    ("transform", r"^maybe_tiled \(models/"),
+]
+
+
+def classify_learned(frames: list[str], step: str) -> str:
+    """``step`` of a learned codec, split by sub-step (see LEARNED)."""
+    decoding = any(f.startswith("LearnedCodec._decode ") for f in frames)
+    reencode = decoding and any(f.startswith("_entropy_encode ") for f in frames)
+    for frame in reversed(frames):
+        for name, pattern in LEARNED:
+            if re.search(pattern, frame):
+                if name == "transform":
+                    return f"{step}: {'g_s' if decoding else 'g_a'}"
+                if name == "range coder" and reencode:
+                    return f"{step}: canonical re-encode (range coder)"
+                return f"{step}: {name}"
+    if any(f.startswith("LearnedCodec._finish ") for f in frames):
+        return f"{step}: h_a, rounding, other"
+    return f"{step}: other"
+
+
+def classify(frames: list[str], sha_lines: set[int], learned: bool = False) -> str:
+    step = _classify(frames, sha_lines)
+    if learned and step in ("codec encode", "decode for PSNR / content hash"):
+        return classify_learned(frames, step)
+    return step
+
+
+def _classify(frames: list[str], sha_lines: set[int]) -> str:
     for frame in reversed(frames):
         m = SHA_LINE.match(frame)
         if m and int(m.group(1)) in sha_lines:
@@ -52,6 +90,8 @@ def main() -> None:
                         help="lines of _ok_row that hash the original (hashlib.sha256)")
     parser.add_argument("--run-seconds", type=float, help="wall time of the compress call")
     parser.add_argument("--in-worker-seconds", type=float, help="summed encode_shard seconds")
+    parser.add_argument("--learned", action="store_true",
+                        help="split a learned codec's encode and decode into their sub-steps")
     args = parser.parse_args()
     stacks: list[tuple[list[str], int]] = []
     for line in open(args.raw):
@@ -73,7 +113,7 @@ def main() -> None:
         t = next((f for f in frames if f.startswith("thread ")), "")
         per_thread[t] += n
         if t == thread:
-            steps[classify(frames, set(args.sha_lines))] += n
+            steps[classify(frames, set(args.sha_lines), args.learned)] += n
     total = sum(steps.values())
     print(f"actor {proc or '(file has one thread)'}, work thread {thread or '-'}: {total} samples")
     print("\n| step | samples | share of the actor's work thread |\n|---|---|---|")
