@@ -13,11 +13,20 @@ An exception in the reader (a truncated tar naming shard and key, a network erro
 in the consumer, at the place in the stream where it happened, with its own type and message.
 When the consumer stops early (its own error, or it stops iterating), the reader is told to
 stop and is waited for, so it does not go on reading a source that the consumer closes.
+
+Readers run on long-lived threads, reused from one call to the next (a new one only when all
+are busy). A fresh thread per shard made a worker's memory grow with the number of shards: torch
+(restore decodes in the reader) keeps per-thread state, and glibc hands each new thread an arena.
+Decoding one Kodak image twice per shard for 12 shards peaked at 722 MiB with a fresh thread
+per shard and 568 MiB with a reused one (benchmarks/pipeline/reader-threads/), and 8-row
+shards had put msh-n96-v2 restore workers at 1.5 GiB against 0.8 GiB with one big shard
+(benchmarks/pipeline/msh-n96-v2/results-cpus0.5.md).
 """
 
 from __future__ import annotations
 
 import collections
+import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
@@ -25,6 +34,52 @@ from typing import TypeVar
 T = TypeVar("T")
 
 JOIN_TIMEOUT_S = 60.0  # a reader stuck in I/O longer than this is left behind (daemon thread)
+
+
+class _ReaderThread:
+    """A daemon thread that runs one job at a time and then waits, idle, for the next."""
+
+    _idle: queue.SimpleQueue = queue.SimpleQueue()
+    _count = 0
+    _count_lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        with _ReaderThread._count_lock:
+            _ReaderThread._count += 1
+            number = _ReaderThread._count
+        self._idle_name = f"latentarc-reader-{number}"
+        threading.Thread(target=self._loop, name=self._idle_name, daemon=True).start()
+
+    def _loop(self) -> None:
+        me = threading.current_thread()
+        while True:
+            job, name, done = self._jobs.get()
+            me.name = name  # what the thread works on, for profilers and thread dumps
+            try:
+                job()
+            finally:
+                job = None  # let go of the producer, and the source it read, while idle
+                me.name = self._idle_name
+                done.set()
+                _ReaderThread._idle.put(self)
+
+    @classmethod
+    def run(cls, job: Callable[[], None], name: str) -> threading.Event:
+        """Start ``job`` on an idle reader thread (a new one if none is idle), which takes
+        ``name`` while it runs; the event is set when it has finished."""
+        try:
+            reader = cls._idle.get_nowait()
+        except queue.Empty:
+            reader = cls()
+        done = threading.Event()
+        reader._jobs.put((job, name, done))
+        return done
+
+
+def reader_threads() -> int:
+    """How many reader threads this process has started (tests: they are reused)."""
+    return _ReaderThread._count
 
 
 class _End:
@@ -76,8 +131,7 @@ def prefetch(items: Iterable[T], depth: int, weight: Callable[[T], int] | None =
             return
         put(_End(), 0)
 
-    thread = threading.Thread(target=produce, name=name, daemon=True)
-    thread.start()
+    done = _ReaderThread.run(produce, name)
     try:
         while True:
             with cond:
@@ -96,4 +150,4 @@ def prefetch(items: Iterable[T], depth: int, weight: Callable[[T], int] | None =
             stop.set()
             buffer.clear()
             cond.notify_all()
-        thread.join(JOIN_TIMEOUT_S)
+        done.wait(JOIN_TIMEOUT_S)

@@ -11,7 +11,7 @@ from conftest import sample, write_shards
 import pipeline.shard_encode as shard_encode
 from models.registry import get_codec
 from pipeline.archive_format import shard_url
-from pipeline.prefetch import prefetch
+from pipeline.prefetch import prefetch, reader_threads
 from pipeline.shard_encode import Batching, Guard, encode_shard
 from pipeline.sources import Shard
 
@@ -64,15 +64,31 @@ def test_a_reader_error_arrives_in_order_with_its_type_and_message():
 
 def test_a_consumer_that_stops_early_stops_the_reader():
     produced: list[int] = []
-    before = threading.active_count()
     it = prefetch(_counting(10_000, produced), depth=2, name="test-reader")
     for item in it:
         if item == 5:
+            assert any(t.name == "test-reader" for t in threading.enumerate())
             break
     it.close()
-    assert len(produced) <= 5 + 1 + 2 + 1
     assert not any(t.name == "test-reader" for t in threading.enumerate())
-    assert threading.active_count() <= before
+    assert len(produced) <= 5 + 1 + 2 + 1
+    stopped_at = len(produced)
+    time.sleep(0.05)
+    assert len(produced) == stopped_at
+
+
+def test_reader_threads_are_reused_across_calls():
+    """One shard after another reuses one reader thread: a fresh thread per shard grew a
+    worker's memory with the number of shards (torch's per-thread state, glibc arenas)."""
+    list(prefetch(iter(range(3)), depth=2))  # at least one reader exists and is idle again
+    before_threads, before_readers = threading.active_count(), reader_threads()
+    for _ in range(20):
+        assert list(prefetch(iter(range(50)), depth=4)) == list(range(50))
+        early = prefetch(iter(range(50)), depth=4)
+        assert next(early) == 0
+        early.close()
+    assert reader_threads() == before_readers
+    assert threading.active_count() == before_threads
 
 
 def test_depth_zero_reads_inline():
