@@ -72,7 +72,8 @@ class MeanScaleHyperprior(nn.Module):
         """Linear interpolation of per-level rows at continuous quality (B,) -> (B, M).
 
         Below level 0 the line through levels 0 and 1 is extended (lower rates than trained:
-        measured smooth on Kodak down to q = -1, and the realistic decoder is trained there);
+        measured smooth on Kodak down to q = -2, codec quality -1, benchmarks/kodak-low; the
+        realistic decoder is trained down to q = -1);
         above the top level the last row is held. For q >= 0 the arithmetic is exactly what it
         always was, so existing bitstreams decode bit-identically."""
         q = quality.clamp(max=table.shape[0] - 1)
