@@ -26,6 +26,7 @@ shards had put msh-n96-v2 restore workers at 1.5 GiB against 0.8 GiB with one bi
 from __future__ import annotations
 
 import collections
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -75,6 +76,17 @@ class _ReaderThread:
         done = threading.Event()
         reader._jobs.put((job, name, done))
         return done
+
+
+def _forget_readers_in_child() -> None:
+    """A forked child (a DataLoader worker) has none of its parent's threads: idle readers
+    inherited in the queue would take jobs and never run them."""
+    _ReaderThread._idle = queue.SimpleQueue()
+    _ReaderThread._count_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_readers_in_child)
 
 
 def reader_threads() -> int:

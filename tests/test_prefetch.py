@@ -143,3 +143,26 @@ def test_batch_bounds_are_options_with_defaults(tmp_path, batches):
     assert Batching().resolved() == (shard_encode.CHUNK_SAMPLES, shard_encode.CHUNK_PIXELS)
     # what the user set is kept; only the bounds left at 0 get the defaults
     assert Batching(samples=5, prefetch=False).resolved() == (5, shard_encode.CHUNK_PIXELS)
+
+
+def _prefetch_in_child(conn) -> None:
+    conn.send(list(prefetch(iter(range(5)), depth=2)))
+
+
+def test_a_forked_child_starts_its_own_reader():
+    """A DataLoader worker forked after the parent used a reader has no such thread; it must
+    not hand its work to the inherited (dead) idle reader and wait forever."""
+    import multiprocessing
+
+    assert list(prefetch(iter(range(3)), depth=2)) == [0, 1, 2]  # an idle reader now exists
+    ctx = multiprocessing.get_context("fork")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_prefetch_in_child, args=(child,))
+    proc.start()
+    try:
+        assert parent.poll(30), "the forked child's prefetch hung"
+        assert parent.recv() == [0, 1, 2, 3, 4]
+    finally:
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
