@@ -38,7 +38,10 @@ JOIN_TIMEOUT_S = 60.0  # a reader stuck in I/O longer than this is left behind (
 
 
 class _ReaderThread:
-    """A daemon thread that runs one job at a time and then waits, idle, for the next."""
+    """A daemon thread that runs one job at a time and then waits, idle, for the next.
+
+    Not a ThreadPoolExecutor: its threads are joined at interpreter exit, so a reader stuck in
+    I/O would hold the worker's exit, where JOIN_TIMEOUT_S promises to leave it behind."""
 
     _idle: queue.SimpleQueue = queue.SimpleQueue()
     _count = 0
