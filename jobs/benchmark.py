@@ -173,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", required=True, type=Path, help="directory of images")
     p.add_argument("--out", type=Path, help="results directory (default benchmarks/<dataset name>)")
     p.add_argument("--codecs", nargs="+", default=["jpeg", "webp", "avif"],
-                   help="codec ids (jpeg/webp/avif are the benchmark baselines: WebP method 6)")
+                   help="codec ids (jpeg/webp/avif are the benchmark baselines: WebP method 6); "
+                   "CODEC+effortN encodes a learned codec with --effort N (latent refinement)")
     p.add_argument("--anchors", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "anchors",
                    help="folder with bdrate.py and kodak/*.json (skipped when missing)")
     p.add_argument("--limit", type=int, help="only the first N images")

@@ -86,10 +86,19 @@ def ms_ssim(a: np.ndarray, b: np.ndarray) -> float | None:
     return float(msssim(ta, tb, data_range=255.0))
 
 
-def make_codec(codec_id: str, quality: float) -> Codec:
+EFFORT_SUFFIX = "+effort"
+
+
+def make_codec(spec: str, quality: float) -> Codec:
     """A registered codec id, a baseline, or ``learned:PATH`` for an unregistered weights file
-    (a training checkpoint exported for measurement; its streams never leave the benchmark)."""
+    (a training checkpoint exported for measurement; its streams never leave the benchmark);
+    ``+effortN`` after a learned or generative codec encodes with ``--effort N``
+    (``msh-n96-v2+effort20``), so one run can hold a codec with and without it."""
+    codec_id, _, effort_text = spec.partition(EFFORT_SUFFIX)
+    effort = int(effort_text) if effort_text else None
     if codec_id in BASELINES:
+        if effort is not None:
+            raise SystemExit(f"{codec_id} takes no {EFFORT_SUFFIX}")
         return BASELINES[codec_id](quality)
     if codec_id.startswith("learned:"):
         from models.learned import LearnedCodec
@@ -97,8 +106,8 @@ def make_codec(codec_id: str, quality: float) -> Codec:
         class Unregistered(LearnedCodec):
             id, code = codec_id, 255
 
-        return Unregistered(quality, model=_load_model(codec_id[len("learned:"):]))
-    return get_codec(codec_id, quality)
+        return Unregistered(quality, model=_load_model(codec_id[len("learned:"):]), effort=effort or 0)
+    return get_codec(codec_id, quality, effort=effort)
 
 
 _MODELS: dict = {}
@@ -112,9 +121,11 @@ def _load_model(path: str):
     return _MODELS[path]
 
 
-def _label(codec_id: str) -> str:
-    """File-system friendly name for results (learned:/x/y.safetensors -> y)."""
-    return Path(codec_id.split(":", 1)[1]).stem if codec_id.startswith("learned:") else codec_id
+def _label(spec: str) -> str:
+    """File-system friendly name for results (learned:/x/y.safetensors+effort20 -> y+effort20)."""
+    codec_id, sep, effort = spec.partition(EFFORT_SUFFIX)
+    name = Path(codec_id.split(":", 1)[1]).stem if codec_id.startswith("learned:") else codec_id
+    return name + sep + effort
 
 
 def roundtrip(codec: Codec, image: np.ndarray) -> tuple[bytes, np.ndarray, float, float]:
@@ -236,7 +247,8 @@ def run(dataset: Path, out: Path, codecs: list[str], anchors_dir: Path | None,
                   f"enc {_mean(point.encode_s):.3f}s dec {_mean(point.decode_s):.3f}s", flush=True)
         codec = make_codec(codec_id, qs[0])
         versions = {**codec.versions(), **({"weights_sha256": codec.weights_sha256()}
-                                           if codec.weights_sha256() else {})}
+                                           if codec.weights_sha256() else {}),
+                    **({"effort": str(codec.effort)} if EFFORT_SUFFIX in codec_id else {})}
         label = _label(codec_id)
         results[label] = compressai_json(label, points, names, versions)
         (out / f"{label}.json").write_text(json.dumps(results[label], indent=1) + "\n")
@@ -280,6 +292,7 @@ def _learned_qualities(codec_id: str) -> list[float]:
     """Learned codecs: their trained levels 1..7, and 0 and 0.5 below them (gains extrapolated
     beyond the lowest trained level) so that the curve reaches down to about 0.15 bpp on Kodak,
     the low end of the range that the issue's comparison asks for."""
+    codec_id = codec_id.partition(EFFORT_SUFFIX)[0]
     info = None if codec_id.startswith("learned:") else next(c for c in list_codecs() if c.id == codec_id)
     if info is None or info.kind == "learned":
         return [0.0, 0.5, *(float(q) for q in range(1, 8))]

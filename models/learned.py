@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from safetensors.torch import load, save
 
-from models import intnet, tables
+from models import intnet, refine, tables
 from models.bitstream import Header, pack
 from models.codec import Codec, CodecError, Decoded, check_device, check_image, parse_decoder
 from models.entropy_models import scale_table
@@ -226,14 +226,18 @@ class LearnedCodec(Codec):
     # untrained; models.hyperprior._interpolate). Streams store quality * 1000, signed.
     quality_range = (-1.0, float(len(LAMBDAS)))
     default_quality = 4.0
+    takes_effort = True  # encode-time latent refinement (models.refine); not the factorized prior
     weights_file: str | None = None
     weights_sha256_pinned: str | None = None
     # Extra decoders (registry "decoders"): name -> (file, pinned sha256); see models.realistic.
     decoder_weights: dict[str, tuple[str, str]] = {}
 
     def __init__(self, quality: float | None = None, model: LearnedModel | None = None,
-                 decoder: str = "faithful", synthesis: torch.nn.Module | None = None) -> None:
-        """``decoder`` other than "faithful" swaps in that decoder's g_s (loaded from
+                 decoder: str = "faithful", synthesis: torch.nn.Module | None = None,
+                 effort: int = 0) -> None:
+        """``effort``: Adam steps refining each image's latent before it is coded
+        (``models.refine``; 0, the default, codes the analysis transform's latent as it is).
+        ``decoder`` other than "faithful" swaps in that decoder's g_s (loaded from
         ``decoder_weights`` and checked to pair with this codec's weights, or given directly
         as ``synthesis``); "NAME:REALISM" interpolates it with the faithful g_s
         (``models.codec.parse_decoder``). The entropy decoding, hence ``Decoded.content``,
@@ -247,7 +251,13 @@ class LearnedCodec(Codec):
             if self.weights_sha256_pinned and digest != self.weights_sha256_pinned:
                 raise CodecError(f"weights {self.weights_file} do not match the pinned sha256")
             model = LearnedModel(data)
+        if effort < 0:
+            raise CodecError("--effort must be >= 0")
+        if effort and model.factorized:
+            raise CodecError(f"codec {self.id} (factorized prior) takes no --effort: its refinement "
+                             "needs the hyperprior's Gaussian entropy model")
         self.model = model
+        self.effort = effort
         self.synthesis: torch.nn.Module | None = None
         self.synthesis_sha256: str | None = None
         name, realism = parse_decoder(decoder)
@@ -322,11 +332,13 @@ class LearnedCodec(Codec):
                 y = maybe_tiled(self.model.net.g_a, x, 16, 1, x.shape[2] * x.shape[3]) * gain
                 for i, y_i in zip(chunk, y, strict=True):
                     h, w, _ = images[i].shape
-                    out[i] = self._finish(y_i[None], h, w, *padded[i][1])
+                    out[i] = self._finish(y_i[None], h, w, *padded[i][1], x=padded[i][0])
         return out
 
-    def _finish(self, y: torch.Tensor, h: int, w: int, ph: int, pw: int) -> bytes:
-        """Hyper path, quantization and entropy coding of one image's latent."""
+    def _finish(self, y: torch.Tensor, h: int, w: int, ph: int, pw: int,
+                x: torch.Tensor | None = None) -> bytes:
+        """Hyper path, (with an effort, refinement of y against the padded image ``x``),
+        quantization and entropy coding of one image's latent."""
         m = self.model
         if m.factorized:
             y_sym = np.round(y.double().cpu().numpy()).astype(np.int64)
@@ -334,10 +346,23 @@ class LearnedCodec(Codec):
         else:
             z_sym = torch.round(m.net.h_a(y)).to(torch.int64).cpu()
             mean, index = m.entropy_parameters(z_sym)
+            if self.effort and x is not None and (h + ph) * (w + pw) <= refine.MAX_PIXELS:
+                y = self._refine(y, x[..., :h, :w], mean, index)
             y_sym = np.round(y.double().cpu().numpy() - mean / 2**intnet.A_BITS).astype(np.int64)
             words = _entropy_encode(m, z_sym.numpy(), y_sym, index)
         payload = struct.pack(">h", self._quality_code()) + words
         return pack(Header(self.code, h, w, 3, ph, pw), payload)
+
+    def _refine(self, y: torch.Tensor, x: torch.Tensor, mean_fx: np.ndarray,
+                index: np.ndarray) -> torch.Tensor:
+        m = self.model
+        device = m.device
+        mean = torch.from_numpy(mean_fx / 2**intnet.A_BITS).float().to(device)
+        scale = torch.from_numpy(scale_table()[index]).float().to(device)
+        q = torch.tensor([self._quality_code() / 1000.0 - 1.0], device=device)
+        _, inv_gain = m.net.gains(q)
+        lmbda = float(m.net.lmbda(q))
+        return refine.refine_latent(m.net.g_s, x, y, mean, scale, inv_gain, lmbda, self.effort)
 
     # -------------------------------------------------------------- decode
 

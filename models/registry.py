@@ -74,6 +74,7 @@ class _LazyLearned(_Lazy):
     kind = "learned"
     quality_range = (LEARNED_QUALITY_MIN, float(LEARNED_LEVELS))
     default_quality = 4.0
+    takes_effort = True  # latent refinement (models.refine); a factorized prior refuses it
     decoder_weights: dict[str, tuple[str, str]] = {}  # decoder name -> (file, pinned sha256)
 
 
@@ -145,7 +146,7 @@ def get_codec(codec_id: str, quality: float | None = None, decoder: str = "faith
               effort: int | None = None) -> Codec:
     """Instantiate a codec by id; raises ``CodecError`` naming the known ids, or naming the
     codec's decoders when it has no ``decoder``. ``effort`` (encode-time optimisation steps) is
-    for codecs that take it (gan-latent); None means the codec's default."""
+    for codecs that take it (gan-latent, the hyperprior codecs); None means the codec's default."""
     cls = _codec_class(codec_id)
     if effort is None:
         return cls(quality, decoder=decoder)

@@ -16,7 +16,8 @@ def test_rd_benchmark_writes_json_table_and_plot(tmp_path):
     out = tmp_path / "out"
     tiny = f"learned:{GOLDEN / 'tiny-msh.safetensors'}"
     assert main(["--dataset", str(images), "--out", str(out), "--codecs", "jpeg", "webp", tiny,
-                 "--qualities", "jpeg=20,80", "--qualities", "webp=20,80", "--qualities", f"{tiny}=2,6",
+                 f"{tiny}+effort3", "--qualities", "jpeg=20,80", "--qualities", "webp=20,80",
+                 "--qualities", f"{tiny}=2,6", "--qualities", f"{tiny}+effort3=2",
                  "--anchors", str(tmp_path / "no-anchors")]) == 0
     result = json.loads((out / "webp.json").read_text())
     assert len(result["results"]["bpp"]) == 2 and result["results"]["bpp"][0] < result["results"]["bpp"][1]
@@ -26,3 +27,5 @@ def test_rd_benchmark_writes_json_table_and_plot(tmp_path):
     assert "| webp | 80 |" in (out / "results.md").read_text()
     learned = json.loads((out / "tiny-msh.json").read_text())
     assert learned["meta"]["qualities"] == [2.0, 6.0] and "weights_sha256" in learned["description"]
+    refined = json.loads((out / "tiny-msh+effort3.json").read_text())  # the +effortN spec
+    assert refined["meta"]["qualities"] == [2.0] and "'effort': '3'" in refined["description"]
