@@ -362,7 +362,8 @@ class LearnedCodec(Codec):
         q = torch.tensor([self._quality_code() / 1000.0 - 1.0], device=device)
         _, inv_gain = m.net.gains(q)
         lmbda = float(m.net.lmbda(q))
-        return refine.refine_latent(m.net.g_s, x, y, mean, scale, inv_gain, lmbda, self.effort)
+        return refine.refine_latent(m.net.g_s, x, y, mean, scale, inv_gain, lmbda, self.effort,
+                                    refine.LR)
 
     # -------------------------------------------------------------- decode
 

@@ -146,6 +146,16 @@ def test_learned_codec_through_the_pipeline(small_shards, tmp_path):
     assert verify(str(archive), progress=False).ok
     back = restore(str(archive), str(tmp_path / "out"), progress=False)
     assert back.ok and sum(back.written.values()) == 6
+    # --effort (latent refinement) reaches the workers' codec and is recorded; its streams
+    # verify with the same decoder
+    refined = tmp_path / "refined"
+    assert compress([str(small_shards)], str(refined), "test-tiny-msh", 3.0, progress=False,
+                    guard=NO_GUARD, effort=10).ok
+    assert json.loads((refined / "_stats.json").read_text())["run"]["effort"] == 10
+    refined_rows = pq.read_table(refined / "shards").to_pylist()
+    streams = {r["key"]: r["bitstream"] for r in rows if r["status"] == "ok"}
+    assert any(r["bitstream"] != streams[r["key"]] for r in refined_rows if r["status"] == "ok")
+    assert verify(str(refined), progress=False).ok
 
 
 def test_odd_inputs_are_kept_or_restored_faithfully(tmp_path):
