@@ -1,0 +1,45 @@
+"""Peak RSS of one encode with and without --effort (models.refine.MAX_PIXELS's reason).
+
+    python benchmarks/kodak/latent-refinement/memory.py EFFORT kodak|1mp
+
+Encodes kodim01 (512x768) or a 1024x1024 tiling of it with msh-n96-v2 at quality 4, after a
+small warm-up encode, and prints the process's peak RSS before and after. Run each case in a
+fresh process.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(ROOT))
+
+from models.registry import DEFAULT_CODEC, get_codec  # noqa: E402
+
+
+def peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    torch.set_num_threads(2)
+    effort, size = int(sys.argv[1]), sys.argv[2]
+    image = np.asarray(Image.open(ROOT.parent / "shared/datasets/kodak/kodim01.png").convert("RGB"))
+    if size == "1mp":
+        image = np.ascontiguousarray(np.tile(image, (2, 2, 1))[:1024, :1024])
+    codec = get_codec(DEFAULT_CODEC, 4.0, effort=effort)
+    codec.encode_batch([image[:64, :64]])
+    before = peak_mib()
+    codec.encode_batch([image])
+    print(f"effort {effort}, {image.shape[1]}x{image.shape[0]}: peak RSS {before:.0f} MiB after "
+          f"warm-up, {peak_mib():.0f} MiB after the encode")
+
+
+if __name__ == "__main__":
+    main()
