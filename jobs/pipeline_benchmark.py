@@ -134,7 +134,11 @@ def bare_codec(seq: list[Item], codec_id: str, quality: float | None) -> dict[st
     Each step is timed on its own so that one loop gives every reference figure: encode +
     decode + PSNR (what compress does per image beyond plumbing), the source decode the
     pipeline also pays, and decode / decode + writing the original format (what restore does).
-    Wall and CPU time (this thread's) both: CPU time holds when other processes share the cores.
+    Wall and CPU time both: CPU time holds when other processes share the cores. CPU time is
+    the whole process's (Ray is not started yet, so that is this loop and torch's own threads).
+    Runs before session 7 counted this thread's time only, which left out torch's intra-op
+    threads: their "CPU efficiency" compared about half of the bare loop's CPU with all of
+    the pipeline's, and is not comparable with later runs.
     """
     from models.registry import get_codec
     from pipeline.images import encode_for_restore, prepare, psnr
@@ -150,7 +154,7 @@ def bare_codec(seq: list[Item], codec_id: str, quality: float | None) -> dict[st
     busy0 = _busy_cpu()
 
     def clock() -> tuple[float, float]:
-        return time.perf_counter(), time.thread_time()
+        return time.perf_counter(), time.process_time()
 
     for start in range(0, len(seq), CHUNK_SAMPLES):
         batch = seq[start:start + CHUNK_SAMPLES]

@@ -80,9 +80,13 @@ def ensure_ray(options: RayOptions) -> None:
     """
     address = options.address or os.environ.get("RAY_ADDRESS")
     if not address:
-        # Read by Ray at import time: without it, Ray on Linux binds its servers to every
-        # interface even with a loopback node IP. Too late if Ray was imported already.
+        # Read by Ray at import time: without it, Ray on Linux takes the machine's address for
+        # its node and servers even when given _node_ip_address="127.0.0.1" (seen with Ray
+        # 2.60: `latentarc compress` imported Ray first and ran on the host's IP).
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        constants = sys.modules.get("ray._private.ray_constants")
+        if constants is not None and os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0":
+            constants.ENABLE_RAY_CLUSTER = False  # imported already: what the variable sets
     import ray
 
     if ray.is_initialized():
@@ -152,9 +156,9 @@ def run_per_shard(
     """Yield each task's result as it completes (any order)."""
     if not tasks:
         return
+    ensure_ray(options)  # first: it sets what Ray reads when it is imported
     import ray.data
 
-    ensure_ray(options)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # latentarc prints its own progress line
     ctx.print_on_execution_start = False
