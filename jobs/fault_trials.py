@@ -316,7 +316,9 @@ def start_ray(num_cpus: int = 2) -> str | None:
     """
     if os.environ.get("RAY_ADDRESS"):
         raise SystemExit("fault trials start their own Ray; unset RAY_ADDRESS (they kill actors by PID)")
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    from pipeline.runner import prefer_loopback
+
+    prefer_loopback()
     import ray
 
     if ray.is_initialized():

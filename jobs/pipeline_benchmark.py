@@ -546,7 +546,9 @@ def cpus_per_actor(setting: str, actors: int) -> float:
 def _start_ray() -> bool:
     """In-process Ray on 127.0.0.1 (all local cores) unless the caller started one already.
     Returns whether we started it (and so must shut it down)."""
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    from pipeline.runner import prefer_loopback
+
+    prefer_loopback()
     import ray
 
     if ray.is_initialized():

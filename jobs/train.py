@@ -406,8 +406,10 @@ def run(args: argparse.Namespace) -> int:
     if args.no_ray:
         fit(config)
         return 0
-    if not os.environ.get("RAY_ADDRESS"):  # in-process Ray on loopback only (read at import)
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    if not os.environ.get("RAY_ADDRESS"):  # in-process Ray on loopback only
+        from pipeline.runner import prefer_loopback
+
+        prefer_loopback()
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer

@@ -73,6 +73,20 @@ def use_reserved_cpus() -> int | None:
     return n
 
 
+def prefer_loopback() -> None:
+    """Make the next in-process ``ray.init`` put its node and servers on 127.0.0.1.
+
+    Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER when it is imported; without it, Ray on Linux
+    takes the machine's address even when given _node_ip_address="127.0.0.1" (Ray 2.60:
+    `latentarc compress` imported Ray first and ran on the host's IP). Call before importing
+    Ray; if Ray was imported already, this sets the constant the variable would have set.
+    Every in-process Ray start of the project goes through here."""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None and os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0":
+        constants.ENABLE_RAY_CLUSTER = False
+
+
 def ensure_ray(options: RayOptions) -> None:
     """Connect to the cluster named by ``--ray-address``/``RAY_ADDRESS``, or start Ray in-process.
 
@@ -80,13 +94,7 @@ def ensure_ray(options: RayOptions) -> None:
     """
     address = options.address or os.environ.get("RAY_ADDRESS")
     if not address:
-        # Read by Ray at import time: without it, Ray on Linux takes the machine's address for
-        # its node and servers even when given _node_ip_address="127.0.0.1" (seen with Ray
-        # 2.60: `latentarc compress` imported Ray first and ran on the host's IP).
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        constants = sys.modules.get("ray._private.ray_constants")
-        if constants is not None and os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0":
-            constants.ENABLE_RAY_CLUSTER = False  # imported already: what the variable sets
+        prefer_loopback()
     import ray
 
     if ray.is_initialized():
