@@ -546,7 +546,7 @@ def cpus_per_actor(setting: str, actors: int) -> float:
 def _start_ray() -> bool:
     """In-process Ray on 127.0.0.1 (all local cores) unless the caller started one already.
     Returns whether we started it (and so must shut it down)."""
-    from pipeline.runner import prefer_loopback
+    from pipeline.runner import LOCAL_SYSTEM_CONFIG, prefer_loopback
 
     prefer_loopback()
     import ray
@@ -555,7 +555,8 @@ def _start_ray() -> bool:
         return False
     temp_dir = tempfile.mkdtemp(prefix="lar-")  # short: Ray's socket paths have a length limit
     ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
-             _temp_dir=temp_dir, _node_ip_address="127.0.0.1", log_to_driver=False)
+             _temp_dir=temp_dir, _node_ip_address="127.0.0.1", log_to_driver=False,
+             _system_config=LOCAL_SYSTEM_CONFIG)  # as `latentarc compress` starts it
     return True
 
 
@@ -606,6 +607,9 @@ def run(settings: Settings, command: str) -> dict[str, Any]:
         print(f"bare {s.codec}: {n / _bare_compress_s(bare):.2f} img/s (encode+decode+PSNR)", flush=True)
         prefetch_ab = in_worker(work / "src-big", work, s.codec, s.quality, s.prefetch_reps)
         started_ray = _start_ray()
+        import ray
+
+        cluster_cpus = int(ray.cluster_resources().get("CPU", 1))
         runs = []
         for name in layouts:
             for actors in s.actors:
@@ -638,7 +642,7 @@ def run(settings: Settings, command: str) -> dict[str, Any]:
                      "rows_big": s.rows_big, "big_shards": s.big_shards, "budget_mib": s.budget_mib,
                      "big_shard_pixel_mib": _mib(big_shard_pixels), "actors": list(s.actors),
                      "sample_interval_s": s.interval, "driver_nice": os.nice(0),
-                     "prefetch": s.prefetch,
+                     "prefetch": s.prefetch, "cluster_cpus": cluster_cpus,
                      "cpus_per_actor": {a: cpus_per_actor(s.cpus_per_actor, a) for a in s.actors}},
         "bare": bare, "in_worker": prefetch_ab, "runs": runs, "overhead": overhead,
         "total_seconds": round(time.monotonic() - started_all, 1),
@@ -717,12 +721,23 @@ def derive(summary: dict[str, Any]) -> dict[str, Any]:
                                     "speedup": round(base / by[(layout, a)][f"{op}_seconds"], 3)})
     headline = next((p for p in pipeline_rows if p["op"] == "compress" and p["layout"] == "big"
                      and p["actors"] == 1), None)
+    # What `latentarc compress` does by default on this machine: as many actors as the cluster
+    # has CPUs (pipeline.runner.default_actors), over an archive of many shards.
+    cores = summary["settings"].get("cluster_cpus") or summary["machine"]["cores"]
+    by_default = next((p for p in pipeline_rows if p["op"] == "compress" and p["layout"] == "small"
+                       and p["actors"] == min(cores, p["shards"])), None)
     big_overhead = summary["overhead"]["big"]["overhead_bytes_per_row"]
     targets = {
         "efficiency_ge_0.9": {
             "value": None if headline is None else headline["efficiency"],
             "what": "compress, big shards, 1 actor, vs bare encode+decode+PSNR",
             "met": None if headline is None else headline["efficiency"] >= 0.9},
+        "efficiency_ge_0.9_default_actors": {
+            "value": None if by_default is None else by_default["efficiency"],
+            "what": f"compress, {summary['settings']['rows_small']}-row shards, "
+                    f"{cores} actors (one per cluster CPU: the CLI's default count), vs bare "
+                    "encode+decode+PSNR",
+            "met": None if by_default is None else by_default["efficiency"] >= 0.9},
         "cpu_efficiency_ge_0.9": {
             "value": None if headline is None else headline["cpu_efficiency"],
             "what": "the same in CPU seconds (bare steps / driver + all Ray processes): "
@@ -799,17 +814,20 @@ def to_markdown(summary: dict[str, Any]) -> str:
         "",
         f"The machine may be shared: `others` columns give the share of all cores used by processes "
         f"outside this benchmark (its driver and all Ray processes) during each measurement. The "
-        f"driver ran at nice {s['driver_nice']}; Ray workers at nice "
-        f"{_worker_nice(summary)} (Ray lowers its workers' priority), so under contention the "
-        "pipeline loses more wall time than the bare loop. CPU efficiency (CPU seconds, not wall) "
-        "is the figure that holds under contention.",
+        f"driver ran at nice {s['driver_nice']}; Ray workers at nice {_worker_nice(summary)} "
+        + ("(Ray's default lowers its workers' priority), so under contention the pipeline loses "
+           "more wall time than the bare loop. " if _worker_nice(summary) not in ("0", "?") else
+           "(the in-process Ray of `latentarc compress` runs them at the driver's priority, "
+           "`pipeline.runner.LOCAL_SYSTEM_CONFIG`). ")
+        + "CPU efficiency (CPU seconds, not wall) is the figure that holds under contention.",
         "",
         "## Targets",
         "",
         "| target | value | measured on | result |",
         "|---|---|---|---|",
     ]
-    names = {"efficiency_ge_0.9": "pipeline efficiency >= 0.9",
+    names = {"efficiency_ge_0.9": "pipeline efficiency >= 0.9 (one actor, one big shard)",
+             "efficiency_ge_0.9_default_actors": "pipeline efficiency >= 0.9 (default actor count)",
              "cpu_efficiency_ge_0.9": "pipeline efficiency >= 0.9 (CPU time)",
              "big_shard_rss_within_10pct": "big-shard peak RSS within 10% of small-shard",
              "overhead_le_128_B_per_row": "overhead <= 128 B/row",

@@ -198,12 +198,19 @@ def _ok_row(p: _Prepared, shard: str, codec: Codec, stream: bytes, decoded,
     }
 
 
-def _encode(codec: Codec, items: list[_Prepared]) -> list[tuple[bytes, Any]]:
+def _encode(codec: Codec, items: list[_Prepared]) -> Iterator[tuple[bytes, Any]]:
+    """Encode the batch, then decode (for PSNR and the content hash) one stream at a time:
+    the caller turns each into a row before the next is decoded, so a batch's decoded images
+    and symbols are never all held at once."""
     if codec.takes_source:
         streams = codec.encode_sources([p.sample.members[p.image_pos][1] for p in items])
     else:
         streams = codec.encode_batch([p.image for p in items])
-    return list(zip(streams, codec.decode_batch(streams), strict=True))
+    if len(streams) != len(items):
+        raise CodecError(f"codec {codec.id} returned {len(streams)} streams for {len(items)} images")
+    for stream in streams:
+        (decoded,) = codec.decode_batch([stream])
+        yield stream, decoded
 
 
 def _jpeg_fallback(p: _Prepared, shard: str, guard_reason: str,
@@ -226,21 +233,23 @@ def _jpeg_fallback(p: _Prepared, shard: str, guard_reason: str,
 def _encode_chunk(chunk: list[_Prepared], shard: str, codec: Codec, guard: Guard,
                   metrics: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     todo = [p for p in chunk if p.image is not None]
-    results: dict[int, tuple[bytes, Any]] = {}
+    results: dict[int, dict[str, Any]] = {}
     try:
-        for p, result in zip(todo, _encode(codec, todo), strict=True):
-            results[p.index] = result
+        for p, (stream, decoded) in zip(todo, _encode(codec, todo), strict=True):
+            results[p.index] = _ok_row(p, shard, codec, stream, decoded, metrics)
     except CodecError:
         # Find the image the batch failed on; the others still go through the codec.
+        results.clear()
         for p in todo:
             try:
-                results[p.index] = _encode(codec, [p])[0]
+                ((stream, decoded),) = _encode(codec, [p])
+                results[p.index] = _ok_row(p, shard, codec, stream, decoded, metrics)
             except CodecError as exc:
                 p.image, p.reason = None, f"codec {codec.id} failed: {exc}"
     rows = []
     for p in chunk:
         if p.index in results:
-            row = _ok_row(p, shard, codec, *results[p.index], metrics)
+            row = results[p.index]
             p.reason = guard.reason(row["bitstream"], p.sample.members[p.image_pos][1], row["psnr"])
             if p.reason is None:
                 rows.append(row)

@@ -61,8 +61,13 @@ def test_pipeline_benchmark_writes_every_measurement(tmp_path):
     # 4. actor scaling and the targets, and the markdown carries all of it
     assert len(summary["derived"]["scaling"]) == 4
     assert set(summary["derived"]["targets"]) == {
-        "efficiency_ge_0.9", "cpu_efficiency_ge_0.9", "big_shard_rss_within_10pct",
-        "overhead_le_128_B_per_row", "in_worker_efficiency_ge_0.9"}
+        "efficiency_ge_0.9", "efficiency_ge_0.9_default_actors", "cpu_efficiency_ge_0.9",
+        "big_shard_rss_within_10pct", "overhead_le_128_B_per_row", "in_worker_efficiency_ge_0.9"}
+    # the fixture's cluster has 2 CPUs: the CLI's default count, 2 actors, on the 4 small shards
+    default = summary["derived"]["targets"]["efficiency_ge_0.9_default_actors"]
+    by_hand = next(r["efficiency"] for r in rows
+                   if r["op"] == "compress" and r["rows_per_shard"] == 2 and r["actors"] == 2)
+    assert summary["settings"]["cluster_cpus"] == 2 and default["value"] == by_hand
     # the in-worker prefetch comparison: off then on, every image of the big shards each time
     ab = summary["derived"]["in_worker"]
     assert [r["prefetch"] for r in ab] == [False, True]
