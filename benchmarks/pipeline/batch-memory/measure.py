@@ -1,0 +1,86 @@
+"""Peak memory of one compress worker's shard loop, by shard size, without Ray.
+
+    python benchmarks/pipeline/batch-memory/measure.py [--repo CHECKOUT] [--images DIR]
+
+For each layout (six 8-row shards one after another; one 48-row shard; one 96-row shard) a
+fresh Python process loads msh-n96-v2 (quality 4, 2 torch threads) and runs ``encode_shard``
+(reader thread on, size guard off) over tars of Kodak images taken in order, then prints its
+VmHWM (the kernel's peak RSS since the process started) and the seconds the shards took.
+``--repo`` imports the package from another checkout (a ``git worktree`` of an older commit), so
+one machine compares two versions. Why it matters: an 8-row shard never fills an 8-sample codec
+batch (the reader ramps 1, 2, 4, then 1), so whatever a worker holds per batch shows up as
+"memory that grows with shard size" in the pipeline benchmark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+LAYOUTS = {"6 x 8 rows": (6, 8), "1 x 48 rows": (1, 48), "1 x 96 rows": (1, 96)}
+
+CHILD = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+import torch
+torch.set_num_threads(2)
+from models.registry import get_codec
+from pipeline.shard_encode import Batching, Guard, encode_shard
+from pipeline.sources import Shard
+codec = get_codec("msh-n96-v2", 4.0)
+started = time.perf_counter()
+for i, tar in enumerate(sys.argv[3:]):
+    encode_shard(Shard(tar, f"s{i}", Path(tar).name), sys.argv[2], codec, guard=Guard(size=False),
+                 batching=Batching(prefetch=True))
+seconds = time.perf_counter() - started
+hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
+print(round(hwm / 1024), round(seconds, 1))
+"""
+
+
+def make_tars(images: Path, work: Path, shards: int, rows: int) -> list[str]:
+    files = sorted(images.glob("*.png"))
+    out = []
+    for s in range(shards):
+        path = work / f"{shards}x{rows}-{s}.tar"
+        with tarfile.open(path, "w") as tar:
+            for i in range(s * rows, (s + 1) * rows):
+                data = files[i % len(files)].read_bytes()
+                info = tarfile.TarInfo(f"i{i:04d}.png")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        out.append(str(path))
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repo", type=Path, default=ROOT, help="checkout to import latentarc from")
+    p.add_argument("--images", type=Path, default=ROOT.parent / "shared" / "datasets" / "kodak")
+    args = p.parse_args()
+    rev = subprocess.run(["git", "-C", str(args.repo), "rev-parse", "--short", "HEAD"],
+                         capture_output=True, text=True).stdout.strip()
+    print(f"latentarc at {rev} ({args.repo})")
+    print("| layout | peak RSS (VmHWM) MiB | seconds |")
+    print("|---|---|---|")
+    with tempfile.TemporaryDirectory(prefix="lar-bm-") as tmp:
+        work = Path(tmp)
+        for name, (shards, rows) in LAYOUTS.items():
+            tars = make_tars(args.images, work, shards, rows)
+            env = {**os.environ, "OMP_NUM_THREADS": "2"}
+            archive = str(work / f"arc-{shards}x{rows}")
+            out = subprocess.run([sys.executable, "-c", CHILD, str(args.repo), archive, *tars],
+                                 capture_output=True, text=True, env=env, check=True).stdout.split()
+            print(f"| {name} | {out[-2]} | {out[-1]} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

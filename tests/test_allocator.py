@@ -1,0 +1,49 @@
+"""models.allocator keeps a freed large block resident (no munmap, no trim), so a learned codec
+does not fault its working set in again for every image; LATENTARC_MALLOC=system opts out.
+Loading learned weights turns it on."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+
+SCRIPT = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+from models.allocator import keep_freed_memory
+
+def rss_mib():
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS")) // 1024
+
+tuned = keep_freed_memory()
+block = np.ones(64 << 20, dtype=np.uint8)  # 64 MiB, touched
+before = rss_mib()
+del block
+print(tuned, before - rss_mib())
+"""
+
+
+def _freed_mib(env_extra: dict[str, str]) -> tuple[str, int]:
+    env = {k: v for k, v in os.environ.items() if k != "LATENTARC_MALLOC"} | env_extra
+    out = subprocess.run([sys.executable, "-c", SCRIPT, str(REPO)], capture_output=True, text=True,
+                         env=env, timeout=120, check=True).stdout.split()
+    return out[0], int(out[1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
+def test_freed_blocks_stay_resident_unless_opted_out():
+    tuned, returned = _freed_mib({})
+    assert tuned == "True" and returned < 8  # the 64 MiB block stayed in the process
+    tuned, returned = _freed_mib({"LATENTARC_MALLOC": "system"})
+    assert tuned == "False" and returned > 56  # glibc's default: unmapped at once
+
+
+def test_loading_learned_weights_tunes_the_allocator():
+    from models import allocator
+    from models.registry import get_codec
+
+    get_codec("msh-n96-v2", 4.0)
+    assert allocator._done is not None  # asked, once per process
