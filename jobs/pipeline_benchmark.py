@@ -546,7 +546,7 @@ def cpus_per_actor(setting: str, actors: int) -> float:
 def _start_ray() -> bool:
     """In-process Ray on 127.0.0.1 (all local cores) unless the caller started one already.
     Returns whether we started it (and so must shut it down)."""
-    from pipeline.runner import LOCAL_SYSTEM_CONFIG, prefer_loopback
+    from pipeline.runner import prefer_loopback
 
     prefer_loopback()
     import ray
@@ -555,8 +555,7 @@ def _start_ray() -> bool:
         return False
     temp_dir = tempfile.mkdtemp(prefix="lar-")  # short: Ray's socket paths have a length limit
     ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
-             _temp_dir=temp_dir, _node_ip_address="127.0.0.1", log_to_driver=False,
-             _system_config=LOCAL_SYSTEM_CONFIG)  # as `latentarc compress` starts it
+             _temp_dir=temp_dir, _node_ip_address="127.0.0.1", log_to_driver=False)
     return True
 
 
@@ -817,8 +816,7 @@ def to_markdown(summary: dict[str, Any]) -> str:
         f"driver ran at nice {s['driver_nice']}; Ray workers at nice {_worker_nice(summary)} "
         + ("(Ray's default lowers its workers' priority), so under contention the pipeline loses "
            "more wall time than the bare loop. " if _worker_nice(summary) not in ("0", "?") else
-           "(the in-process Ray of `latentarc compress` runs them at the driver's priority, "
-           "`pipeline.runner.LOCAL_SYSTEM_CONFIG`). ")
+           "(session 8's run 5 started its Ray with workers at the driver's priority). ")
         + "CPU efficiency (CPU seconds, not wall) is the figure that holds under contention.",
         "",
         "## Targets",

@@ -1,14 +1,17 @@
-"""Keep freed memory in the process instead of handing it back to the kernel (glibc only).
+"""Optionally keep freed memory in the process instead of handing it back to the kernel (glibc).
 
 A learned codec allocates and frees the same large tensors for every image (one Kodak image's
 first analysis layer alone is 38 MB). glibc serves blocks that large with a fresh ``mmap`` and
 unmaps them on free, and trims its heap when the top is free, so every image faults its working
 set in again, zero-filled: about 190,000 page faults a second and 0.45 of a core in the kernel
-on 2 cores. With mmap off and trimming raised to 1 GiB, the same 48 images coded 1.37x faster
-(37 s -> 26-27 s, kernel time 0.45 -> 0.04 cores) and peak RSS rose 5-17% (680 -> 717-793 MiB),
-since freed blocks stay resident for the next image (benchmarks/pipeline/allocator/).
-A worker's peak is still bounded by the largest image it codes; it just does not drop between
-images. ``LATENTARC_MALLOC=system`` keeps glibc's defaults.
+on 2 cores. With mmap off and trimming raised to 1 GiB, the same 48 images coded 1.17-1.52x
+faster (kernel time 0.45 -> 0.04 cores), and the pipeline benchmark's compress ran 1.3-1.5x
+faster (benchmarks/pipeline/allocator/, msh-n96-v2/results-run6.md).
+
+It is opt-in (``LATENTARC_MALLOC=keep`` in the workers' environment) because it costs the
+bounded memory the pipeline promises: freed blocks stay resident and fragment, and in that
+benchmark one compress worker peaked at 1,717 MiB on a 176-row shard against 1,219 MiB on 8-row
+shards (873 and 866 MiB with glibc's defaults, run 5).
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ _done: bool | None = None
 
 
 def keep_freed_memory() -> bool:
-    """Tune glibc's malloc for this process, once; returns whether it is tuned.
+    """With ``LATENTARC_MALLOC=keep``, tune glibc's malloc for this process, once; returns
+    whether it is tuned.
 
     Process-wide and lasting: call it where a process is about to run a learned codec (loading
     its weights does), not in library code that shares a process it does not own."""
@@ -34,7 +38,7 @@ def keep_freed_memory() -> bool:
     if _done is not None:
         return _done
     _done = False
-    if os.environ.get(ENV, "").lower() == "system" or not sys.platform.startswith("linux"):
+    if os.environ.get(ENV, "").lower() != "keep" or not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

@@ -87,21 +87,12 @@ def prefer_loopback() -> None:
         constants.ENABLE_RAY_CLUSTER = False
 
 
-# What an in-process Ray (one this package starts) is told beyond its defaults. Ray lowers its
-# workers to nice 15 so that a shared node's own processes stay responsive; a Ray started for
-# one job runs nothing else, and at nice 15 its codec actor lost every contest for a core to
-# Ray's own processes: a msh-n96-v2 actor of 1.5 CPUs coded a 48-image shard in 0.83-0.97 s
-# per image at nice 15 and 0.77-0.84 at nice 0, in four alternated pairs (session 8,
-# benchmarks/pipeline/ray-overhead/README.md). A cluster's own `ray start` decides for its
-# nodes (`--system-config`); this is only for the in-process case.
-LOCAL_SYSTEM_CONFIG = {"worker_niceness": 0}
-
-
 def ensure_ray(options: RayOptions) -> None:
     """Connect to the cluster named by ``--ray-address``/``RAY_ADDRESS``, or start Ray in-process.
 
-    In-process Ray (the demo, a laptop) binds to 127.0.0.1 only, with no dashboard, and runs
-    its workers at the driver's priority (``LOCAL_SYSTEM_CONFIG``).
+    In-process Ray (the demo, a laptop) binds to 127.0.0.1 only, with no dashboard. Its
+    workers keep Ray's nice 15: nice 0 made no consistent difference to a codec actor's speed
+    (benchmarks/pipeline/ray-overhead/README.md).
     """
     address = options.address or os.environ.get("RAY_ADDRESS")
     if not address:
@@ -117,7 +108,6 @@ def ensure_ray(options: RayOptions) -> None:
             address="local",
             include_dashboard=False,
             _node_ip_address="127.0.0.1",
-            _system_config=LOCAL_SYSTEM_CONFIG,
             log_to_driver=True,
         )
 

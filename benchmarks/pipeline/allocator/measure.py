@@ -1,11 +1,11 @@
-"""The learned codec with glibc's malloc defaults and with ``models.allocator`` (the default).
+"""The learned codec with glibc's malloc defaults and with ``models.allocator`` (opt-in).
 
     python benchmarks/pipeline/allocator/measure.py [--rows 48] [--pairs 2]
 
 Alternated fresh processes, each running ``encode_shard`` (msh-n96-v2 quality 4, 2 torch
 threads, reader thread on, size guard off) on one tar of the first ``--rows`` Kodak images in
-order, once with ``LATENTARC_MALLOC=system`` (glibc's defaults) and once without (mmap off,
-trimming at 1 GiB). Each prints the shard's seconds, the process's page faults per second, its
+order, once with glibc's defaults and once with ``LATENTARC_MALLOC=keep`` (mmap off, trimming at
+1 GiB). Each prints the shard's seconds, the process's page faults per second, its
 user and kernel CPU (cores) over the shard, and its peak RSS (VmHWM).
 """
 
@@ -57,8 +57,8 @@ def main() -> None:
             for setting in ("system", "latentarc"):
                 env = {**os.environ, "OMP_NUM_THREADS": "2"}
                 env.pop("LATENTARC_MALLOC", None)
-                if setting == "system":
-                    env["LATENTARC_MALLOC"] = "system"
+                if setting != "system":
+                    env["LATENTARC_MALLOC"] = "keep"
                 archive = str(work / f"a{pair}{setting}")
                 out = subprocess.run([sys.executable, "-c", CHILD, str(ROOT), archive, tar],
                                      capture_output=True, text=True, env=env, check=True).stdout.split()

@@ -1,5 +1,5 @@
 """Does the codec actor's priority matter? One shard through `compress`, Ray's workers at
-nice 15 (Ray's default) and at nice 0 (what latentarc's in-process Ray uses), alternated.
+nice 15 (Ray's default) and at nice 0, alternated.
 
     python benchmarks/pipeline/ray-overhead/nice.py [--pairs 3] [--copies 2]
 
