@@ -816,7 +816,7 @@ def to_markdown(summary: dict[str, Any]) -> str:
         f"driver ran at nice {s['driver_nice']}; Ray workers at nice {_worker_nice(summary)} "
         + ("(Ray's default lowers its workers' priority), so under contention the pipeline loses "
            "more wall time than the bare loop. " if _worker_nice(summary) not in ("0", "?") else
-           "(session 8's run 5 started its Ray with workers at the driver's priority). ")
+           "(this run's Ray was started with its workers at the driver's priority). ")
         + "CPU efficiency (CPU seconds, not wall) is the figure that holds under contention.",
         "",
         "## Targets",

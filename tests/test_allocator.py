@@ -41,7 +41,7 @@ def test_freed_blocks_stay_resident_only_when_asked():
     assert tuned == "False" and returned > 56  # glibc's default: unmapped at once
 
 
-def test_loading_learned_weights_tunes_the_allocator():
+def test_loading_learned_weights_asks_for_the_allocator_setting():
     from models import allocator
     from models.registry import get_codec
 
