@@ -1,4 +1,4 @@
-"""Does an environment setting change a compress actor's speed? Alternated trials, as nice.py.
+"""Does an environment setting change a compress actor's speed? Alternated compress trials.
 
     python benchmarks/pipeline/ray-overhead/env_trials.py MALLOC_ARENA_MAX=1 [--pairs 3]
 
