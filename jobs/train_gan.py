@@ -86,7 +86,7 @@ class FrozenEncoder:
                 return torch.round(y).long(), None, torch.zeros_like(y), inv_gain, None
             z_sym = torch.round(self.net.h_a(y.float())).long()
             mean, index = self.model.entropy_parameters(z_sym)
-            mean = torch.from_numpy(mean).double() / self.fixed
+            mean = torch.from_numpy(mean).double().to(y.device) / self.fixed
             return torch.round(y - mean).long(), z_sym, mean, inv_gain, index
 
     def __call__(self, x, quality):
@@ -231,12 +231,18 @@ def fit_gan(config: dict) -> int:
 
     torch.set_num_threads(config["threads"])
     torch.manual_seed(config["seed"])
+    device = config.get("device", "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch sees no GPU here")
     weights = Path(config["weights"])
-    model = LearnedModel.from_file(weights)
+    # On a GPU the whole frozen encoder runs there too: g_a, h_a and the integer hyper-decoder,
+    # whose float64 arithmetic is exact on any device (``LearnedModel.to``), so g_s still trains
+    # on the symbols a CPU encoder would produce (up to g_a's own float rounding).
+    model = LearnedModel.from_file(weights).to(device)
     config = {**config, "pairs_with": model.sha256}
     encoder = FrozenEncoder(model)
     g_s = copy.deepcopy(model.net.g_s).float().train().requires_grad_(True)
-    disc = make_discriminator(config, model.M).train()
+    disc = make_discriminator(config, model.M).to(device).train()
     opt_g = torch.optim.Adam(g_s.parameters(), lr=config["lr_g"], betas=(0.9, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), lr=config["lr_d"], betas=(0.5, 0.999))
     directory = config["checkpoint_dir"]
@@ -248,8 +254,10 @@ def fit_gan(config: dict) -> int:
         if config["max_psnr_drop"] > 0 and adapted:  # continue from the controller's last value
             k_mse = float(meta["k_mse"])
     lpips = make_lpips(config)
+    if lpips is not None:
+        lpips = lpips.to(device)
     images = load_images(config["shards"])
-    sampler = CropSampler(images, config["crop"], "cpu", config["seed"] + step)
+    sampler = CropSampler(images, config["crop"], device, config["seed"] + step)
     log_path = Path(directory) / LOSS_LOG
     _trim_log(log_path, step)
     first, started = step, time.monotonic()
@@ -260,7 +268,8 @@ def fit_gan(config: dict) -> int:
     scale, rollbacks = 1.0, 0
     adv_on = config["k_adv"] > 0
     print(f"[gan] {len(images)} images; g_s from {weights.name} ({model.sha256[:12]}); "
-          f"resuming at step {step}; lpips {'on' if lpips is not None else 'off'}", flush=True)
+          f"resuming at step {step}; lpips {'on' if lpips is not None else 'off'}; on {device}",
+          flush=True)
 
     def add(name: str, value: float) -> None:
         sums[name] = sums.get(name, 0.0) + value
@@ -272,7 +281,7 @@ def fit_gan(config: dict) -> int:
         for group in opt_d.param_groups:
             group["lr"] = config["lr_d"] * scale
         x = sampler(config["batch"])
-        q = config["q_min"] + torch.rand(x.shape[0]) * (config["q_max"] - config["q_min"])
+        q = (config["q_min"] + torch.rand(x.shape[0]) * (config["q_max"] - config["q_min"])).to(device)
         latent = encoder(x, q)
         x_hat = g_s(latent)
         cond = latent if config["d_condition"] else None
@@ -389,7 +398,7 @@ def run(args: argparse.Namespace) -> int:
         "crop": args.crop, "steps": args.steps, "minutes": args.minutes, "threads": args.threads,
         "save_minutes": args.save_minutes, "log_every": args.log_every, "ref_every": args.ref_every,
         "d_start": 0, "g_start": args.d_warmup, "seed": args.seed,
-        "log_lpips": not args.no_log_lpips, "snapshots": args.snapshots,
+        "log_lpips": not args.no_log_lpips, "snapshots": args.snapshots, "device": args.device,
     }
     if config["crop"] % 64:
         raise SystemExit("--crop must be a multiple of 64 (the codec's total stride)")
@@ -474,6 +483,59 @@ def evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- export
+
+
+def export(args: argparse.Namespace) -> int:
+    """Ship a checkpoint's g_s as a registered realistic decoder of its faithful codec.
+
+    Writes ``<codec>-<name>.safetensors`` (float16, metadata ``pairs_with`` = the faithful file's
+    sha256, so ``models.realistic.load_realistic`` refuses it beside any other weights) into the
+    codec's weights folder and records it in the registry with a card: what the loss, data,
+    steps and hardware were, read from the checkpoint's own config where it has them."""
+    import torch
+    from safetensors.torch import load
+
+    from models.learned import LearnedModel
+    from models.realistic import export_realistic
+    from models.weights import read_registry, register_decoder, weight_dirs
+
+    raw = Path(args.g_s or Path(args.checkpoint_dir, CHECKPOINT)).read_bytes()
+    meta = checkpoint_metadata(raw)
+    config = json.loads(meta["config"])
+    directory = next((d for d in weight_dirs() if args.codec in read_registry(d)), None)
+    if directory is None:
+        raise SystemExit(f"--codec {args.codec!r} is not a registered codec")
+    model = LearnedModel.from_file(directory / read_registry(directory)[args.codec]["file"])
+    if model.sha256 != meta["pairs_with"]:
+        raise SystemExit(f"the checkpoint pairs with weights {meta['pairs_with'][:16]}..., "
+                         f"{args.codec} is {model.sha256[:16]}...")
+    g_s = copy.deepcopy(model.net.g_s)
+    g_s.load_state_dict({k[4:]: v for k, v in load(raw).items() if k.startswith("g_s.")})
+    step = int(meta["step"])
+    file_name = f"{args.codec}-{args.name}.safetensors"
+    sha = export_realistic(g_s, model.sha256, directory / file_name, torch.float16,
+                           {"architecture": model.net.architecture, "steps": str(step),
+                            "run": args.record})
+    d = ",".join(str(c) for c in config["d_channels"])
+    card = {
+        "title": args.title or f"{args.codec} {args.name} decoder (GAN fine-tune of g_s)",
+        "budget_label": args.budget_label, "steps": step,
+        "wall_hours": round(float(meta.get("wall_s", 0)) / 3600, 2),
+        "crops": f"{config['batch']} x {config['crop']}x{config['crop']} per step",
+        "loss": (f"{config['k_mse']:g} * MSE(0-255) + {config['k_lpips']:g} LPIPS-alex + "
+                 f"{config['k_adv']:g} {'hinge' if config['gan_loss'] == 'hinge' else 'non-saturating'}"
+                 f" adversarial (conditional patch discriminator {d}, "
+                 f"{'spectral norm' if config['d_norm'] == 'spectral' else 'no spectral norm'})"),
+        "qualities_trained": f"{config['q_min'] + 1:g}..{config['q_max'] + 1:g} "
+                             f"(internal {config['q_min']:g}..{config['q_max']:g})",
+        "data": args.data, "hardware": args.hardware, "record": args.record,
+    }
+    register_decoder(args.codec, args.name, file_name, sha, card, directory)
+    print(json.dumps({"file": str(directory / file_name), "sha256": sha, "card": card}, indent=1))
+    return 0
+
+
 # ----------------------------------------------------------------------------- CLI
 
 
@@ -519,6 +581,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-log-lpips", action="store_true",
                    help="with --k-lpips 0, do not compute LPIPS for the log either")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="where g_s, D, LPIPS and the frozen encoder run (checkpoints are CPU tensors "
+                        "either way, so a GPU run resumes on a CPU and back)")
     p.add_argument("--snapshots", action="store_true",
                    help="also keep g_s at every save under snapshots/ (4 MB each), to choose "
                         "among the states an oscillating GAN run passes through")
@@ -544,9 +609,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--save-dir", help="write the decoded crops here as PNG")
     p.add_argument("--json", help="write the table here")
     p.add_argument("--threads", type=int, default=1)
+    p = sub.add_parser("export", help="ship a checkpoint's g_s as a registered decoder of its codec")
+    p.add_argument("--checkpoint-dir", required=True)
+    p.add_argument("--g-s", help="a snapshots/g_s-*.safetensors file instead of the checkpoint")
+    p.add_argument("--codec", required=True, help="the registered faithful codec, e.g. msh-n96-v2")
+    p.add_argument("--name", default="realistic", help="decoder name (restore --decoder NAME)")
+    p.add_argument("--title", default="")
+    p.add_argument("--budget-label", required=True,
+                   help="one line for users: how much training this is and how it measured")
+    p.add_argument("--data", required=True, help="training data and its terms")
+    p.add_argument("--hardware", required=True)
+    p.add_argument("--record", required=True, help="where the training record is (a README)")
     args = parser.parse_args(argv)
     if args.cmd == "eval":
         return evaluate(args)
+    if args.cmd == "export":
+        return export(args)
     return run(args)
 
 

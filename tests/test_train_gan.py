@@ -120,6 +120,53 @@ def test_resume_refuses_a_checkpoint_for_other_weights(gan_setup):
         train_main([*args, "--steps", "2"])
 
 
+def test_export_ships_the_checkpoints_g_s_as_a_registered_decoder(gan_setup, tmp_path, monkeypatch):
+    import shutil
+
+    from jobs.train_gan import main as gan_main
+    from models.realistic import load_realistic
+    from models.weights import EXTRA_DIRS_ENV, read_registry, register_weights
+
+    model, _, ckpt, args = gan_setup
+    assert train_main([*args, "--steps", "2"]) == 0
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    shutil.copy(TINY_WEIGHTS, weights / "tiny.safetensors")
+    register_weights("tiny-export", "tiny.safetensors", model.sha256, 248, {"title": "t"}, weights)
+    monkeypatch.setenv(EXTRA_DIRS_ENV, str(weights))
+    common = ["export", "--checkpoint-dir", str(ckpt), "--codec", "tiny-export",
+              "--budget-label", "tests only", "--data", "synthetic", "--hardware", "cpu",
+              "--record", "here"]
+    assert gan_main(common) == 0
+
+    entry = read_registry(weights)["tiny-export"]["decoders"]["realistic"]
+    data = (weights / entry["file"]).read_bytes()
+    assert entry["file"] == "tiny-export-realistic.safetensors"
+    card = entry["card"]
+    assert card["steps"] == 2 and card["crops"] == "2 x 64x64 per step"
+    assert "0.1 non-saturating adversarial (conditional patch discriminator 8,16" in card["loss"]
+    # the loader accepts it for these weights (sha pinned) and it is the checkpoint's g_s in fp16
+    g_s = load_realistic(data, model, entry["sha256"])
+    trained = {k[4:]: v for k, v in load((ckpt / CHECKPOINT).read_bytes()).items()
+               if k.startswith("g_s.")}
+    for k, v in g_s.state_dict().items():
+        assert torch.allclose(v, trained[k].half().float()), k
+    assert any(not torch.equal(v, model.net.g_s.state_dict()[k]) for k, v in g_s.state_dict().items())
+
+    model.sha256 = "0" * 64  # other faithful weights under the same id: refused
+    with pytest.raises(SystemExit, match="pairs with"):
+        gan_main(common)
+
+
+@pytest.mark.gpu
+def test_gan_training_runs_on_cuda_and_saves_cpu_tensors(gan_setup):
+    model, _, ckpt, args = gan_setup
+    assert train_main([*args, "--steps", "2", "--device", "cuda"]) == 0
+    tensors = load((ckpt / CHECKPOINT).read_bytes())
+    assert all(v.device.type == "cpu" for v in tensors.values())
+    assert checkpoint_metadata((ckpt / CHECKPOINT).read_bytes())["step"] == "2"
+
+
 def test_gan_help_lists_its_flags(capsys):
     with pytest.raises(SystemExit) as exc:
         train_main(["run", "--gan", "--help"])
