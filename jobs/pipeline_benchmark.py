@@ -642,6 +642,9 @@ def run(settings: Settings, command: str) -> dict[str, Any]:
                      "big_shard_pixel_mib": _mib(big_shard_pixels), "actors": list(s.actors),
                      "sample_interval_s": s.interval, "driver_nice": os.nice(0),
                      "prefetch": s.prefetch, "cluster_cpus": cluster_cpus,
+                     # models.allocator's settings, inherited by the workers (Ray starts them)
+                     "malloc_env": {k: v for k, v in os.environ.items()
+                                    if k.startswith("LATENTARC_MALLOC")},
                      "cpus_per_actor": {a: cpus_per_actor(s.cpus_per_actor, a) for a in s.actors}},
         "bare": bare, "in_worker": prefetch_ab, "runs": runs, "overhead": overhead,
         "total_seconds": round(time.monotonic() - started_all, 1),
@@ -801,7 +804,8 @@ def to_markdown(summary: dict[str, Any]) -> str:
         f"repeated in order, each sample an image member plus a small `.json` member. Codec "
         f"`{s['codec']}` quality {q}; compress's reader thread "
         f"{'on' if s.get('prefetch', True) else 'off (--no-prefetch)'}; actors reserve "
-        f"{_reservations(s)} CPU (torch threads: the reservation rounded up). "
+        f"{_reservations(s)} CPU (torch threads: the reservation rounded up); malloc: "
+        f"{' '.join(f'{k}={v}' for k, v in s.get('malloc_env', {}).items()) or 'package defaults'}. "
         f"The same {s['images_per_run']} images are packed as small shards "
         f"({s['rows_small']} rows) and big shards ({s['rows_big']} rows, {s['big_shards']} shards). "
         "Ray runs in-process on 127.0.0.1 with every local core; files are local. "

@@ -22,10 +22,27 @@ import os
 import sys
 
 ENV = "LATENTARC_MALLOC"
+TRIM_ENV = "LATENTARC_MALLOC_TRIM"
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # <malloc.h>
 TRIM_THRESHOLD = 1 << 30
 
 _done: bool | None = None
+_libc: ctypes.CDLL | None | bool = None  # False: looked, not glibc
+
+
+def _glibc() -> ctypes.CDLL | None:
+    global _libc
+    if _libc is None:
+        _libc = False
+        if sys.platform.startswith("linux"):
+            try:
+                lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+                lib.mallopt.argtypes, lib.mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+                lib.malloc_trim.argtypes, lib.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+                _libc = lib
+            except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+                pass
+    return _libc or None
 
 
 def keep_freed_memory() -> bool:
@@ -38,13 +55,23 @@ def keep_freed_memory() -> bool:
     if _done is not None:
         return _done
     _done = False
-    if os.environ.get(ENV, "").lower() != "keep" or not sys.platform.startswith("linux"):
+    libc = _glibc()
+    if os.environ.get(ENV, "").lower() != "keep" or libc is None:
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    _done = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    _done = bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
     return _done
+
+
+def release_freed_memory() -> bool:
+    """Hand the free pages of every malloc arena back to the kernel (glibc ``malloc_trim(0)``);
+    returns whether any were released. Call it between units of work whose memory is freed,
+    e.g. after each codec batch.
+
+    Why: glibc returns freed memory only from the top of a heap, so blocks freed in the middle
+    stay resident; over a long shard they fragment, and a worker's peak grows with the number
+    of images it has coded rather than with the batch it holds (benchmarks/pipeline/batch-memory).
+    ``LATENTARC_MALLOC_TRIM=off`` turns it off (for measuring)."""
+    if os.environ.get(TRIM_ENV, "").lower() == "off":
+        return False
+    libc = _glibc()
+    return bool(libc.malloc_trim(0)) if libc is not None else False

@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from models.allocator import release_freed_memory
 from models.codec import Codec, CodecError
 from pipeline.archive_format import (
     META_KEY,
@@ -305,11 +306,15 @@ def _row_chunks(samples: Iterator[Sample], shard: str, codec: Codec, guard: Guar
         chunk.append(p)
         pixels += _pixels(p)
         if len(chunk) >= limit or pixels >= max_pixels:
-            yield _encode_chunk(chunk, shard, codec, guard, metrics)
+            rows = _encode_chunk(chunk, shard, codec, guard, metrics)
+            release_freed_memory()  # the batch's tensors are freed: give their pages back
+            yield rows
             chunk, pixels = [], 0
             limit = min(max_samples, 2 * limit)
     if chunk:
-        yield _encode_chunk(chunk, shard, codec, guard, metrics)
+        rows = _encode_chunk(chunk, shard, codec, guard, metrics)
+        release_freed_memory()
+        yield rows
 
 
 class _RowGroup:

@@ -1,12 +1,17 @@
-"""The learned codec with glibc's malloc defaults and with ``models.allocator`` (opt-in).
+"""The learned codec under each malloc setting of ``models.allocator``.
 
-    python benchmarks/pipeline/allocator/measure.py [--rows 48] [--pairs 2]
+    python benchmarks/pipeline/allocator/measure.py [--rows 48] [--pairs 2] [--settings ...]
 
 Alternated fresh processes, each running ``encode_shard`` (msh-n96-v2 quality 4, 2 torch
 threads, reader thread on, size guard off) on one tar of the first ``--rows`` Kodak images in
-order, once with glibc's defaults and once with ``LATENTARC_MALLOC=keep`` (mmap off, trimming at
-1 GiB). Each prints the shard's seconds, the process's page faults per second, its
-user and kernel CPU (cores) over the shard, and its peak RSS (VmHWM).
+order, once per setting per round, the order reversed every other round:
+- ``defaults``: glibc's defaults, no end-of-batch trim (``LATENTARC_MALLOC_TRIM=off``; what
+  workers did before session 9);
+- ``trim``: glibc's defaults and ``malloc_trim`` after each codec batch (today's default);
+- ``keep``: ``LATENTARC_MALLOC=keep`` (mmap off, trimming at 1 GiB), no end-of-batch trim;
+- ``keep+trim``: both.
+Each prints the shard's seconds, the process's page faults per second, its user and kernel CPU
+(cores) over the shard, and its peak RSS (VmHWM).
 """
 
 from __future__ import annotations
@@ -21,6 +26,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "benchmarks" / "pipeline" / "batch-memory"))
 from measure import make_tars  # noqa: E402
+
+SETTINGS = {
+    "defaults": {"LATENTARC_MALLOC_TRIM": "off"},
+    "trim": {},
+    "keep": {"LATENTARC_MALLOC": "keep", "LATENTARC_MALLOC_TRIM": "off"},
+    "keep+trim": {"LATENTARC_MALLOC": "keep"},
+}
 
 CHILD = """
 import resource, sys, time
@@ -46,7 +58,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=Path, default=ROOT.parent / "shared" / "datasets" / "kodak")
     p.add_argument("--rows", type=int, default=48)
-    p.add_argument("--pairs", type=int, default=2)
+    p.add_argument("--pairs", type=int, default=2, help="rounds (each runs every setting once)")
+    p.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
     args = p.parse_args()
     print("| malloc | seconds | page faults/s | user cores | kernel cores | peak RSS MiB |")
     print("|---|---|---|---|---|---|")
@@ -54,16 +67,13 @@ def main() -> None:
         work = Path(tmp)
         (tar,) = make_tars(args.images, work, 1, args.rows)
         for pair in range(args.pairs):
-            for setting in ("system", "latentarc"):
-                env = {**os.environ, "OMP_NUM_THREADS": "2"}
-                env.pop("LATENTARC_MALLOC", None)
-                if setting != "system":
-                    env["LATENTARC_MALLOC"] = "keep"
+            for setting in args.settings if pair % 2 == 0 else args.settings[::-1]:
+                env = {k: v for k, v in os.environ.items() if not k.startswith("LATENTARC_MALLOC")}
+                env.update({"OMP_NUM_THREADS": "2", **SETTINGS[setting]})
                 archive = str(work / f"a{pair}{setting}")
                 out = subprocess.run([sys.executable, "-c", CHILD, str(ROOT), archive, tar],
                                      capture_output=True, text=True, env=env, check=True).stdout.split()
-                print(f"| {'glibc defaults' if setting == 'system' else 'models.allocator'} | "
-                      + " | ".join(out[-5:]) + " |", flush=True)
+                print(f"| {setting} | " + " | ".join(out[-5:]) + " |", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Peak memory of one compress worker's shard loop, by shard size, without Ray.
 
     python benchmarks/pipeline/batch-memory/measure.py [--repo CHECKOUT] [--images DIR]
+        [--env NAME=VALUE ...] [--layouts ...]
 
 For each layout (six 8-row shards one after another; one 48-row shard; one 96-row shard) a
 fresh Python process loads msh-n96-v2 (quality 4, 2 torch threads) and runs ``encode_shard``
@@ -65,17 +66,21 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repo", type=Path, default=ROOT, help="checkout to import latentarc from")
     p.add_argument("--images", type=Path, default=ROOT.parent / "shared" / "datasets" / "kodak")
+    p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                   help="set in each child's environment, e.g. LATENTARC_MALLOC_TRIM=off")
+    p.add_argument("--layouts", nargs="+", choices=list(LAYOUTS), default=list(LAYOUTS))
     args = p.parse_args()
     rev = subprocess.run(["git", "-C", str(args.repo), "rev-parse", "--short", "HEAD"],
                          capture_output=True, text=True).stdout.strip()
-    print(f"latentarc at {rev} ({args.repo})")
+    print(f"latentarc at {rev} ({args.repo}); env: {' '.join(args.env) or 'as inherited'}")
     print("| layout | peak RSS (VmHWM) MiB | seconds |")
     print("|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="lar-bm-") as tmp:
         work = Path(tmp)
-        for name, (shards, rows) in LAYOUTS.items():
+        for name in args.layouts:
+            shards, rows = LAYOUTS[name]
             tars = make_tars(args.images, work, shards, rows)
-            env = {**os.environ, "OMP_NUM_THREADS": "2"}
+            env = {**os.environ, "OMP_NUM_THREADS": "2", **dict(e.split("=", 1) for e in args.env)}
             archive = str(work / f"arc-{shards}x{rows}")
             out = subprocess.run([sys.executable, "-c", CHILD, str(args.repo), archive, *tars],
                                  capture_output=True, text=True, env=env, check=True).stdout.split()
