@@ -1,17 +1,20 @@
-"""Optionally keep freed memory in the process instead of handing it back to the kernel (glibc).
+"""How a learned-codec worker uses glibc's malloc: keep freed blocks through a batch, hand
+them back after it.
 
 A learned codec allocates and frees the same large tensors for every image (one Kodak image's
 first analysis layer alone is 38 MB). glibc serves blocks that large with a fresh ``mmap`` and
 unmaps them on free, and trims its heap when the top is free, so every image faults its working
 set in again, zero-filled: about 190,000 page faults a second and 0.45 of a core in the kernel
-on 2 cores. With mmap off and trimming raised to 1 GiB, the same 48 images coded 1.17-1.52x
-faster (kernel time 0.45 -> 0.04 cores), and the pipeline benchmark's compress ran 1.3-1.5x
-faster (benchmarks/pipeline/allocator/, msh-n96-v2/results-run6.md).
+on 2 cores.
 
-It is opt-in (``LATENTARC_MALLOC=keep`` in the workers' environment) because it costs the
-bounded memory the pipeline promises: freed blocks stay resident and fragment, and in that
-benchmark one compress worker peaked at 1,717 MiB on a 176-row shard against 1,219 MiB on 8-row
-shards (873 and 866 MiB with glibc's defaults, run 5).
+``keep_freed_memory`` (on when learned weights load; ``LATENTARC_MALLOC=glibc`` leaves glibc's
+defaults) turns mmap off and raises the trim threshold, so freed blocks stay for the next image.
+Alone, that made workers 1.2-1.5x faster but let memory grow with the shard: freed blocks
+fragment, and one compress worker peaked at 1,717 MiB on a 176-row shard
+(benchmarks/pipeline/msh-n96-v2/results-run6.md). ``release_freed_memory`` (``malloc_trim``)
+after each codec batch bounds that again. Together, 48 Kodak rows code 1.28-1.42x faster than
+with glibc's defaults (benchmarks/pipeline/allocator/), and in the pipeline benchmark a
+176-row shard peaks within 8 % of 8-row shards (results-run7.md).
 """
 
 from __future__ import annotations
@@ -46,17 +49,21 @@ def _glibc() -> ctypes.CDLL | None:
 
 
 def keep_freed_memory() -> bool:
-    """With ``LATENTARC_MALLOC=keep``, tune glibc's malloc for this process, once; returns
+    """Tune glibc's malloc for this process, once, unless ``LATENTARC_MALLOC=glibc``; returns
     whether it is tuned.
 
     Process-wide and lasting: call it where a process is about to run a learned codec (loading
-    its weights does), not in library code that shares a process it does not own."""
+    its weights does), not in library code that shares a process it does not own. Pair it with
+    ``release_freed_memory`` between units of work, or freed memory is never returned."""
     global _done
     if _done is not None:
         return _done
+    setting = os.environ.get(ENV, "keep").lower()
+    if setting not in ("keep", "glibc"):
+        raise ValueError(f"{ENV}={setting!r}: use keep (the default) or glibc")
     _done = False
     libc = _glibc()
-    if os.environ.get(ENV, "").lower() != "keep" or libc is None:
+    if setting == "glibc" or libc is None:
         return False
     _done = bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
     return _done

@@ -90,7 +90,7 @@ class LearnedModel:
     """Everything a weights file defines, loaded for inference."""
 
     def __init__(self, data: bytes) -> None:
-        keep_freed_memory()  # opt-in (LATENTARC_MALLOC=keep): see models/allocator.py
+        keep_freed_memory()  # LATENTARC_MALLOC=glibc opts out: see models/allocator.py
         self.sha256 = hashlib.sha256(data).hexdigest()
         tensors = load(data)
         meta = _metadata(data)

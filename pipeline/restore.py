@@ -13,6 +13,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from models.allocator import release_freed_memory
 from models.codec import CodecError
 from pipeline.archive_format import (
     STATUS_OK,
@@ -113,6 +114,8 @@ def restore_shard(
                 continue
             found.append(row["key"])
             yield row, decoder.check(row)
+            if len(found) % READ_BATCH_ROWS == 0:
+                release_freed_memory()  # as compress does per codec batch (models/allocator.py)
 
     def samples():
         # Reading, checking and decoding rows run in a reader thread a few rows ahead, while

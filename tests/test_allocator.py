@@ -1,6 +1,7 @@
-"""With LATENTARC_MALLOC=keep, models.allocator keeps a freed large block resident (no munmap,
-no trim), so a learned codec does not fault its working set in again for every image. Without
-it glibc's defaults stay (bounded worker memory). Loading learned weights asks for it."""
+"""models.allocator keeps a freed large block resident (no munmap, no trim) so a learned codec
+does not fault its working set in again for every image, unless LATENTARC_MALLOC=glibc; workers
+hand freed pages back after each batch (malloc_trim), which keeps their memory bounded. Loading
+learned weights asks for the setting."""
 
 import os
 import subprocess
@@ -40,19 +41,30 @@ def _freed_mib(env_extra: dict[str, str], release: bool = False) -> tuple[str, i
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
-def test_freed_blocks_stay_resident_only_when_asked():
-    tuned, returned, _ = _freed_mib({"LATENTARC_MALLOC": "keep"})
-    assert tuned == "True" and returned < 8  # the 64 MiB block stayed in the process
+def test_freed_blocks_stay_resident_unless_glibc_is_asked_for():
     tuned, returned, _ = _freed_mib({})
+    assert tuned == "True" and returned < 8  # the default: the 64 MiB block stayed in the process
+    tuned, returned, _ = _freed_mib({"LATENTARC_MALLOC": "keep"})
+    assert tuned == "True" and returned < 8
+    tuned, returned, _ = _freed_mib({"LATENTARC_MALLOC": "glibc"})
     assert tuned == "False" and returned > 56  # glibc's default: unmapped at once
+
+
+def test_an_unknown_setting_is_refused(monkeypatch):
+    from models import allocator
+
+    monkeypatch.setattr(allocator, "_done", None)
+    monkeypatch.setenv("LATENTARC_MALLOC", "kept")
+    with pytest.raises(ValueError, match="keep .the default. or glibc"):
+        allocator.keep_freed_memory()
+    assert allocator._done is None  # not decided: a corrected setting still applies
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim: Linux only")
 def test_the_end_of_batch_release_returns_what_keep_held():
-    _, held, released = _freed_mib({"LATENTARC_MALLOC": "keep"}, release=True)
+    _, held, released = _freed_mib({}, release=True)
     assert held < 8 and released > 56  # kept through the batch, handed back after it
-    _, held, released = _freed_mib({"LATENTARC_MALLOC": "keep", "LATENTARC_MALLOC_TRIM": "off"},
-                                   release=True)
+    _, held, released = _freed_mib({"LATENTARC_MALLOC_TRIM": "off"}, release=True)
     assert held < 8 and released < 8  # the off switch (for measuring) holds
 
 
@@ -71,3 +83,11 @@ def test_shard_encode_releases_after_each_batch(monkeypatch, tmp_path):
     assert stats["compressed"] == 8
     # batches of 1, 2, 4 (the reader's ramp) and the remaining 1: a release after each
     assert len(calls) == 4
+
+
+def test_loading_learned_weights_asks_for_the_allocator_setting():
+    from models import allocator
+    from models.registry import get_codec
+
+    get_codec("msh-n96-v2", 4.0)
+    assert allocator._done is not None  # asked, once per process

@@ -5,11 +5,10 @@
 Alternated fresh processes, each running ``encode_shard`` (msh-n96-v2 quality 4, 2 torch
 threads, reader thread on, size guard off) on one tar of the first ``--rows`` Kodak images in
 order, once per setting per round, the order reversed every other round:
-- ``defaults``: glibc's defaults, no end-of-batch trim (``LATENTARC_MALLOC_TRIM=off``; what
-  workers did before session 9);
-- ``trim``: glibc's defaults and ``malloc_trim`` after each codec batch (today's default);
-- ``keep``: ``LATENTARC_MALLOC=keep`` (mmap off, trimming at 1 GiB), no end-of-batch trim;
-- ``keep+trim``: both.
+- ``defaults``: glibc's defaults, no end-of-batch trim (what workers did before session 9);
+- ``trim``: glibc's defaults and ``malloc_trim`` after each codec batch;
+- ``keep``: mmap off and trimming at 1 GiB (``models.allocator``), no end-of-batch trim;
+- ``keep+trim``: both (the package's default since session 9).
 Each prints the shard's seconds, the process's page faults per second, its user and kernel CPU
 (cores) over the shard, and its peak RSS (VmHWM).
 """
@@ -28,8 +27,8 @@ sys.path.insert(0, str(ROOT / "benchmarks" / "pipeline" / "batch-memory"))
 from measure import make_tars  # noqa: E402
 
 SETTINGS = {
-    "defaults": {"LATENTARC_MALLOC_TRIM": "off"},
-    "trim": {},
+    "defaults": {"LATENTARC_MALLOC": "glibc", "LATENTARC_MALLOC_TRIM": "off"},
+    "trim": {"LATENTARC_MALLOC": "glibc"},
     "keep": {"LATENTARC_MALLOC": "keep", "LATENTARC_MALLOC_TRIM": "off"},
     "keep+trim": {"LATENTARC_MALLOC": "keep"},
 }
