@@ -578,6 +578,9 @@ def _machine() -> dict[str, Any]:
 
 def run(settings: Settings, command: str) -> dict[str, Any]:
     """Every measurement; returns the summary written to results.json."""
+    from models.allocator import keep_freed_memory
+
+    keep_freed_memory()  # the bare loop and in-worker runs here use the workers' allocator
     s = settings
     images = load_images(s.images)
     n = s.big_shards * s.rows_big

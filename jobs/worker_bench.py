@@ -142,8 +142,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from models.allocator import keep_freed_memory
     from models.registry import get_codec
 
+    keep_freed_memory()  # as a compress worker's process does
     codec = get_codec(args.codec, args.quality).to(args.device)
     seq = sequence(load_images(args.images), args.n)
     work = Path(tempfile.mkdtemp(prefix="worker-bench-"))

@@ -7,14 +7,14 @@ unmaps them on free, and trims its heap when the top is free, so every image fau
 set in again, zero-filled: about 190,000 page faults a second and 0.45 of a core in the kernel
 on 2 cores.
 
-``keep_freed_memory`` (on when learned weights load; ``LATENTARC_MALLOC=glibc`` leaves glibc's
-defaults) turns mmap off and raises the trim threshold, so freed blocks stay for the next image.
-Alone, that made workers 1.2-1.5x faster but let memory grow with the shard: freed blocks
-fragment, and one compress worker peaked at 1,717 MiB on a 176-row shard
-(benchmarks/pipeline/msh-n96-v2/results-run6.md). ``release_freed_memory`` (``malloc_trim``)
-after each codec batch bounds that again. Together, 48 Kodak rows code 1.28-1.42x faster than
-with glibc's defaults (benchmarks/pipeline/allocator/), and in the pipeline benchmark a
-176-row shard peaks within 8 % of 8-row shards (results-run7.md).
+``keep_freed_memory`` (called by the compress and restore workers, whose processes the pipeline
+owns; ``LATENTARC_MALLOC=glibc`` leaves glibc's defaults) turns mmap off and raises the trim
+threshold, so freed blocks stay for the next image. Alone, that made workers 1.2-1.5x faster
+but let memory grow with the shard: freed blocks fragment, and one compress worker peaked at
+1,717 MiB on a 176-row shard (benchmarks/pipeline/msh-n96-v2/results-run6.md).
+``release_freed_memory`` (``malloc_trim``) after each codec batch bounds that again. Together,
+48 Kodak rows code 1.28-1.42x faster than with glibc's defaults (benchmarks/pipeline/allocator/),
+and in the pipeline benchmark a 176-row shard peaks within 8 % of 8-row shards (results-run7.md).
 """
 
 from __future__ import annotations
@@ -52,8 +52,9 @@ def keep_freed_memory() -> bool:
     """Tune glibc's malloc for this process, once, unless ``LATENTARC_MALLOC=glibc``; returns
     whether it is tuned.
 
-    Process-wide and lasting: call it where a process is about to run a learned codec (loading
-    its weights does), not in library code that shares a process it does not own. Pair it with
+    Process-wide and lasting: call it in a process the pipeline owns (a compress or restore
+    actor), not in library code that shares a user's process (``Archive.get``, the
+    ``ArchiveDataset``), where nothing trims after each batch. Pair it with
     ``release_freed_memory`` between units of work, or freed memory is never returned."""
     global _done
     if _done is not None:

@@ -29,7 +29,6 @@ import torch
 from safetensors.torch import load, save
 
 from models import intnet, refine, tables
-from models.allocator import keep_freed_memory
 from models.bitstream import Header, pack
 from models.codec import Codec, CodecError, Decoded, check_device, check_image, parse_decoder
 from models.entropy_models import scale_table
@@ -90,7 +89,6 @@ class LearnedModel:
     """Everything a weights file defines, loaded for inference."""
 
     def __init__(self, data: bytes) -> None:
-        keep_freed_memory()  # LATENTARC_MALLOC=glibc opts out: see models/allocator.py
         self.sha256 = hashlib.sha256(data).hexdigest()
         tensors = load(data)
         meta = _metadata(data)

@@ -13,6 +13,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from models.allocator import keep_freed_memory
 from models.registry import DEFAULT_CODEC, get_codec
 from pipeline.archive import write_index
 from pipeline.archive_format import (
@@ -74,6 +75,7 @@ class CompressWorker:
                  guard: dict, metrics: tuple[str, ...] = (), effort: int | None = None,
                  batching: dict | None = None, device: str = "cpu") -> None:
         use_reserved_cpus()
+        keep_freed_memory()  # this actor's process is ours (models/allocator.py)
         # A GPU actor sees its GPU(s) as cuda:0.. (Ray sets CUDA_VISIBLE_DEVICES); the codec's
         # network lives there for the actor's life.
         self.codec = get_codec(codec_id, quality, effort=effort).to(device)

@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from models.allocator import release_freed_memory
+from models.allocator import keep_freed_memory, release_freed_memory
 from models.codec import CodecError
 from pipeline.archive_format import (
     STATUS_OK,
@@ -175,6 +175,7 @@ class RestoreWorker:
                  jpeg_quality: int, storage: dict, where: str | None, layout: str,
                  decoder: str = "faithful", device: str = "cpu") -> None:
         use_reserved_cpus()
+        keep_freed_memory()  # this actor's process is ours (models/allocator.py)
         self.archive = archive
         self.destination = destination
         self.image_format = image_format

@@ -1,7 +1,7 @@
 """models.allocator keeps a freed large block resident (no munmap, no trim) so a learned codec
 does not fault its working set in again for every image, unless LATENTARC_MALLOC=glibc; workers
-hand freed pages back after each batch (malloc_trim), which keeps their memory bounded. Loading
-learned weights asks for the setting."""
+hand freed pages back after each batch (malloc_trim), which keeps their memory bounded. The
+pipeline's workers ask for the setting; library code does not."""
 
 import os
 import subprocess
@@ -85,9 +85,20 @@ def test_shard_encode_releases_after_each_batch(monkeypatch, tmp_path):
     assert len(calls) == 4
 
 
-def test_loading_learned_weights_asks_for_the_allocator_setting():
-    from models import allocator
+def test_workers_ask_for_the_allocator_setting_and_library_code_does_not(monkeypatch, tmp_path):
+    """The setting is process-wide, so only processes the pipeline owns (its Ray actors) take
+    it; a user's process that loads a codec (Archive.get, ArchiveDataset) keeps its malloc."""
+    import pipeline.compress
+    import pipeline.restore
     from models.registry import get_codec
 
+    calls = []
+    monkeypatch.setattr(pipeline.compress, "keep_freed_memory", lambda: calls.append("compress"))
+    monkeypatch.setattr(pipeline.restore, "keep_freed_memory", lambda: calls.append("restore"))
+    monkeypatch.setattr("models.allocator.keep_freed_memory", lambda: calls.append("library"))
     get_codec("msh-n96-v2", 4.0)
-    assert allocator._done is not None  # asked, once per process
+    assert calls == []
+    pipeline.compress.CompressWorker("webp", None, str(tmp_path / "a"), {}, {})
+    pipeline.restore.RestoreWorker(str(tmp_path / "a"), str(tmp_path / "d"), None, 90, {}, None,
+                                   "webdataset")
+    assert calls == ["compress", "restore"]

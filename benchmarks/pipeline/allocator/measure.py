@@ -42,6 +42,8 @@ torch.set_num_threads(2)
 from models.registry import get_codec
 from pipeline.shard_encode import Batching, Guard, encode_shard
 from pipeline.sources import Shard
+from models.allocator import keep_freed_memory
+keep_freed_memory()  # as a compress worker does
 codec = get_codec("msh-n96-v2", 4.0)
 r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
 encode_shard(Shard(sys.argv[3], "s", "s.tar"), sys.argv[2], codec, guard=Guard(size=False),

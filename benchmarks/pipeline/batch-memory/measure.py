@@ -36,6 +36,8 @@ torch.set_num_threads(2)
 from models.registry import get_codec
 from pipeline.shard_encode import Batching, Guard, encode_shard
 from pipeline.sources import Shard
+from models.allocator import keep_freed_memory
+keep_freed_memory()  # as a compress worker does
 codec = get_codec("msh-n96-v2", 4.0)
 started = time.perf_counter()
 for i, tar in enumerate(sys.argv[3:]):

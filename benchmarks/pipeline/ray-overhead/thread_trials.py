@@ -29,6 +29,8 @@ torch.set_num_threads(2)
 from models.registry import get_codec
 from pipeline.shard_encode import Batching, Guard, encode_shard
 from pipeline.sources import Shard
+from models.allocator import keep_freed_memory
+keep_freed_memory()  # as a compress worker does
 codec = get_codec("msh-n96-v2", 4.0)
 mode, archive, tar, rows = sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
 
