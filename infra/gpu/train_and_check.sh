@@ -27,15 +27,9 @@ SHARDS=${SHARDS:-data/train-jpg} KODAK=${KODAK:-data/device/kodak} RESUME=${RESU
 DATA_NOTE=${DATA_NOTE:-BSDS500 (500) + ImageNet samples (400), downscaled x0.5-0.75; research-use terms of those sets apply to these weights}
 WORK=${WORK:-/tmp/latentarc-gpu}
 GPU_FLAG=$([ "$DEVICE" = cuda ] && echo --gpu || true)
-export PYTHONUNBUFFERED=1
 status=0
 step() { local rc=$?; [ $rc -ne 0 ] && { echo "[gpu] $1 failed (exit $rc)"; [ $status -eq 0 ] && status=$rc; }; }
-if [ -d data/device/wheels ] && ! python3 -c "import constriction, braceexpand, crc32c" 2>/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
-    data/device/wheels/*.whl
-  export PYTHONPATH=/tmp/site
-fi
-[ "$DEVICE" = cuda ] && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+source "$(dirname "$0")/device_env.sh"
 python3 -c "import torch, constriction, braceexpand, crc32c, jobs.train, jobs.cross_device; \
 print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" || exit 1
 rm -rf "$WORK" && mkdir -p "$WORK" "$OUT/ckpt"

@@ -25,18 +25,13 @@ MINUTES=${MINUTES:-6} CODEC=${CODEC:-msh-n96-v2} DEVICE=${DEVICE:-cuda}
 BATCH=${BATCH:-16} CROP=${CROP:-256} THREADS=${THREADS:-4}
 [ -n "${SHARDS:-}" ] || SHARDS='data/device/train256/train-{000000..000007}.tar'
 KODAK=${KODAK:-data/device/kodak12} BENCH_N=${BENCH_N:-96} BENCH_S=${BENCH_S:-100}
-export LATENTARC_CACHE=${LATENTARC_CACHE:-$PWD/data/device/cache} PYTHONUNBUFFERED=1
+export LATENTARC_CACHE=${LATENTARC_CACHE:-$PWD/data/device/cache}
 # name|flags: the common part (rates 0.1-0.25 bpp on Kodak, LPIPS-alex 1, MSE 0.002) is below
 RECIPES=${RECIPES:-"cpu-d|--d-channels 32,64,128 --d-norm none --k-adv 0.1 --lr-g 5e-5 --lr-d 2e-4
 big-d-sn|--d-channels 64,128,256,512 --d-norm spectral --k-adv 0.15 --lr-g 1e-4 --lr-d 2e-4
 big-d-adv|--d-channels 64,128,256,512 --d-norm none --k-adv 0.3 --lr-g 1e-4 --lr-d 2e-4"}
 status=0
-if [ -d data/device/wheels ] && ! python3 -c "import constriction, braceexpand, crc32c" 2>/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
-    data/device/wheels/*.whl
-  export PYTHONPATH=/tmp/site
-fi
-[ "$DEVICE" = cuda ] && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+source "$(dirname "$0")/device_env.sh"
 python3 -c "import torch, constriction, jobs.train_gan; from models.perceptual import LPIPS; LPIPS('alex'); \
 print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" || exit 1
 pids=()
@@ -56,8 +51,12 @@ while IFS='|' read -r name flags; do
   echo "[gpu] started $name: $flags"
 done <<< "$RECIPES"
 for pid in "${pids[@]}"; do wait "$pid" || { echo "[gpu] a recipe failed (exit $?)"; status=1; }; done
-for log in /tmp/gan-*.log; do echo "== $log"; grep -v "^\[gan\] step" "$log" | tail -5; \
-  grep "^\[gan\] step" "$log" | awk 'NR % 4 == 0' | tail -6; done
+while IFS='|' read -r name _; do  # this run's logs only
+  [ -z "$name" ] && continue
+  log=/tmp/gan-$name.log
+  echo "== $log"; grep -v "^\[gan\] step" "$log" | tail -5
+  grep "^\[gan\] step" "$log" | awk 'NR % 4 == 0' | tail -6
+done <<< "$RECIPES"
 rm -f "$OUT"/*/optimizer.safetensors  # 8 files come back at most; Adam state is optional
 if [ "$BENCH_S" -gt 0 ]; then
   timeout "$BENCH_S" python3 -m jobs.worker_bench --images "$KODAK" --codec "$CODEC" \
