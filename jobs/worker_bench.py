@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from jobs.pipeline_benchmark import DEFAULT_IMAGES, load_images, sequence, write_layout
+from models.allocator import TRIM_ENV
 
 
 def _sync(device: str) -> None:
@@ -71,13 +72,14 @@ def bare_loop(codec, data: list[bytes], batch: int, device: str) -> dict[str, An
             "step_seconds": {k: round(v, 3) for k, v in steps.items()}}
 
 
-def worker_runs(codec, shards: list[Path], work: Path, batch: int) -> list[dict[str, Any]]:
+def worker_runs(codec, shards: list[Path], work: Path, batch: int,
+                prefetches: tuple[bool, ...] = (False, True)) -> list[dict[str, Any]]:
     """``encode_shard`` over every shard, reader thread off then on."""
     from pipeline.shard_encode import Batching, Guard, encode_shard
     from pipeline.sources import Shard
 
     out = []
-    for prefetch in (False, True):
+    for prefetch in prefetches:
         archive = work / f"b{batch}-{int(prefetch)}"
         t0 = time.perf_counter()
         images = 0
@@ -88,11 +90,37 @@ def worker_runs(codec, shards: list[Path], work: Path, batch: int) -> list[dict[
             images += stats["samples"]
         seconds = time.perf_counter() - t0
         shutil.rmtree(archive, ignore_errors=True)
-        out.append({"batch": batch, "prefetch": prefetch, "images": images,
+        trim = os.environ.get(TRIM_ENV, "on") or "on"
+        out.append({"batch": batch, "prefetch": prefetch, "images": images, "trim": trim,
                     "seconds": round(seconds, 3), "images_per_s": round(images / seconds, 2)})
-        print(f"[worker-bench] encode_shard batch {batch} prefetch {'on' if prefetch else 'off'}: "
-              f"{images / seconds:.2f} img/s", flush=True)
+        print(f"[worker-bench] encode_shard batch {batch} prefetch {'on' if prefetch else 'off'} "
+              f"trim {trim}: {images / seconds:.2f} img/s", flush=True)
     return out
+
+
+def trim_trials(codec, data: list[bytes], shards: list[Path], work: Path, batch: int,
+                device: str, reps: int) -> list[dict[str, Any]]:
+    """Alternated trials of the bare loop and ``encode_shard`` (reader thread on) with the
+    per-batch ``malloc_trim`` on and off (``LATENTARC_MALLOC_TRIM``): whether handing freed
+    memory back after every batch costs throughput (the next batch faults it in again)."""
+    rows = []
+    before = os.environ.get(TRIM_ENV)
+    try:
+        for rep in range(reps):
+            order = ("on", "off") if rep % 2 == 0 else ("off", "on")
+            bare = bare_loop(codec, data, batch, device)
+            rows.append({"rep": rep, "run": "bare", **bare})
+            for trim in order:
+                os.environ[TRIM_ENV] = trim
+                (run,) = worker_runs(codec, shards, work, batch, (True,))
+                rows.append({"rep": rep, "run": f"encode_shard trim {trim}", **run,
+                             "efficiency": round(run["images_per_s"] / bare["images_per_s"], 3)})
+    finally:
+        if before is None:
+            os.environ.pop(TRIM_ENV, None)
+        else:
+            os.environ[TRIM_ENV] = before
+    return rows
 
 
 def _device_name(device: str) -> str:
@@ -116,6 +144,11 @@ def to_markdown(summary: dict[str, Any]) -> str:
         " bare: source decode / encode / decode / PSNR s |",
         "|---|---|---|---|---|---|",
     ]
+    if summary.get("trim_trials"):
+        lines[-2:] = ["| rep | batch | run | seconds | images/s | efficiency |", "|---|---|---|---|---|---|"]
+        for r in summary["trim_trials"]:
+            lines.append(f"| {r['rep']} | {r['batch']} | {r['run']} | {r['seconds']:.2f} | "
+                         f"{r['images_per_s']:.2f} | {r.get('efficiency', '')} |")
     for bare in summary["bare"]:
         b = bare["batch"]
         runs = {r["prefetch"]: r for r in summary["worker"] if r["batch"] == b}
@@ -138,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=96, help="images in all (the folder repeated)")
     parser.add_argument("--rows", type=int, default=48, help="rows per shard")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--trim-trials", type=int, default=0, metavar="REPS",
+                        help="instead: REPS alternated trials per batch size of the bare loop and "
+                             "encode_shard with the per-batch malloc_trim on and off")
     args = parser.parse_args(argv)
 
     import torch
@@ -153,8 +189,11 @@ def main(argv: list[str] | None = None) -> int:
         write_layout(seq, args.rows, work / "src")
         shards = sorted((work / "src").glob("*.tar"))
         bare_loop(codec, [it.data for it in seq[:4]], 4, args.device)  # warm-up (cudnn, caches)
-        bare, worker = [], []
-        for batch in args.batches:
+        bare, worker, trials = [], [], []
+        for batch in args.batches if args.trim_trials else ():
+            trials += trim_trials(codec, [it.data for it in seq], shards, work, batch,
+                                  args.device, args.trim_trials)
+        for batch in args.batches if not args.trim_trials else ():
             bare.append(bare_loop(codec, [it.data for it in seq], batch, args.device))
             print(f"[worker-bench] bare codec batch {batch}: {bare[-1]['images_per_s']:.2f} img/s",
                   flush=True)
@@ -166,9 +205,10 @@ def main(argv: list[str] | None = None) -> int:
         "codec": codec.id, "quality": codec.quality, "device": args.device,
         "device_name": _device_name(args.device), "torch": torch.__version__,
         "cpus": os.cpu_count(), "images": len(seq), "shards": len(shards),
-        "mean_bitstream_bytes": float(np.mean([b["bitstream_bytes"] for b in bare])) / len(seq),
-        "bare": bare, "worker": worker,
+        "bare": bare, "worker": worker, "trim_trials": trials,
     }
+    if bare:
+        summary["mean_bitstream_bytes"] = float(np.mean([b["bitstream_bytes"] for b in bare])) / len(seq)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "worker_bench.json").write_text(json.dumps(summary, indent=1))
     (args.out / "worker_bench.md").write_text(to_markdown(summary))

@@ -74,3 +74,21 @@ def test_input_must_be_uint8_rgb():
 def test_an_image_pillow_cannot_write_is_a_codec_error():
     with pytest.raises(CodecError, match="cannot encode a 20000x1 image"):
         get_codec("webp").encode_batch([np.zeros((1, 20000, 3), np.uint8)])
+
+
+def test_psnr_sums_exactly_across_slices():
+    """PSNR's integer sum over slices (pipeline.images) equals the exact squared error: an image
+    of several slices, all channels, and inf for identical images."""
+    import math
+
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 256, (700, 900, 3), dtype=np.uint8)  # 1.9 M samples: two slices
+    b = np.clip(a.astype(int) + rng.integers(-9, 10, a.shape), 0, 255).astype(np.uint8)
+    sse = int(((a.astype(np.int64) - b) ** 2).sum())
+    assert psnr(a, b) == 10 * math.log10(255.0**2 / (sse / a.size))
+    assert psnr(a, a) == math.inf
+    worst = np.zeros_like(a)
+    worst[..., 0] = 255
+    assert psnr(worst, np.zeros_like(a)) == 10 * math.log10(3)  # MSE 255^2 / 3
