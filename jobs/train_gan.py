@@ -149,7 +149,8 @@ def load_checkpoint(directory: str, g_s, disc, opt_g, opt_d, pairs_with: str) ->
                          f"not {pairs_with}; use another --checkpoint-dir")
     step, wall = int(meta["step"]), float(meta.get("wall_s", 0))
     tensors = load(raw)
-    g_s.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("g_s.")})
+    load_synthesis_state(g_s, {k[4:]: v for k, v in tensors.items() if k.startswith("g_s.")},
+                         directory)
     disc.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("D.")})
     opt_url = join(directory, OPTIMIZER)
     if exists(opt_url):
@@ -167,6 +168,18 @@ def load_checkpoint(directory: str, g_s, disc, opt_g, opt_d, pairs_with: str) ->
         else:
             print(f"[gan] {OPTIMIZER} is from another step: fresh Adam state", flush=True)
     return step, wall, meta
+
+
+def load_synthesis_state(g_s, state: dict, where: str) -> None:
+    """Load a g_s state; a state without residual blocks loads into a widened g_s too (its
+    blocks keep their identity start), so a trained decoder can be widened and trained on."""
+    missing = set(g_s.state_dict()) - set(state)
+    if missing and all(k.startswith("refine.") for k in missing) \
+            and not any(k.startswith("refine.") for k in state):
+        print(f"[gan] {where} has no residual blocks: they start as the identity", flush=True)
+        g_s.load_state_dict(state, strict=False)
+    else:
+        g_s.load_state_dict(state)
 
 
 def _trim_log(path: Path, step: int) -> None:
@@ -193,6 +206,17 @@ def make_discriminator(config: dict, latent_channels: int):
 
     return PatchDiscriminator(latent_channels if config["d_condition"] else 0,
                               tuple(config["d_channels"]), norm=config.get("d_norm", "spectral"))
+
+
+def make_synthesis(model, config: dict):
+    """A float32 copy of the faithful g_s to train, widened by residual blocks when the config
+    has a ``refine`` spec (``models.synthesis``; the blocks start as the identity)."""
+    g_s = copy.deepcopy(model.net.g_s).float()
+    if config.get("refine"):
+        from models.synthesis import RefinedSynthesis
+
+        g_s = RefinedSynthesis(g_s, config["refine"]).to(next(g_s.parameters()).device)
+    return g_s
 
 
 def make_lpips(config: dict):
@@ -241,9 +265,15 @@ def fit_gan(config: dict) -> int:
     model = LearnedModel.from_file(weights).to(device)
     config = {**config, "pairs_with": model.sha256}
     encoder = FrozenEncoder(model)
-    g_s = copy.deepcopy(model.net.g_s).float().train().requires_grad_(True)
+    g_s = make_synthesis(model, config).train().requires_grad_(True)
     disc = make_discriminator(config, model.M).to(device).train()
-    opt_g = torch.optim.Adam(g_s.parameters(), lr=config["lr_g"], betas=(0.9, 0.999))
+    # new residual blocks (from zero) may take a larger step than the pretrained layers
+    new = [p for n, p in g_s.named_parameters() if n.startswith("refine.")]
+    old = [p for n, p in g_s.named_parameters() if not n.startswith("refine.")]
+    lr_new = config["lr_g"] * config.get("lr_refine_scale", 1.0)
+    opt_g = torch.optim.Adam([{"params": old, "lr": config["lr_g"], "base": config["lr_g"]}]
+                             + ([{"params": new, "lr": lr_new, "base": lr_new}] if new else []),
+                             betas=(0.9, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), lr=config["lr_d"], betas=(0.5, 0.999))
     directory = config["checkpoint_dir"]
     Path(directory).mkdir(parents=True, exist_ok=True)
@@ -253,6 +283,13 @@ def fit_gan(config: dict) -> int:
         adapted = json.loads(meta.get("config", "{}")).get("max_psnr_drop", 0) > 0
         if config["max_psnr_drop"] > 0 and adapted:  # continue from the controller's last value
             k_mse = float(meta["k_mse"])
+    elif config.get("init_g_s"):  # a fresh run starting from another decoder's g_s
+        from safetensors.torch import load_file
+
+        state = {k[4:]: v.float().to(device) for k, v in load_file(config["init_g_s"]).items()
+                 if k.startswith("g_s.")}
+        load_synthesis_state(g_s, state, config["init_g_s"])
+        print(f"[gan] g_s starts from {config['init_g_s']}", flush=True)
     lpips = make_lpips(config)
     if lpips is not None:
         lpips = lpips.to(device)
@@ -277,7 +314,7 @@ def fit_gan(config: dict) -> int:
 
     while step < config["steps"] and time.monotonic() - started < config["minutes"] * 60:
         for group in opt_g.param_groups:
-            group["lr"] = config["lr_g"] * scale
+            group["lr"] = group["base"] * scale
         for group in opt_d.param_groups:
             group["lr"] = config["lr_d"] * scale
         x = sampler(config["batch"])
@@ -398,6 +435,8 @@ def run(args: argparse.Namespace) -> int:
         "crop": args.crop, "steps": args.steps, "minutes": args.minutes, "threads": args.threads,
         "save_minutes": args.save_minutes, "log_every": args.log_every, "ref_every": args.ref_every,
         "d_start": 0, "g_start": args.d_warmup, "seed": args.seed,
+        "refine": args.refine, "lr_refine_scale": args.lr_refine_scale,
+        "init_g_s": str(Path(args.init_g_s).resolve()) if args.init_g_s else "",
         "log_lpips": not args.no_log_lpips, "snapshots": args.snapshots, "device": args.device,
     }
     if config["crop"] % 64:
@@ -429,7 +468,7 @@ def evaluate(args: argparse.Namespace) -> int:
     if model.sha256 != meta["pairs_with"]:
         raise SystemExit("checkpoint does not pair with these weights")
     encoder = FrozenEncoder(model)
-    g_s = copy.deepcopy(model.net.g_s)
+    g_s = make_synthesis(model, config)
     g_s.load_state_dict({k[4:]: v for k, v in load(raw).items() if k.startswith("g_s.")})
     g_s.eval()
     lpips = make_lpips({"k_lpips": 0.0, "log_lpips": True})
@@ -510,7 +549,7 @@ def export(args: argparse.Namespace) -> int:
     if model.sha256 != meta["pairs_with"]:
         raise SystemExit(f"the checkpoint pairs with weights {meta['pairs_with'][:16]}..., "
                          f"{args.codec} is {model.sha256[:16]}...")
-    g_s = copy.deepcopy(model.net.g_s)
+    g_s = make_synthesis(model, config)
     g_s.load_state_dict({k[4:]: v for k, v in load(raw).items() if k.startswith("g_s.")})
     step = int(meta["step"])
     file_name = f"{args.codec}-{args.name}.safetensors"
@@ -531,6 +570,9 @@ def export(args: argparse.Namespace) -> int:
                              f"(internal {config['q_min']:g}..{config['q_max']:g})",
         "data": args.data, "hardware": args.hardware, "record": args.record,
     }
+    if config.get("refine"):
+        card["synthesis"] = (f"the codec's g_s widened with residual blocks {config['refine']} "
+                             "(models.synthesis)")
     register_decoder(args.codec, args.name, file_name, sha, card, directory)
     print(json.dumps({"file": str(directory / file_name), "sha256": sha, "card": card}, indent=1))
     return 0
@@ -564,6 +606,14 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="do not show the discriminator the quantized latent")
     p.add_argument("--d-warmup", type=int, default=300,
                    help="first steps train only the discriminator (g_s frozen)")
+    p.add_argument("--refine", default="",
+                   help="widen g_s with residual blocks, LAYER:BLOCKS:WIDTH,... e.g. 1:2:192,3:2:96 "
+                        "(models.synthesis; default none: the codec's own g_s)")
+    p.add_argument("--init-g-s", default="",
+                   help="start g_s from this decoder file (g_s.* tensors, e.g. a shipped realistic "
+                        "decoder) instead of the faithful g_s; ignored when resuming")
+    p.add_argument("--lr-refine-scale", type=float, default=1.0,
+                   help="the residual blocks' learning rate as a multiple of --lr-g")
     p.add_argument("--lr-g", type=float, default=5e-5)
     p.add_argument("--lr-d", type=float, default=2e-4)
     p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip for g_s")

@@ -7,10 +7,12 @@ than for MSE. Realism is therefore a decode-time choice: one archive restores ei
 
 File format (safetensors)::
 
-    tensors   g_s.*   the paired model's g_s state dict, same architecture (fp16 allowed)
+    tensors   g_s.*   the paired model's g_s state dict, same architecture (fp16 allowed),
+                      plus g_s.refine.* where the decoder is widened (models.synthesis)
     metadata  decoder     "realistic"
               pairs_with  sha256 of the faithful weights file whose latents it decodes
               architecture, N, M   of the paired model (checked when present)
+              refine      the residual blocks' spec, e.g. "1:2:192,3:2:96" (absent: none)
               ...         free-form provenance (steps, losses, data) from the caller
 
 A g_s is only meaningful for the latents of the model it was trained against, so a file whose
@@ -52,7 +54,11 @@ def export_realistic(g_s: torch.nn.Module, faithful_sha256: str, path: str | Pat
     ...}`` so the loader can also check the architecture name."""
     if len(faithful_sha256) != 64:
         raise ValueError("faithful_sha256 must be the hex sha256 of the faithful weights file")
+    from models.synthesis import RefinedSynthesis, format_spec
+
     n, m = _channels(g_s)
+    if isinstance(g_s, RefinedSynthesis):
+        metadata = {**(metadata or {}), "refine": format_spec(g_s.spec)}
     tensors = {PREFIX + k: v.detach().to(dtype).contiguous().cpu()
                for k, v in g_s.state_dict().items()}
     meta = {"N": str(n), "M": str(m), **{k: str(v) for k, v in (metadata or {}).items()},
@@ -101,6 +107,13 @@ def load_realistic(data: bytes, model: LearnedModel, sha256_pinned: str | None =
     if extra:
         raise CodecError(f"{where} holds tensors other than g_s.*: {', '.join(extra[:5])}")
     g_s = copy.deepcopy(model.net.g_s)
+    if meta.get("refine"):
+        from models.synthesis import RefinedSynthesis
+
+        try:
+            g_s = RefinedSynthesis(g_s, meta["refine"])
+        except ValueError as exc:
+            raise CodecError(f"{where}: {exc}") from exc
     try:
         g_s.load_state_dict({k[len(PREFIX):]: v.float() for k, v in tensors.items()}, strict=True)
     except RuntimeError as exc:
@@ -117,8 +130,12 @@ def interpolate(faithful: torch.nn.Module, realistic: torch.nn.Module,
     in between (measured in benchmarks/perceptual/kodak/realism-knob.md). Computed in float32
     from the loaded weights (LearnedCodec uses the end points themselves at realism 0 and 1).
     """
+    from models.synthesis import RefinedSynthesis
+
     out = copy.deepcopy(realistic)
-    ours = faithful.state_dict()
+    # a widened decoder's blocks start from "last convolution zero": the faithful function
+    ours = {**(realistic.identity_state() if isinstance(realistic, RefinedSynthesis) else {}),
+            **faithful.state_dict()}
     with torch.no_grad():
         for key, value in out.state_dict().items():
             start = ours[key].to(value.device, value.dtype)

@@ -66,4 +66,6 @@ def maybe_tiled(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, uni
     arithmetic, so stored bitstreams and benchmarks of them do not change."""
     if pixels <= TILE_ABOVE_PIXELS:
         return fn(x)
-    return tiled(fn, x, unit_in, unit_out, TILE_LATENTS, HALO_LATENTS)
+    # a transform with a wider receptive field (models.synthesis) says how much context it needs
+    halo = max(HALO_LATENTS, int(getattr(fn, "halo_latents", HALO_LATENTS)))
+    return tiled(fn, x, unit_in, unit_out, TILE_LATENTS, halo)
