@@ -403,10 +403,14 @@ def kill_trial(workdir: Path, index: int, seed: int, codec: str = DEFAULT_CODEC,
     return result
 
 
-def stop_trial(workdir: Path, index: int, seed: int, codec: str = DEFAULT_CODEC, shards: int = 6,
+def stop_trial(workdir: Path, index: int, seed: int, codec: str = DEFAULT_CODEC, shards: int = 12,
                samples: int = 160, window: float = 1.5, timeout: float = 300) -> TrialResult:
     """``python -m jobs.compress`` in its own process group, SIGKILLed ``uniform(0, window)`` s
     after its first shard file is finished; then the same compress run again (in this process).
+
+    12 shards: with 6, a webp run could finish all of them inside the window (session 10, once
+    PSNR stopped waking OpenBLAS) and the kill fell into Ray's shutdown after ``_archive.json``.
+    A kill after the run completed is recorded as such (``note``), not as a stop.
 
     The rerun uses Ray in this process (``start_ray`` or ``ray_local``); the stopped run starts
     its own, in a temp dir of its own, removed afterwards.
@@ -462,7 +466,12 @@ def stop_trial(workdir: Path, index: int, seed: int, codec: str = DEFAULT_CODEC,
     result.finished_before_rerun = sorted(p.stem for p in shards_dir.glob("*.parquet")) \
         if shards_dir.exists() else []
     if result.fault and (archive / "_archive.json").exists():
-        result.problems.append("_archive.json exists after a stopped run")
+        # written only once every shard is done: then the kill fell into the shutdown
+        if result.finished_before_rerun != sorted(expected):
+            result.problems.append("_archive.json exists after a stopped run with unfinished shards")
+        else:
+            result.fault = False
+            result.note = "the kill fell after the run had finished (in Ray's shutdown)"
     report = _compress(src, archive, codec)
     if not report.ok:
         result.problems.append(f"rerun failed: {report.failed}")
