@@ -26,10 +26,13 @@ BATCH=${BATCH:-16} CROP=${CROP:-256} THREADS=${THREADS:-4}
 [ -n "${SHARDS:-}" ] || SHARDS='data/device/train256/train-{000000..000007}.tar'
 KODAK=${KODAK:-data/device/kodak12} BENCH_N=${BENCH_N:-96} BENCH_S=${BENCH_S:-100}
 export LATENTARC_CACHE=${LATENTARC_CACHE:-$PWD/data/device/cache}
-# name|flags: the common part (rates 0.1-0.25 bpp on Kodak, LPIPS-alex 1, MSE 0.002) is below
-RECIPES=${RECIPES:-"cpu-d|--d-channels 32,64,128 --d-norm none --k-adv 0.1 --lr-g 5e-5 --lr-d 2e-4
-big-d-sn|--d-channels 64,128,256,512 --d-norm spectral --k-adv 0.15 --lr-g 1e-4 --lr-d 2e-4
-big-d-adv|--d-channels 64,128,256,512 --d-norm none --k-adv 0.3 --lr-g 1e-4 --lr-d 2e-4"}
+# name|flags: the common part (rates 0.1-0.25 bpp on Kodak, LPIPS-alex 1, MSE 0.002) is below.
+# The defaults are the next step after session 10 (checkpoints/msh-n96-v2-realistic/README.md,
+# round 3: a wider g_s helped at every held-out point): session 10's shipped recipe again, the
+# shipped decoder trained on (its g_s, a fresh D), and a wider one still.
+RECIPES=${RECIPES:-"wider|--refine 1:3:256,3:3:128 --lr-refine-scale 4 --d-channels 32,64,128 --d-norm none --k-adv 0.1 --lr-g 5e-5 --lr-d 2e-4
+wider-cont|--refine 1:3:256,3:3:128 --lr-refine-scale 4 --init-g-s models/weights/msh-n96-v2-realistic.safetensors --d-channels 32,64,128 --d-norm none --k-adv 0.1 --lr-g 5e-5 --lr-d 2e-4
+widest|--refine 1:4:384,3:4:192 --lr-refine-scale 4 --d-channels 32,64,128 --d-norm none --k-adv 0.1 --lr-g 5e-5 --lr-d 2e-4"}
 status=0
 source "$(dirname "$0")/device_env.sh"
 python3 -c "import torch, constriction, jobs.train_gan; from models.perceptual import LPIPS; LPIPS('alex'); \
