@@ -211,12 +211,11 @@ def make_discriminator(config: dict, latent_channels: int):
 def make_synthesis(model, config: dict):
     """A float32 copy of the faithful g_s to train, widened by residual blocks when the config
     has a ``refine`` spec (``models.synthesis``; the blocks start as the identity)."""
-    g_s = copy.deepcopy(model.net.g_s).float()
-    if config.get("refine"):
-        from models.synthesis import RefinedSynthesis
+    from models.synthesis import RefinedSynthesis
 
-        g_s = RefinedSynthesis(g_s, config["refine"]).to(next(g_s.parameters()).device)
-    return g_s
+    g_s = (RefinedSynthesis(model.net.g_s, config["refine"]) if config.get("refine")
+           else copy.deepcopy(model.net.g_s))  # either way a copy: the faithful g_s stays frozen
+    return g_s.float().to(model.device)
 
 
 def make_lpips(config: dict):

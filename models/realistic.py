@@ -31,6 +31,7 @@ import torch
 from safetensors.torch import load, save
 
 from models.codec import CodecError
+from models.synthesis import RefinedSynthesis, format_spec
 
 if TYPE_CHECKING:
     from models.learned import LearnedModel
@@ -54,8 +55,6 @@ def export_realistic(g_s: torch.nn.Module, faithful_sha256: str, path: str | Pat
     ...}`` so the loader can also check the architecture name."""
     if len(faithful_sha256) != 64:
         raise ValueError("faithful_sha256 must be the hex sha256 of the faithful weights file")
-    from models.synthesis import RefinedSynthesis, format_spec
-
     n, m = _channels(g_s)
     if isinstance(g_s, RefinedSynthesis):
         metadata = {**(metadata or {}), "refine": format_spec(g_s.spec)}
@@ -106,14 +105,11 @@ def load_realistic(data: bytes, model: LearnedModel, sha256_pinned: str | None =
     extra = sorted(k for k in tensors if not k.startswith(PREFIX))
     if extra:
         raise CodecError(f"{where} holds tensors other than g_s.*: {', '.join(extra[:5])}")
-    g_s = copy.deepcopy(model.net.g_s)
-    if meta.get("refine"):
-        from models.synthesis import RefinedSynthesis
-
-        try:
-            g_s = RefinedSynthesis(g_s, meta["refine"])
-        except ValueError as exc:
-            raise CodecError(f"{where}: {exc}") from exc
+    try:  # RefinedSynthesis copies the faithful layers itself
+        g_s = (RefinedSynthesis(model.net.g_s, meta["refine"]) if meta.get("refine")
+               else copy.deepcopy(model.net.g_s))
+    except ValueError as exc:
+        raise CodecError(f"{where}: {exc}") from exc
     try:
         g_s.load_state_dict({k[len(PREFIX):]: v.float() for k, v in tensors.items()}, strict=True)
     except RuntimeError as exc:
@@ -130,8 +126,6 @@ def interpolate(faithful: torch.nn.Module, realistic: torch.nn.Module,
     in between (measured in benchmarks/perceptual/kodak/realism-knob.md). Computed in float32
     from the loaded weights (LearnedCodec uses the end points themselves at realism 0 and 1).
     """
-    from models.synthesis import RefinedSynthesis
-
     out = copy.deepcopy(realistic)
     # a widened decoder's blocks start from "last convolution zero": the faithful function
     ours = {**(realistic.identity_state() if isinstance(realistic, RefinedSynthesis) else {}),

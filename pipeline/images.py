@@ -116,7 +116,7 @@ def psnr(reference: np.ndarray, decoded: np.ndarray) -> float:
     order; slices keep the temporaries a few MB for 40 MP photos. Deliberately no ``np.dot``:
     that calls OpenBLAS, whose threads spin for a while after each call and take the cores from
     torch's threads, so in a compress worker the codec's next decode ran 28 % slower
-    (benchmarks/pipeline/profile/README.md, session 10). This is also faster than the dot.
+    (benchmarks/pipeline/profile/README.md, session 10).
     """
     a, b = reference.reshape(-1), decoded.reshape(-1)
     total = 0
