@@ -6,7 +6,7 @@ trial; a cheap classical codec), each with a moment drawn from a seeded RNG that
 * kill: ``compress()`` runs on this process's Ray instance (one instance for all trials, so a
   trial costs seconds); once a shard's temp file appears, a thread waits the drawn delay and
   SIGKILLs one of this run's ``CompressWorker`` actors by PID (drawn among those writing a
-  shard at that moment). Ray Data restarts the actor and retries its shard.
+  shard at that moment). Ray restarts the actor and retries its shard on it.
 * stop: ``python -m jobs.compress`` (with its own in-process Ray) runs in its own process group;
   once a shard file is finished, the drawn delay later the whole group is SIGKILLed (SIGKILL,
   not SIGTERM: nothing gets a chance to clean up), and at once, by PID, every process it
@@ -50,7 +50,7 @@ import pyarrow.parquet as pq
 from jobs.synthetic import synthetic_image
 
 REPO = Path(__file__).resolve().parent.parent
-ACTOR_MARK = "MapBatches(CompressWorker)"  # in a codec actor's process title
+ACTOR_MARK = "ray::CompressWorker"  # a codec actor's process title (+ ".__call__" while busy)
 DEFAULT_CODEC = "webp"
 STOP_SEED_OFFSET = 1000  # stop trial j uses seed + 1000 + j; kill trial i uses seed + i
 

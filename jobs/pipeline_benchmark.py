@@ -9,9 +9,10 @@ on the same images, so the ratios between the figures hold on a noisy machine.
    files), against the bare codec in a plain driver loop (``encode_batch`` + ``decode_batch`` +
    PSNR, batches of the pipeline's chunk size). Efficiency = pipeline images/s / bare images/s.
 2. Peak RSS per worker: a driver thread samples the RSS of every Ray actor process (children
-   of this process whose title says ``MapWorker``) with psutil, and reads the kernel's peak
-   (``VmHWM``) of each; once with small shards, once with big shards whose decoded pixels are
-   at least 3x a stated per-worker budget (built by repeating the images).
+   of this process whose title says ``ray::CompressWorker`` or ``ray::RestoreWorker``) with
+   psutil, and reads the kernel's peak (``VmHWM``) of each; once with small shards, once with
+   big shards whose decoded pixels are at least 3x a stated per-worker budget (built by
+   repeating the images).
 3. Bytes per row beyond the bitstream and the kept members, after Parquet compression.
 4. 1 vs 2 actors (``RayOptions.actors``).
 
@@ -296,10 +297,10 @@ class RssSampler:
     """Samples, from the driver, the RSS of every Ray actor process while a job runs.
 
     Actor processes are found as descendants of this process (in-process Ray: driver ->
-    raylet -> workers) whose process title is Ray Data's actor around ``worker_class``
-    (``ray::MapWorker(MapBatches(CompressWorker))``). For each one: the largest RSS sampled,
-    and the kernel's own peak (VmHWM, read at every sample, so short spikes between samples
-    count). Actors of an earlier run that are still shutting down are left out.
+    raylet -> workers) whose process title names ``worker_class``
+    (``ray::CompressWorker``, ``ray::CompressWorker.__call__`` while it works). For each one:
+    the largest RSS sampled, and the kernel's own peak (VmHWM, read at every sample, so short
+    spikes between samples count). Actors of an earlier run that are still shutting down are left out.
     """
 
     worker_class: str
@@ -337,7 +338,7 @@ class RssSampler:
 
     @property
     def marker(self) -> str:
-        return f"MapBatches({self.worker_class})"
+        return f"ray::{self.worker_class}"
 
     def _cpu_seen(self, psutil, me) -> dict[int, float]:
         """CPU seconds (user + system) of this process and each descendant, remembered per PID
@@ -416,13 +417,13 @@ def _actors(psutil, me, marker: str) -> list[tuple[Any, str]]:
 
 
 def wait_for_actors_to_exit(timeout: float = 30.0) -> None:
-    """Ray Data tears an actor pool down after the dataset is consumed, asynchronously; the
-    next measurement starts only when the previous actors are gone, so they neither use CPU
-    nor get counted."""
+    """The runner kills its actors when a call ends, but they exit asynchronously; the next
+    measurement starts only when the previous actors are gone, so they neither use CPU nor get
+    counted."""
     psutil = _psutil()
     me = psutil.Process()
     deadline = time.monotonic() + timeout
-    while _actors(psutil, me, "MapWorker(") and time.monotonic() < deadline:
+    while _actors(psutil, me, "Worker") and time.monotonic() < deadline:
         time.sleep(0.1)
 
 
@@ -536,8 +537,9 @@ class Settings:
 
 def cpus_per_actor(setting: str, actors: int) -> float:
     """What each actor reserves. "auto" splits the machine between the actors, less half a CPU
-    for Ray Data's own tasks: on 2 cores, 1 actor reserves 1.5 (its torch gets 2 threads,
-    ``pipeline.runner.use_reserved_cpus``), 2 actors 0.75 each (1 thread each)."""
+    left unreserved for the driver and Ray's own processes: on 2 cores, 1 actor reserves 1.5
+    (its torch gets 2 threads, ``pipeline.runner.use_reserved_cpus``), 2 actors 0.75 each (1
+    thread each)."""
     if setting == "auto":
         return round(((os.cpu_count() or 1) - 0.5) / actors, 3)
     return float(setting)
@@ -845,7 +847,7 @@ def to_markdown(summary: dict[str, Any]) -> str:
         "",
         "Bare: the codec in a plain loop in the driver process on the same images (already decoded "
         "pixels), batches of the pipeline's chunk size; each step timed separately in one loop. "
-        "Pipeline: wall time of one `compress` / `restore` call, including Ray Data starting the "
+        "Pipeline: wall time of one `compress` / `restore` call, including Ray starting the "
         "actor pool (constructing the codec) and every per-shard step (tar read, source decode, "
         "hashes, Parquet write, atomic rename; for restore: Parquet read, CRC and content-hash "
         "checks, writing the original format, tar write). Pixel MB = decoded RGB bytes (10^6); "
@@ -913,8 +915,8 @@ def to_markdown(summary: dict[str, Any]) -> str:
         "",
         f"Method: a thread in the driver lists, every {s['sample_interval_s']:g} s, the descendants of the "
         "driver process (in-process Ray: driver -> raylet -> worker processes) with psutil, keeps those "
-        "whose process title contains `MapWorker` (the Ray Data actors that hold CompressWorker / "
-        "RestoreWorker) and reads their RSS; it also reads each one's `VmHWM` from /proc (the kernel's "
+        "whose process title contains `ray::CompressWorker` / `ray::RestoreWorker` (the codec "
+        "actors) and reads their RSS; it also reads each one's `VmHWM` from /proc (the kernel's "
         "own peak RSS since the process started, so spikes between samples count). Actors of the "
         "previous call are waited out before each call. Figures are the largest over the call's "
         "actors. Ready = an actor's RSS at the first sample after its `__init__` (imports done, "
@@ -968,7 +970,7 @@ def to_markdown(summary: dict[str, Any]) -> str:
             "## 4. 1 vs 2 encoder actors",
             "",
             f"`RayOptions(actors=N)` (`--actors` of compress/restore). This machine has {cores} cores "
-            "for everything: the actors, Ray Data's own tasks, the raylet/GCS, the driver and this "
+            "for everything: the actors, the raylet/GCS, the driver and this "
             "benchmark's sampling thread. Actors reserve "
             f"{_reservations(s)} CPU, so Ray places both on the "
             f"{cores} cores and they compete with the rest: the 2-actor figures are oversubscribed and the "

@@ -52,7 +52,8 @@ def _add_ray(p: argparse.ArgumentParser) -> None:
     g.add_argument("--actors", type=int,
                    help="codec actors (default: one per cluster CPU, at most one per shard)")
     g.add_argument("--cpus-per-actor", type=float, default=0.5,
-                   help="CPUs reserved per actor (default 0.5: leaves Ray Data's own tasks room)")
+                   help="CPUs reserved per actor (default 0.5: with the default actor count, one per "
+                        "CPU, each actor's torch gets one thread)")
     g.add_argument("--gpus-per-actor", type=float, default=0.0,
                    help="GPUs per actor; fractions share one device (default 0)")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress lines")

@@ -1,24 +1,29 @@
 """Run one unit of work per shard on Ray actors that keep the codec resident.
 
-One Ray Data stage: ``from_items(tasks).map_batches(WorkerClass, batch_size=1, ...)``. Ray owns
-scheduling, actor restarts and task retries. Workers never raise for a bad shard; they return
-``{"ok": False, "error": ...}`` so one bad shard cannot abort the others and the driver can
-account for every shard.
+A Ray core actor pool: ``ray.remote(WorkerClass)`` actors, one shard in flight on each, the
+next shard sent to whichever actor finishes first. Ray owns placement, actor restarts and task
+retries. Workers never raise for a bad shard; they return ``{"ok": False, "error": ...}`` so one
+bad shard cannot abort the others and the driver can account for every shard.
+
+Why not a Ray Data stage (``from_items(tasks).map_batches(WorkerClass)``, which this was until
+session 11): Ray Data's executor, its coordinator, stats and location actors share the cores
+with the codec, and a shard of 48 Kodak images through msh-n96-v2 ran 11-14 % slower per image
+that way on 2 cores, in three of three alternated pairs
+(benchmarks/pipeline/ray-overhead/README.md, "Session 11").
 """
 
 from __future__ import annotations
 
-import json
+import collections
 import logging
 import math
 import os
+import re
 import sys
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +52,7 @@ def use_reserved_cpus() -> int | None:
     up; returns that number, or None outside a Ray worker.
 
     Ray sets OMP_NUM_THREADS to the reservation rounded *down*, so an actor that reserves 1.5
-    CPUs (leaving half a CPU for Ray Data's own tasks, which hang without one) would run torch
+    CPUs (leaving half a CPU for the driver and Ray's own processes) would run torch
     on one thread and leave a core idle: one msh-n96-v2 actor reached 0.60 of the bare codec's
     images/s on 2 cores that way (benchmarks/pipeline/msh-n96-v2/). ``LATENTARC_THREADS`` in
     the job's environment sets the number instead. Before torch is imported this sets
@@ -135,26 +140,41 @@ def _node_id() -> str | None:
 
 
 def shard_task(fn):
-    """Wrap a worker's per-shard method: any exception becomes an error result, never a raise."""
+    """Wrap a worker's per-shard method as the worker's ``__call__(task) -> result``: any
+    exception becomes an error result, never a raise."""
 
-    def call(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        results = []
-        for raw in batch["task"]:
-            task = json.loads(raw)
-            try:
-                result = {"ok": True, **fn(self, task)}
-            except Exception as exc:  # reported per shard; the job goes on with the others
-                log.debug("shard %s failed\n%s", task.get("shard"), traceback.format_exc())
-                message = str(exc) or repr(exc)
-                if not message.startswith("shard "):
-                    message = f"shard {task.get('shard')}: {type(exc).__name__}: {message}"
-                result = {"ok": False, "shard": task.get("shard"), "error": message}
-            result["node"] = _node_id()
-            result["pid"] = os.getpid()  # a new pid for a shard = an actor Ray restarted
-            results.append(json.dumps(result))
-        return {"result": results}
+    def call(self, task: dict[str, Any]) -> dict[str, Any]:
+        try:
+            result = {"ok": True, **fn(self, task)}
+        except Exception as exc:  # reported per shard; the job goes on with the others
+            log.debug("shard %s failed\n%s", task.get("shard"), traceback.format_exc())
+            result = {"ok": False, "shard": task.get("shard"), "error": _shard_error(task, exc)}
+        result["node"] = _node_id()
+        result["pid"] = os.getpid()  # a new pid for a shard = an actor Ray restarted
+        return result
 
     return call
+
+
+def _shard_error(task: dict[str, Any], exc: BaseException) -> str:
+    message = str(exc).strip() or repr(exc)
+    if not message.startswith("shard "):
+        message = f"shard {task.get('shard')}: {type(exc).__name__}: {message}"
+    return message
+
+
+def _ray_error(task: dict[str, Any], exc: BaseException, what: str) -> str:
+    """One line for a shard whose worker could not start or died: ``what`` happened, then the
+    last line of Ray's message (for a constructor that raised, the original exception)."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(exc).splitlines()]
+    last = next((line for line in reversed(lines) if line and set(line) != {"^"}), repr(exc))
+    return f"shard {task.get('shard')}: {what} ({type(exc).__name__}): {last}"
+
+
+# A shard whose worker process dies (SIGKILL, out of memory, a crash in native code) is tried
+# again on the restarted actor this many times, then reported as failed: a shard that kills
+# every worker it meets must not loop for ever.
+TASK_RETRIES = 3
 
 
 def run_per_shard(
@@ -163,29 +183,57 @@ def run_per_shard(
     tasks: list[dict[str, Any]],
     options: RayOptions,
 ) -> Iterator[dict[str, Any]]:
-    """Yield each task's result as it completes (any order)."""
+    """Yield each task's result as it completes (any order); every task yields exactly one.
+
+    The actors are killed when the iteration ends (or is abandoned), so a compress followed by
+    a restore in one Ray session finds its CPUs free."""
     if not tasks:
         return
     ensure_ray(options)  # first: it sets what Ray reads when it is imported
-    import ray.data
+    import ray
 
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False  # latentarc prints its own progress line
-    ctx.print_on_execution_start = False
-    actors = default_actors(options, len(tasks))
-    ds = ray.data.from_items(
-        [{"task": json.dumps(t)} for t in tasks], override_num_blocks=len(tasks)
-    )
-    ds = ds.map_batches(
-        worker_cls,
-        fn_constructor_args=worker_args,
-        batch_size=1,
-        # One shard in flight per actor: shards are big units, and queueing several on the
-        # first actors to start would leave actors on other nodes idle.
-        compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1),
+    actor_cls = ray.remote(worker_cls).options(
         num_cpus=options.num_cpus,
-        num_gpus=options.num_gpus or None,
-        batch_format="numpy",
+        num_gpus=options.num_gpus or 0,
+        max_restarts=-1,  # a killed actor comes back for the next shard
+        max_task_retries=TASK_RETRIES,
+        scheduling_strategy="SPREAD",  # over every node, not the driver's first
     )
-    for row in ds.iter_rows():
-        yield json.loads(row["result"])
+    actors = [actor_cls.remote(*worker_args) for _ in range(default_actors(options, len(tasks)))]
+    # Only an actor that has started gets a shard: one that the cluster cannot place yet must
+    # not hold a shard while the others sit idle.
+    starting = {actor.__ray_ready__.remote(): actor for actor in actors}
+    idle: list[Any] = []
+    running: dict[Any, tuple[Any, dict[str, Any]]] = {}  # result ref -> (actor, task)
+    todo = collections.deque(tasks)
+    start_error: BaseException | None = None
+    try:
+        while todo or running:
+            while idle and todo:  # one shard in flight per actor: shards are big units
+                actor, task = idle.pop(), todo.popleft()
+                running[actor.__call__.remote(task)] = (actor, task)
+            if not running and not starting:  # no actor could start: say why, for each shard
+                for task in todo:
+                    yield {"ok": False, "shard": task.get("shard"),
+                           "error": _ray_error(task, start_error or RuntimeError("?"),
+                                               "no worker could start")}
+                return
+            (ref,), _ = ray.wait([*running, *starting], num_returns=1)
+            if ref in starting:
+                actor = starting.pop(ref)
+                try:
+                    ray.get(ref)
+                    idle.append(actor)
+                except ray.exceptions.RayError as exc:  # its constructor raised
+                    start_error = exc
+                continue
+            actor, task = running.pop(ref)
+            idle.append(actor)
+            try:
+                yield ray.get(ref)
+            except ray.exceptions.RayError as exc:  # the worker died, TASK_RETRIES + 1 times
+                what = f"its worker died {TASK_RETRIES + 1} times on it"
+                yield {"ok": False, "shard": task.get("shard"), "error": _ray_error(task, exc, what)}
+    finally:
+        for actor in actors:
+            ray.kill(actor)

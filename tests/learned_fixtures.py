@@ -93,8 +93,6 @@ def unregister(codec_id: str) -> None:
 def run_in_process(monkeypatch) -> None:
     """Run compress/restore/verify workers in this process instead of on Ray: codecs registered only
     here (register_tiny_realistic) are then visible to them, and no cluster is needed."""
-    import json
-
     import pipeline.compress
     import pipeline.restore
     import pipeline.runner
@@ -103,8 +101,7 @@ def run_in_process(monkeypatch) -> None:
     def run(worker_cls, worker_args, tasks, options):
         worker = worker_cls(*worker_args)
         for task in tasks:
-            for raw in worker({"task": [json.dumps(task)]})["result"]:
-                yield json.loads(raw)
+            yield worker(task)
 
     for module in (pipeline.compress, pipeline.restore, pipeline.verify):
         monkeypatch.setattr(module, "run_per_shard", run)

@@ -1,7 +1,7 @@
 """Faults during compress, through the trial runner ``jobs/fault_trials.py`` (which the recorded
 run in benchmarks/reliability uses with more trials):
 
-* a codec actor SIGKILLed by PID at a seeded random moment mid-run: Ray Data restarts the actor
+* a codec actor SIGKILLed by PID at a seeded random moment mid-run: Ray restarts the actor
   and retries its shard; per-shard output is atomic, so every sample is in the archive once;
 * ``python -m jobs.compress`` (driver and its in-process Ray) SIGKILLed as a process group at a
   seeded random moment after its first shard file; the rerun redoes only the unfinished shards.
