@@ -1,12 +1,14 @@
 """Peak memory of one compress worker's shard loop, by shard size, without Ray.
 
     python benchmarks/pipeline/batch-memory/measure.py [--repo CHECKOUT] [--images DIR]
-        [--env NAME=VALUE ...] [--layouts ...]
+        [--env NAME=VALUE ...] [--layouts ...] [--codec ID] [--quality Q] [--row-group-mib M]
 
 For each layout (six 8-row shards one after another; one 48-row shard; one 96-row shard) a
 fresh Python process loads msh-n96-v2 (quality 4, 2 torch threads) and runs ``encode_shard``
 (reader thread on, size guard off) over tars of Kodak images taken in order, then prints its
 VmHWM (the kernel's peak RSS since the process started) and the seconds the shards took.
+``--layouts`` takes more, as ``SHARDSxROWS`` (``64x8 1x256``); ``--codec``/``--quality`` pick
+another codec (session 11: webp); ``--row-group-mib`` changes the row-group cap in the child.
 ``--repo`` imports the package from another checkout (a ``git worktree`` of an older commit), so
 one machine compares two versions. Why it matters: an 8-row shard never fills an 8-sample codec
 batch (the reader ramps 1, 2, 4, then 1), so whatever a worker holds per batch shows up as
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -38,9 +41,12 @@ from pipeline.shard_encode import Batching, Guard, encode_shard
 from pipeline.sources import Shard
 from models.allocator import keep_freed_memory
 keep_freed_memory()  # as a compress worker does
-codec = get_codec("msh-n96-v2", 4.0)
+import pipeline.shard_encode
+if sys.argv[3] != "-":
+    pipeline.shard_encode.ROW_GROUP_BYTES = int(float(sys.argv[3]) * (1 << 20))
+codec = get_codec(sys.argv[4], None if sys.argv[5] == "-" else float(sys.argv[5]))
 started = time.perf_counter()
-for i, tar in enumerate(sys.argv[3:]):
+for i, tar in enumerate(sys.argv[6:]):
     encode_shard(Shard(tar, f"s{i}", Path(tar).name), sys.argv[2], codec, guard=Guard(size=False),
                  batching=Batching(prefetch=True))
 seconds = time.perf_counter() - started
@@ -70,21 +76,27 @@ def main() -> None:
     p.add_argument("--images", type=Path, default=ROOT.parent / "shared" / "datasets" / "kodak")
     p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                    help="set in each child's environment, e.g. LATENTARC_MALLOC_TRIM=off")
-    p.add_argument("--layouts", nargs="+", choices=list(LAYOUTS), default=list(LAYOUTS))
+    p.add_argument("--layouts", nargs="+", default=list(LAYOUTS),
+                   help=f"{', '.join(LAYOUTS)}, or SHARDSxROWS")
+    p.add_argument("--codec", default="msh-n96-v2")
+    p.add_argument("--quality", default="4", help="'-': the codec's default")
+    p.add_argument("--row-group-mib", default="-", help="row-group cap in MiB ('-': the package's)")
     args = p.parse_args()
     rev = subprocess.run(["git", "-C", str(args.repo), "rev-parse", "--short", "HEAD"],
                          capture_output=True, text=True).stdout.strip()
-    print(f"latentarc at {rev} ({args.repo}); env: {' '.join(args.env) or 'as inherited'}")
+    print(f"latentarc at {rev} ({args.repo}); env: {' '.join(args.env) or 'as inherited'}; "
+          f"codec {args.codec} quality {args.quality}; row-group cap MiB {args.row_group_mib}")
     print("| layout | peak RSS (VmHWM) MiB | seconds |")
     print("|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="lar-bm-") as tmp:
         work = Path(tmp)
         for name in args.layouts:
-            shards, rows = LAYOUTS[name]
+            shards, rows = LAYOUTS.get(name) or map(int, re.fullmatch(r"(\d+)x(\d+)", name).groups())
             tars = make_tars(args.images, work, shards, rows)
             env = {**os.environ, "OMP_NUM_THREADS": "2", **dict(e.split("=", 1) for e in args.env)}
             archive = str(work / f"arc-{shards}x{rows}")
-            out = subprocess.run([sys.executable, "-c", CHILD, str(args.repo), archive, *tars],
+            out = subprocess.run([sys.executable, "-c", CHILD, str(args.repo), archive,
+                                  args.row_group_mib, args.codec, args.quality, *tars],
                                  capture_output=True, text=True, env=env, check=True).stdout.split()
             print(f"| {name} | {out[-2]} | {out[-1]} |", flush=True)
 
