@@ -232,7 +232,8 @@ def run_per_shard(
             try:
                 yield ray.get(ref)
             except ray.exceptions.RayError as exc:  # the worker died, TASK_RETRIES + 1 times
-                what = f"its worker died {TASK_RETRIES + 1} times on it"
+                what = (f"its worker died {TASK_RETRIES + 1} times on it"
+                        if isinstance(exc, ray.exceptions.RayActorError) else "its worker failed")
                 yield {"ok": False, "shard": task.get("shard"), "error": _ray_error(task, exc, what)}
     finally:
         for actor in actors:
