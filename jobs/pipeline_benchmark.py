@@ -423,7 +423,8 @@ def wait_for_actors_to_exit(timeout: float = 30.0) -> None:
     psutil = _psutil()
     me = psutil.Process()
     deadline = time.monotonic() + timeout
-    while _actors(psutil, me, "Worker") and time.monotonic() < deadline:
+    while (any(_actors(psutil, me, f"ray::{name}") for name in ("CompressWorker", "RestoreWorker"))
+           and time.monotonic() < deadline):
         time.sleep(0.1)
 
 
