@@ -52,6 +52,7 @@ from jobs.synthetic import synthetic_image
 REPO = Path(__file__).resolve().parent.parent
 ACTOR_MARK = "ray::CompressWorker"  # a codec actor's process title (+ ".__call__" while busy)
 DEFAULT_CODEC = "webp"
+KILL_SHARDS, STOP_SHARDS = 6, 12  # per trial, unless --shards says
 STOP_SEED_OFFSET = 1000  # stop trial j uses seed + 1000 + j; kill trial i uses seed + i
 
 
@@ -337,7 +338,7 @@ def _compress(src: Path, archive: Path, codec: str):
     return compress([str(src)], str(archive), codec, progress=False, guard=Guard(size=False))
 
 
-def kill_trial(workdir: Path, index: int, seed: int, codec: str = DEFAULT_CODEC, shards: int = 6,
+def kill_trial(workdir: Path, index: int, seed: int, codec: str = DEFAULT_CODEC, shards: int = KILL_SHARDS,
                samples: int = 160, window: float = 1.0) -> TrialResult:
     """SIGKILL one of this run's codec actors ``uniform(0, window)`` s after the first temp file.
 
@@ -403,7 +404,7 @@ def kill_trial(workdir: Path, index: int, seed: int, codec: str = DEFAULT_CODEC,
     return result
 
 
-def stop_trial(workdir: Path, index: int, seed: int, codec: str = DEFAULT_CODEC, shards: int = 12,
+def stop_trial(workdir: Path, index: int, seed: int, codec: str = DEFAULT_CODEC, shards: int = STOP_SHARDS,
                samples: int = 160, window: float = 1.5, timeout: float = 300) -> TrialResult:
     """``python -m jobs.compress`` in its own process group, SIGKILLed ``uniform(0, window)`` s
     after its first shard file is finished; then the same compress run again (in this process).
@@ -513,7 +514,8 @@ def _markdown(summary: dict[str, Any], results: list[TrialResult], meta: dict[st
         "# Fault trials (`jobs/fault_trials.py`)", "",
         f"Rerun: `{meta['command']}`", "",
         f"Finished {meta['finished']}, {meta['seconds']:.0f} s; codec {meta['codec']}, "
-        f"{meta['shards']} shards x {meta['samples']} samples per trial; kill window "
+        f"{meta['shards']['kill']} (kill) / {meta['shards']['stop']} (stop) shards x "
+        f"{meta['samples']} samples per trial; kill window "
         f"{meta['kill_window']} s, stop window {meta['stop_window']} s. Timing depends on the machine: "
         "the seed fixes each drawn delay and actor choice, not where in the work the signal lands.", "",
         "| kind | trials | faults injected | cut off mid-write | samples checked | rows verified "
@@ -560,7 +562,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path,
                         help="write summary.json and summary.md here (default: print only)")
     parser.add_argument("--codec", default=DEFAULT_CODEC, help=f"codec (default {DEFAULT_CODEC}: cheap)")
-    parser.add_argument("--shards", type=int, default=6, help="input shards per trial (default 6)")
+    parser.add_argument("--shards", type=int, default=None,
+                        help=f"input shards per trial (default {KILL_SHARDS} for kill trials, "
+                             f"{STOP_SHARDS} for stop trials: with fewer, a stop often lands after "
+                             "the run has finished)")
     parser.add_argument("--samples", type=int, default=160,
                         help="samples per shard, 64x96 PNG + json + txt (default 160)")
     parser.add_argument("--kill-window", type=float, default=1.0,
@@ -581,14 +586,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"fault trials: seed {args.seed}, {args.kills} kill + {args.stops} stop, codec {args.codec}, "
           f"work in {workdir}", flush=True)
     results: list[TrialResult] = []
-    common = dict(codec=args.codec, shards=args.shards, samples=args.samples)
+    common = dict(codec=args.codec, samples=args.samples)
+    kill_shards, stop_shards = args.shards or KILL_SHARDS, args.shards or STOP_SHARDS
     try:
         for i in range(args.kills):
-            results.append(kill_trial(workdir, i, args.seed + i, window=args.kill_window, **common))
+            results.append(kill_trial(workdir, i, args.seed + i, window=args.kill_window,
+                                      shards=kill_shards, **common))
             print(results[-1].line(), flush=True)
         for j in range(args.stops):
             results.append(stop_trial(workdir, j, args.seed + STOP_SEED_OFFSET + j,
-                                      window=args.stop_window, **common))
+                                      window=args.stop_window, shards=stop_shards, **common))
             print(results[-1].line(), flush=True)
     finally:
         if not args.keep:
@@ -610,8 +617,8 @@ def main(argv: list[str] | None = None) -> int:
 
         meta = {"command": command, "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                 "seconds": round(time.monotonic() - started, 1), "seed": args.seed, "codec": args.codec,
-                "shards": args.shards, "samples": args.samples, "kill_window": args.kill_window,
-                "stop_window": args.stop_window, "cpus": args.cpus}
+                "shards": {"kill": kill_shards, "stop": stop_shards}, "samples": args.samples,
+                "kill_window": args.kill_window, "stop_window": args.stop_window, "cpus": args.cpus}
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "summary.json").write_text(json.dumps(
             {"meta": meta, "summary": summary, "trials": [asdict(r) for r in results]}, indent=2) + "\n")
