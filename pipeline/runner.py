@@ -7,7 +7,7 @@ bad shard cannot abort the others and the driver can account for every shard.
 
 Why not a Ray Data stage (``from_items(tasks).map_batches(WorkerClass)``, which this was until
 session 11): Ray Data's executor, its coordinator, stats and location actors share the cores
-with the codec, and a shard of 48 Kodak images through msh-n96-v2 ran 11-14 % slower per image
+with the codec, and a shard of 48 Kodak images through msh-n96-v2 took 10-16 % longer per image
 that way on 2 cores, in three of three alternated pairs
 (benchmarks/pipeline/ray-overhead/README.md, "Session 11").
 """
