@@ -14,12 +14,11 @@ the shards' seconds inside the actor (``_stats.json``).
 from __future__ import annotations
 
 import argparse
-import io
+import importlib.util
 import os
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
 
@@ -46,19 +45,14 @@ ray.shutdown()
 """
 
 
-def make_tars(images: Path, work: Path, shards: int = 2, rows: int = 256) -> list[str]:
-    files = sorted(images.glob("*.png"))
-    out = []
-    for s in range(shards):
-        path = work / f"s{s}.tar"
-        with tarfile.open(path, "w") as tar:
-            for i in range(rows):
-                data = files[(s * rows + i) % len(files)].read_bytes()
-                info = tarfile.TarInfo(f"k{s}-{i:04d}.png")
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-        out.append(str(path))
-    return out
+def _make_tars():
+    """``make_tars`` of ``../batch-memory/measure.py`` (this folder has a ``measure`` of its
+    own, so it is loaded by path)."""
+    spec = importlib.util.spec_from_file_location(
+        "batch_memory_measure", ROOT / "benchmarks" / "pipeline" / "batch-memory" / "measure.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.make_tars
 
 
 def main() -> None:
@@ -70,7 +64,7 @@ def main() -> None:
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="lar-abr-") as tmp:
         work = Path(tmp)
-        tars = ",".join(make_tars(args.images, work))
+        tars = ",".join(_make_tars()(args.images, work, 2, 256))
         for pair in range(args.pairs):
             for name, repo in (("old", args.old), ("new", args.new)):
                 temp = tempfile.mkdtemp(prefix="lar-", dir="/tmp")  # short: Ray's socket paths
