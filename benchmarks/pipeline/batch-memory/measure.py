@@ -2,10 +2,12 @@
 
     python benchmarks/pipeline/batch-memory/measure.py [--repo CHECKOUT] [--images DIR]
         [--env NAME=VALUE ...] [--layouts ...] [--codec ID] [--quality Q] [--row-group-mib M]
+        [--threads N] [--prefetch on|off]
 
 For each layout (six 8-row shards one after another; one 48-row shard; one 96-row shard) a
-fresh Python process loads msh-n96-v2 (quality 4, 2 torch threads) and runs ``encode_shard``
-(reader thread on, size guard off) over tars of Kodak images taken in order, then prints its
+fresh Python process loads msh-n96-v2 (quality 4, `--threads` torch threads, default 2) and runs
+``encode_shard`` (reader thread on unless ``--prefetch off``, size guard off) over tars of Kodak
+images taken in order, then prints its
 VmHWM (the kernel's peak RSS since the process started) and the seconds the shards took.
 ``--layouts`` takes more, as ``SHARDSxROWS`` (``64x8 1x256``); ``--codec``/``--quality`` pick
 another codec (session 11: webp); ``--row-group-mib`` changes the row-group cap in the child.
@@ -35,7 +37,7 @@ import sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 import torch
-torch.set_num_threads(2)
+torch.set_num_threads(int(sys.argv[6]))
 from models.registry import get_codec
 from pipeline.shard_encode import Batching, Guard, encode_shard
 from pipeline.sources import Shard
@@ -45,10 +47,11 @@ import pipeline.shard_encode
 if sys.argv[3] != "-":
     pipeline.shard_encode.ROW_GROUP_BYTES = int(float(sys.argv[3]) * (1 << 20))
 codec = get_codec(sys.argv[4], None if sys.argv[5] == "-" else float(sys.argv[5]))
+prefetch = sys.argv[7] == "on"
 started = time.perf_counter()
-for i, tar in enumerate(sys.argv[6:]):
+for i, tar in enumerate(sys.argv[8:]):
     encode_shard(Shard(tar, f"s{i}", Path(tar).name), sys.argv[2], codec, guard=Guard(size=False),
-                 batching=Batching(prefetch=True))
+                 batching=Batching(prefetch=prefetch))
 seconds = time.perf_counter() - started
 hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
 print(round(hwm / 1024), round(seconds, 1))
@@ -81,11 +84,15 @@ def main() -> None:
     p.add_argument("--codec", default="msh-n96-v2")
     p.add_argument("--quality", default="4", help="'-': the codec's default")
     p.add_argument("--row-group-mib", default="-", help="row-group cap in MiB ('-': the package's)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads in the child (default 2)")
+    p.add_argument("--prefetch", choices=("on", "off"), default="on",
+                   help="the reader thread that prepares the next batch (default on)")
     args = p.parse_args()
     rev = subprocess.run(["git", "-C", str(args.repo), "rev-parse", "--short", "HEAD"],
                          capture_output=True, text=True).stdout.strip()
     print(f"latentarc at {rev} ({args.repo}); env: {' '.join(args.env) or 'as inherited'}; "
-          f"codec {args.codec} quality {args.quality}; row-group cap MiB {args.row_group_mib}")
+          f"codec {args.codec} quality {args.quality}; row-group cap MiB {args.row_group_mib}; "
+          f"{args.threads} torch thread(s); prefetch {args.prefetch}")
     print("| layout | peak RSS (VmHWM) MiB | seconds |")
     print("|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="lar-bm-") as tmp:
@@ -93,10 +100,12 @@ def main() -> None:
         for name in args.layouts:
             shards, rows = LAYOUTS.get(name) or map(int, re.fullmatch(r"(\d+)x(\d+)", name).groups())
             tars = make_tars(args.images, work, shards, rows)
-            env = {**os.environ, "OMP_NUM_THREADS": "2", **dict(e.split("=", 1) for e in args.env)}
+            env = {**os.environ, "OMP_NUM_THREADS": str(args.threads),
+                   **dict(e.split("=", 1) for e in args.env)}
             archive = str(work / f"arc-{shards}x{rows}")
             out = subprocess.run([sys.executable, "-c", CHILD, str(args.repo), archive,
-                                  args.row_group_mib, args.codec, args.quality, *tars],
+                                  args.row_group_mib, args.codec, args.quality, str(args.threads),
+                                  args.prefetch, *tars],
                                  capture_output=True, text=True, env=env, check=True).stdout.split()
             print(f"| {name} | {out[-2]} | {out[-1]} |", flush=True)
 
