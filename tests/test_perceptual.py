@@ -20,10 +20,9 @@ import numpy as np
 import pytest
 import torch
 from conftest import shared_path, synthetic_image
-from PIL import Image
 from safetensors.torch import load_file, save, save_file
 
-from jobs.fetch_metric_checks import STAMP, checks_dir, official_values
+from jobs.fetch_metric_checks import STAMP, checks_dir, official_values, pair_images
 from jobs.fetch_metric_checks import main as checks_main
 from jobs.fetch_weights import (
     PACKAGES,
@@ -208,9 +207,7 @@ def test_lpips_alex_and_dists_match_the_official_code_on_tid2013_pairs():
     compared = 0
     for metric, ours_name in (("lpips", "lpips-alex"), ("dists", "dists")):
         for pair, printed in official[metric].items():
-            ref, dist = (np.asarray(Image.open(folder / side / f"{pair}.bmp").convert("RGB"))
-                         for side in ("ref", "dist"))
-            got = perceptual_scores(ref, dist, [ours_name])[ours_name]
+            got = perceptual_scores(*pair_images(folder, pair), [ours_name])[ours_name]
             decimals = len(printed.split(".")[1])
             assert abs(got - float(printed)) <= 0.5 * 10.0 ** -decimals + 1e-5, (metric, pair, got, printed)
             compared += 1

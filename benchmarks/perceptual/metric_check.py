@@ -15,12 +15,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from jobs.fetch_metric_checks import PACKAGE, STAMP, checks_dir, official_values  # noqa: E402
+from jobs.fetch_metric_checks import PACKAGE, STAMP, checks_dir, official_values, pair_images  # noqa: E402
 from models.perceptual import perceptual_scores  # noqa: E402
 
 
@@ -37,9 +34,7 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|---|")
     worst = {"lpips": 0.0, "dists": 0.0}
     for pair in official["lpips"]:
-        ref, dist = (np.asarray(Image.open(folder / side / f"{pair}.bmp").convert("RGB"))
-                     for side in ("ref", "dist"))
-        ours = perceptual_scores(ref, dist)
+        ours = perceptual_scores(*pair_images(folder, pair))
         cells = []
         for metric, name in (("lpips", "lpips-alex"), ("dists", "dists")):
             diff = ours[name] - float(official[metric][pair])
