@@ -129,7 +129,8 @@ def write_layout(seq: list[Item], rows: int, directory: Path) -> list[int]:
 # ----------------------------------------------------------------------------- bare codec
 
 
-def bare_codec(seq: list[Item], codec_id: str, quality: float | None) -> dict[str, Any]:
+def bare_codec(seq: list[Item], codec_id: str, quality: float | None,
+               device: str = "cpu") -> dict[str, Any]:
     """The codec alone, in the driver, on the same images in the pipeline's batch size.
 
     Each step is timed on its own so that one loop gives every reference figure: encode +
@@ -145,12 +146,13 @@ def bare_codec(seq: list[Item], codec_id: str, quality: float | None) -> dict[st
     from pipeline.images import encode_for_restore, prepare, psnr
     from pipeline.shard_encode import CHUNK_SAMPLES
 
-    codec = get_codec(codec_id, quality)
+    codec = get_codec(codec_id, quality).to(device)
     steps = ("source_decode", "encode", "decode", "psnr", "write_original")
     wall = dict.fromkeys(steps, 0.0)
     cpu = dict.fromkeys(steps, 0.0)
     bitstream_bytes = 0
     psnrs = []
+    _warm_up(codec, device)
     cpu0 = _tree_cpu()
     busy0 = _busy_cpu()
 
@@ -187,8 +189,15 @@ def bare_codec(seq: list[Item], codec_id: str, quality: float | None) -> dict[st
     }
 
 
+def _warm_up(codec, device: str) -> None:
+    """On a GPU, one untimed round trip first: the CUDA context and the kernels' first loads
+    are paid once per process, not per image (the actors pay theirs inside compress)."""
+    if device != "cpu":
+        codec.decode_batch(codec.encode_batch([np.zeros((64, 64, 3), np.uint8)]))
+
+
 def in_worker(src: Path, work: Path, codec_id: str, quality: float | None,
-              reps: int) -> list[dict[str, Any]]:
+              reps: int, device: str = "cpu") -> list[dict[str, Any]]:
     """``encode_shard`` called directly (no Ray) on the big shards, with the prefetch thread
     off and on, alternated ``reps`` times: what the thread buys, with the same codec object,
     in the same process, minutes apart. Wall and CPU seconds (this process, all threads)."""
@@ -196,7 +205,8 @@ def in_worker(src: Path, work: Path, codec_id: str, quality: float | None,
     from pipeline.shard_encode import Batching, Guard, encode_shard
     from pipeline.sources import Shard
 
-    codec = get_codec(codec_id, quality)
+    codec = get_codec(codec_id, quality).to(device)
+    _warm_up(codec, device)
     shards = sorted(src.glob("*.tar"))
     out = []
     for rep in range(reps):
@@ -471,7 +481,7 @@ def _dir_bytes(path: Path) -> int:
 
 def run_pipeline(src: Path, work: Path, label: str, actors: int, codec_id: str,
                  quality: float | None, interval: float, prefetch: bool = True,
-                 num_cpus: float = 0.5) -> dict[str, Any]:
+                 num_cpus: float = 0.5, num_gpus: float = 0.0) -> dict[str, Any]:
     """compress then restore one layout with ``actors`` actors, each under an RSS sampler."""
     from pipeline.compress import compress
     from pipeline.restore import restore
@@ -479,7 +489,7 @@ def run_pipeline(src: Path, work: Path, label: str, actors: int, codec_id: str,
     from pipeline.shard_encode import Batching, Guard
 
     archive, restored = work / f"arc-{label}-{actors}", work / f"out-{label}-{actors}"
-    options = RayOptions(actors=actors, num_cpus=num_cpus)
+    options = RayOptions(actors=actors, num_cpus=num_cpus, num_gpus=num_gpus)
     wait_for_actors_to_exit()
     with RssSampler("CompressWorker", interval) as mem_c:
         started = time.monotonic()
@@ -534,6 +544,7 @@ class Settings:
     prefetch_reps: int = 1
     prefetch: bool = True  # the Ray runs' compress reader thread (--no-prefetch: off)
     cpus_per_actor: str = "0.5"  # a number, or "auto": (cores - 0.5) / actors
+    gpus_per_actor: str = "0"  # a number, or "auto": GPUs / actors; > 0 runs the codec on cuda
 
 
 def cpus_per_actor(setting: str, actors: int) -> float:
@@ -543,6 +554,17 @@ def cpus_per_actor(setting: str, actors: int) -> float:
     thread each)."""
     if setting == "auto":
         return round(((os.cpu_count() or 1) - 0.5) / actors, 3)
+    return float(setting)
+
+
+def gpus_per_actor(setting: str, actors: int) -> float:
+    """What each actor reserves of the GPUs. "auto" shares the machine's GPUs between the
+    actors (0.5 each for 2 actors on one GPU: two codecs resident on one device, so one's
+    entropy coding and I/O overlap the other's transforms)."""
+    if setting == "auto":
+        import torch
+
+        return round(torch.cuda.device_count() / actors, 3)
     return float(setting)
 
 
@@ -562,7 +584,7 @@ def _start_ray() -> bool:
     return True
 
 
-def _machine() -> dict[str, Any]:
+def _machine(device: str = "cpu") -> dict[str, Any]:
     psutil = _psutil()
     cpu = platform.processor() or platform.machine()
     try:
@@ -576,7 +598,15 @@ def _machine() -> dict[str, Any]:
     return {"cpu": cpu, "cores": os.cpu_count(),
             "memory_gib": round(psutil.virtual_memory().total / (1 << 30), 1),
             "os": f"{platform.system()} {platform.release()}", "python": platform.python_version(),
-            "ray": ray.__version__, "pillow": PIL.__version__, "gpu": "none used"}
+            "ray": ray.__version__, "pillow": PIL.__version__, "gpu": _gpu_name(device)}
+
+
+def _gpu_name(device: str) -> str:
+    if device == "cpu":
+        return "none used"
+    import torch
+
+    return f"{torch.cuda.get_device_name(0)} (torch {torch.__version__})"
 
 
 def run(settings: Settings, command: str) -> dict[str, Any]:
@@ -596,6 +626,7 @@ def run(settings: Settings, command: str) -> dict[str, Any]:
             f"pipeline benchmark: a big shard holds {big_shard_pixels / MIB:.1f} MiB of decoded "
             f"pixels, less than 3x the {s.budget_mib:g} MiB budget; raise --rows-big or lower --budget-mib"
         )
+    device = "cuda" if gpus_per_actor(s.gpus_per_actor, 1) > 0 else "cpu"
     started_all = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="latentarc-pbench-"))
     started_ray = False
@@ -607,19 +638,24 @@ def run(settings: Settings, command: str) -> dict[str, Any]:
         print(f"pipeline benchmark: {n} images ({len(images)} distinct from {s.images}), "
               f"small shards of {s.rows_small}, big shards of {s.rows_big}", flush=True)
         # Before Ray starts: the bare loop is the codec alone, with no cluster idling beside it.
-        bare = bare_codec(seq, s.codec, s.quality)
+        bare = bare_codec(seq, s.codec, s.quality, device)
         del seq
         print(f"bare {s.codec}: {n / _bare_compress_s(bare):.2f} img/s (encode+decode+PSNR)", flush=True)
-        prefetch_ab = in_worker(work / "src-big", work, s.codec, s.quality, s.prefetch_reps)
+        prefetch_ab = in_worker(work / "src-big", work, s.codec, s.quality, s.prefetch_reps, device)
         started_ray = _start_ray()
         import ray
 
         cluster_cpus = int(ray.cluster_resources().get("CPU", 1))
+        wanted = max(gpus_per_actor(s.gpus_per_actor, a) * a for a in s.actors)
+        if wanted > ray.cluster_resources().get("GPU", 0):  # else the actors would wait forever
+            raise SystemExit(f"pipeline benchmark: the actors need {wanted:g} GPU(s), Ray sees "
+                             f"{ray.cluster_resources().get('GPU', 0):g}")
         runs = []
         for name in layouts:
             for actors in s.actors:
                 r = run_pipeline(work / f"src-{name}", work, name, actors, s.codec, s.quality,
-                                 s.interval, s.prefetch, cpus_per_actor(s.cpus_per_actor, actors))
+                                 s.interval, s.prefetch, cpus_per_actor(s.cpus_per_actor, actors),
+                                 gpus_per_actor(s.gpus_per_actor, actors))
                 r["rows_per_shard"] = layouts[name]
                 r["max_shard_pixel_mib"] = _mib(max(shard_pixels[name]))
                 runs.append(r)
@@ -641,7 +677,7 @@ def run(settings: Settings, command: str) -> dict[str, Any]:
     summary = {
         "command": command,
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": _machine(),
+        "machine": _machine(device),
         "settings": {"images": str(s.images), "distinct_images": len(images), "images_per_run": n,
                      "codec": bare["codec"], "quality": bare["quality"], "rows_small": s.rows_small,
                      "rows_big": s.rows_big, "big_shards": s.big_shards, "budget_mib": s.budget_mib,
@@ -651,7 +687,9 @@ def run(settings: Settings, command: str) -> dict[str, Any]:
                      # models.allocator's settings, inherited by the workers (Ray starts them)
                      "malloc_env": {k: v for k, v in os.environ.items()
                                     if k.startswith("LATENTARC_MALLOC")},
-                     "cpus_per_actor": {a: cpus_per_actor(s.cpus_per_actor, a) for a in s.actors}},
+                     "cpus_per_actor": {a: cpus_per_actor(s.cpus_per_actor, a) for a in s.actors},
+                     "device": device,
+                     "gpus_per_actor": {a: gpus_per_actor(s.gpus_per_actor, a) for a in s.actors}},
         "bare": bare, "in_worker": prefetch_ab, "runs": runs, "overhead": overhead,
         "total_seconds": round(time.monotonic() - started_all, 1),
     }
@@ -794,6 +832,14 @@ def _reservations(s: dict[str, Any]) -> str:
     return ", ".join(f"{v:g} each with {a} actor(s)" for a, v in per.items())
 
 
+def _gpu_text(m: dict[str, Any], s: dict[str, Any]) -> str:
+    """"no GPU" for CPU runs (and every run before --gpus-per-actor); else the GPU and shares."""
+    if s.get("device", "cpu") == "cpu":
+        return "no GPU"
+    shares = ", ".join(f"{v:g} each with {a} actor(s)" for a, v in s["gpus_per_actor"].items())
+    return f"codec on {m['gpu']}: the bare loop and in-worker runs, and actors reserving {shares} GPU"
+
+
 def to_markdown(summary: dict[str, Any]) -> str:
     s, d, m = summary["settings"], summary["derived"], summary["machine"]
     q = "default" if s["quality"] is None else f"{s['quality']:g}"
@@ -803,7 +849,7 @@ def to_markdown(summary: dict[str, Any]) -> str:
         f"Command: `{summary['command']}`",
         "",
         f"Date: {summary['date']}. Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB RAM, "
-        f"{m['os']}, no GPU; Python {m['python']}, Ray {m['ray']}, Pillow {m['pillow']}. "
+        f"{m['os']}, {_gpu_text(m, s)}; Python {m['python']}, Ray {m['ray']}, Pillow {m['pillow']}. "
         f"Total run time {summary['total_seconds']:.0f} s.",
         "",
         f"Images: {s['images_per_run']} per run = the {s['distinct_images']} images of `{s['images']}` "
@@ -966,16 +1012,23 @@ def to_markdown(summary: dict[str, Any]) -> str:
                      f"{o['archive_overhead_bytes_per_row']} |")
     if d["scaling"]:
         cores = m["cores"]
+        if s.get("device", "cpu") == "cpu":
+            why = (f"This machine has {cores} cores "
+                   "for everything: the actors, the raylet/GCS, the driver and this "
+                   "benchmark's sampling thread. Actors reserve "
+                   f"{_reservations(s)} CPU, so Ray places both on the "
+                   f"{cores} cores and they compete with the rest: the 2-actor figures are "
+                   "oversubscribed and the speedup stays below 2.")
+        else:
+            why = ("The actors share the GPU (fractional `num_gpus`), each with its own copy of "
+                   "the model resident. While one runs its transforms on the GPU, the other "
+                   "does the work on the CPU (tar reading, source decode, entropy coding, "
+                   "Parquet), so a speedup above 1 is GPU time one actor left idle.")
         lines += [
             "",
             "## 4. 1 vs 2 encoder actors",
             "",
-            f"`RayOptions(actors=N)` (`--actors` of compress/restore). This machine has {cores} cores "
-            "for everything: the actors, the raylet/GCS, the driver and this "
-            "benchmark's sampling thread. Actors reserve "
-            f"{_reservations(s)} CPU, so Ray places both on the "
-            f"{cores} cores and they compete with the rest: the 2-actor figures are oversubscribed and the "
-            "speedup stays below 2.",
+            f"`RayOptions(actors=N)` (`--actors` of compress/restore). {why}",
             "",
             "| layout | op | actors | speedup |",
             "|---|---|---|---|",
@@ -1013,15 +1066,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-prefetch", action="store_true",
                         help="compress without the reader thread in the Ray runs (compress "
                         "--no-prefetch), to measure what it costs in memory and buys in speed")
+    parser.add_argument("--gpus-per-actor", default="0",
+                        help="GPUs each actor reserves: 0 (default: the codec on the CPU), a number, "
+                        "or auto = GPUs / actors; above 0 the bare loop, the in-worker runs and "
+                        "the actors all run the codec on cuda")
     args = parser.parse_args(argv)
     try:
         cpus_per_actor(args.cpus_per_actor, 1)
     except ValueError:
         parser.error(f"--cpus-per-actor takes a number or auto, not {args.cpus_per_actor!r}")
+    if args.gpus_per_actor != "auto":
+        try:
+            float(args.gpus_per_actor)
+        except ValueError:
+            parser.error(f"--gpus-per-actor takes a number or auto, not {args.gpus_per_actor!r}")
+    elif gpus_per_actor("auto", 1) == 0:
+        parser.error("--gpus-per-actor auto: torch sees no GPU here")
     settings = Settings(args.images, args.out, args.codec, args.quality, args.rows_small,
                         args.rows_big, args.big_shards, args.budget_mib, tuple(args.actors),
                         args.sample_interval, args.prefetch_reps, not args.no_prefetch,
-                        args.cpus_per_actor)
+                        args.cpus_per_actor, args.gpus_per_actor)
     summary = run(settings, command)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")

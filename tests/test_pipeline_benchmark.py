@@ -79,3 +79,41 @@ def test_pipeline_benchmark_writes_every_measurement(tmp_path):
     for heading in ("## Targets", "## 1. Throughput", "## 2. Peak RSS per worker",
                     "## 3. Archive bytes vs bitstream bytes", "## 4. 1 vs 2 encoder actors"):
         assert heading in text
+
+
+def test_pipeline_benchmark_refuses_a_bad_gpu_share(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["--pipeline", "--images", str(tmp_path), "--gpus-per-actor", "half"])
+    assert "--gpus-per-actor takes a number or auto" in capsys.readouterr().err
+
+
+def test_pipeline_benchmark_auto_gpu_share_needs_a_gpu(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: auto is valid here")
+    with pytest.raises(SystemExit):
+        main(["--pipeline", "--images", str(tmp_path), "--gpus-per-actor", "auto"])
+    assert "torch sees no GPU here" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_local")
+def test_pipeline_benchmark_runs_the_codec_on_the_gpu(tmp_path):
+    """The GPU run of the benchmark (infra/gpu/pipeline_bench.sh) on tiny images: the bare loop
+    and the actors run the learned codec on cuda, and the report says so."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(4):
+        (images / f"im{i}.png").write_bytes(encode_image(synthetic_image(i)))
+    out = tmp_path / "out"
+    assert main(["--pipeline", "--images", str(images), "--out", str(out), "--codec", "msh-n96-v2",
+                 "--rows-small", "2", "--rows-big", "4", "--big-shards", "2", "--budget-mib", "0.01",
+                 "--actors", "1", "2", "--gpus-per-actor", "auto", "--prefetch-reps", "0"]) == 0
+    summary = json.loads((out / "results.json").read_text())
+    assert summary["settings"]["device"] == "cuda"
+    assert summary["settings"]["gpus_per_actor"] == {"1": 1.0, "2": 0.5}
+    assert all(r["compressed"] == 8 and r["restored_samples"] == 8 for r in summary["runs"])
+    assert summary["machine"]["gpu"] != "none used"
+    assert "codec on" in (out / "results.md").read_text()
