@@ -12,14 +12,23 @@ Both read the same bitstreams as the faithful decoder, as the realism choice mus
   with R > 1 (network interpolation, extrapolated): the realistic g_s was still improving
   when its training stopped, so its direction of travel might be worth following further.
 
+And one that changes the encoder instead (so, the stream), for comparison:
+
+- ``refine``: encode-time refinement of the latent (``models.refine``, ``--effort``) with the
+  realistic decoder and an LPIPS-alex term in its loss, i.e. the stream is searched for what
+  the realistic decoder renders well. Judged on DISTS at the same bpp as the faithful
+  decoder's curve (unrefined, qualities -1.5 .. 0.5), interpolated in log bpp.
+
 Held-out images only (never Kodak): the centre 512 x 512 crop of each, at codec qualities -1,
 0 and 1, as ``jobs.train_gan eval`` does. One JSON line per (image, quality, decoder, value).
 
-    python benchmarks/perceptual/decode-time-trials/trials.py sample --values 0 0.3 0.4 0.5 0.6 0.7 \
+    python benchmarks/perceptual/realism-trials/trials.py sample --values 0 0.3 0.4 0.5 0.6 0.7 \
         --images ../shared/datasets/wikipedia_photos_hr/{001,021,036}.png --out F.jsonl
-    python benchmarks/perceptual/decode-time-trials/trials.py extrapolate --values 0 1 1.25 1.5 2 \
+    python benchmarks/perceptual/realism-trials/trials.py extrapolate --values 0 1 1.25 1.5 2 \
         --images ... --out F.jsonl
-    python benchmarks/perceptual/decode-time-trials/trials.py summary F.jsonl
+    python benchmarks/perceptual/realism-trials/trials.py refine --values 1 3 --steps 40 \
+        --qualities -1 --images ... --out F.jsonl
+    python benchmarks/perceptual/realism-trials/trials.py summary F.jsonl
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import argparse
 import collections
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -115,9 +125,105 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def refine(args: argparse.Namespace) -> int:
+    """Faithful curve (unrefined) and refined streams, each decoded by both decoders."""
+    import torch
+
+    from models import intnet, realistic
+    from models.entropy_models import gaussian_likelihood, scale_table
+    from models.hyperprior import pad_to
+    from models.layers import ste_round
+    from models.learned import LearnedModel, _entropy_encode
+    from models.perceptual import DISTS, LPIPS
+
+    torch.set_num_threads(args.threads)
+    model = LearnedModel.from_file(CODEC)
+    net = model.net
+    real = realistic.load_realistic_file(REALISTIC, model).requires_grad_(False)
+    dists, lpips_alex = DISTS().eval(), LPIPS("alex").eval().requires_grad_(False)
+
+    def refined(g_s, x, y, mean, scale, inv_gain, lmbda, k):
+        """models.refine.refine_latent's loss plus k * LPIPS-alex of the decoded image."""
+        h, w = x.shape[2:]
+        y = y.detach().clone().requires_grad_(True)
+        opt = torch.optim.Adam([y], lr=args.lr)
+        for _ in range(args.steps):
+            bits = -torch.log2(gaussian_likelihood(y, mean, scale)).sum()
+            x_hat = g_s((ste_round(y - mean) + mean) * inv_gain)[..., :h, :w]
+            loss = bits / (h * w) + lmbda * 255**2 * torch.mean((x_hat - x) ** 2)
+            if k:
+                loss = loss + k * lpips_alex(x_hat.clamp(0, 1), x).mean()
+            (y.grad,) = torch.autograd.grad(loss, [y])
+            opt.step()
+        return y.detach()
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w") as f:
+        for path in args.images:
+            x0 = crop(path)
+            x, _ = pad_to(x0, 64)
+            c = x0.shape[-1]
+            curve = [(q, "none", 0.0) for q in (-1.5, -1.0, -0.5, 0.0, 0.5)]
+            runs = curve + [(q, "faithful-mse", 0.0) for q in args.qualities]
+            runs += [(q, "realistic-lpips", k) for q in args.qualities for k in args.values]
+            for quality, how, k in runs:
+                q = torch.tensor([quality - 1.0])
+                with torch.no_grad():
+                    gain, inv_gain = net.gains(q)
+                    y = net.g_a(x) * gain
+                    z_sym = torch.round(net.h_a(y)).long()
+                    mean_fx, index = model.entropy_parameters(z_sym)
+                mean = torch.from_numpy(mean_fx).double() / 2**intnet.A_BITS
+                scale = torch.from_numpy(scale_table()[index]).float()
+                lmbda = float(net.lmbda(q))
+                started = time.monotonic()
+                if how != "none":
+                    g_s = net.g_s if how == "faithful-mse" else real
+                    y = refined(g_s, x0, y, mean.float(), scale, inv_gain, lmbda, k)
+                seconds = time.monotonic() - started
+                y_sym = torch.round(y.double() - mean).long()
+                words = _entropy_encode(model, z_sym.numpy(), y_sym.numpy(), index)
+                latent = (y_sym + mean).float() * inv_gain
+                row = {"image": Path(path).name, "quality": quality, "refine": how, "k": k,
+                       "steps": 0 if how == "none" else args.steps, "lr": args.lr,
+                       "bpp": len(words) * 8 / (c * c), "refine_seconds": round(seconds, 1)}
+                with torch.no_grad():
+                    for name, g_s in (("faithful", net.g_s), ("realistic", real)):
+                        img = (g_s(latent)[..., :c, :c].clamp(0, 1) * 255).round() / 255
+                        row[f"psnr_{name}"] = 10 * np.log10(1 / float(((img - x0) ** 2).mean()))
+                        row[f"dists_{name}"] = float(dists(img, x0).mean())
+                f.write(json.dumps(row) + "\n")
+                f.flush()
+                print(json.dumps(row), flush=True)
+    return 0
+
+
+def summary_refine(rows: list[dict]) -> int:
+    """Each refined stream against the faithful curve of its image at the same bpp."""
+    print("| image | quality | refinement | bpp | DISTS: faithful curve at this bpp | realistic | "
+          "change | PSNR: faithful curve / realistic |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if r["refine"] == "none" and r["quality"] not in (-1.0, 0.0):
+            continue
+        curve = sorted((c["bpp"], c["dists_faithful"], c["psnr_faithful"]) for c in rows
+                       if c["image"] == r["image"] and c["refine"] == "none")
+        logb = np.log([c[0] for c in curve])
+        d = float(np.interp(np.log(r["bpp"]), logb, [c[1] for c in curve]))
+        p = float(np.interp(np.log(r["bpp"]), logb, [c[2] for c in curve]))
+        how = "none" if r["refine"] == "none" else f"{r['refine']} k={r['k']:g}, {r['steps']} steps"
+        print(f"| {r['image']} | {r['quality']:g} | {how} | {r['bpp']:.4f} | {d:.4f} | "
+              f"{r['dists_realistic']:.4f} | {100 * (r['dists_realistic'] / d - 1):+.1f} % | "
+              f"{p:.2f} / {r['psnr_realistic']:.2f} dB |")
+    return 0
+
+
 def summary(args: argparse.Namespace) -> int:
     """Mean change against the faithful decoder's usual decode, per setting and quality."""
     rows = [json.loads(line) for line in Path(args.file).read_text().splitlines() if line]
+    if rows and "refine" in rows[0]:
+        return summary_refine(rows)
     base = {(r["image"], r["quality"]): r for r in rows
             if r["realism"] == 0 and r["t"] == 0}
     groups: dict[tuple, list] = collections.defaultdict(list)
@@ -139,10 +245,13 @@ def summary(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="mode", required=True)
-    for mode in ("sample", "extrapolate"):
+    for mode in ("sample", "extrapolate", "refine"):
         s = sub.add_parser(mode)
         s.add_argument("--values", type=float, nargs="+", required=True,
-                       help="posterior shifts t (sample) or realism R (extrapolate)")
+                       help="posterior shifts t (sample), realism R (extrapolate) or LPIPS "
+                       "weights k (refine)")
+        s.add_argument("--steps", type=int, default=40, help="refine: Adam steps")
+        s.add_argument("--lr", type=float, default=0.003, help="refine: Adam step size")
         s.add_argument("--images", nargs="+", required=True)
         s.add_argument("--qualities", type=float, nargs="+", default=[-1, 0, 1])
         s.add_argument("--threads", type=int, default=2)
@@ -150,7 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("summary")
     s.add_argument("file")
     args = p.parse_args(argv)
-    return summary(args) if args.mode == "summary" else run(args)
+    if args.mode == "summary":
+        return summary(args)
+    return refine(args) if args.mode == "refine" else run(args)
 
 
 if __name__ == "__main__":
