@@ -1,6 +1,6 @@
-"""Two decode-time ways to make the realistic decoder more realistic, without training.
+"""Making the realistic decoder more realistic without training: two decode-time trials, one encode-time.
 
-Both read the same bitstreams as the faithful decoder, as the realism choice must:
+The two decode-time ones read the same bitstreams as the faithful decoder, as the realism choice must:
 
 - ``sample``: decode a sample of the latent's posterior instead of its bin centre. The stream
   says only that r = y - mean lies in [k - 0.5, k + 0.5]; under the codec's own Gaussian prior
