@@ -9,6 +9,15 @@ from conftest import encode_image, synthetic_image
 from jobs.benchmark import main
 
 
+def tiny_images(tmp_path):
+    """Four small synthetic PNGs: enough for every measurement, in seconds."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(4):
+        (images / f"im{i}.png").write_bytes(encode_image(synthetic_image(i)))
+    return images
+
+
 def test_pipeline_benchmark_refuses_a_missing_image_folder(tmp_path):
     with pytest.raises(SystemExit, match="is missing"):
         main(["--pipeline", "--images", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")])
@@ -17,10 +26,7 @@ def test_pipeline_benchmark_refuses_a_missing_image_folder(tmp_path):
 @pytest.mark.slow
 @pytest.mark.usefixtures("ray_local")
 def test_pipeline_benchmark_writes_every_measurement(tmp_path):
-    images = tmp_path / "images"
-    images.mkdir()
-    for i in range(4):
-        (images / f"im{i}.png").write_bytes(encode_image(synthetic_image(i)))
+    images = tiny_images(tmp_path)
     out = tmp_path / "out"
     assert main(["--pipeline", "--images", str(images), "--out", str(out), "--rows-small", "2",
                  "--rows-big", "4", "--big-shards", "2", "--budget-mib", "0.01",
@@ -103,10 +109,7 @@ def test_pipeline_benchmark_auto_gpu_share_needs_a_gpu(tmp_path, capsys):
 def test_pipeline_benchmark_runs_the_codec_on_the_gpu(tmp_path):
     """The GPU run of the benchmark (infra/gpu/pipeline_bench.sh) on tiny images: the bare loop
     and the actors run the learned codec on cuda, and the report says so."""
-    images = tmp_path / "images"
-    images.mkdir()
-    for i in range(4):
-        (images / f"im{i}.png").write_bytes(encode_image(synthetic_image(i)))
+    images = tiny_images(tmp_path)
     out = tmp_path / "out"
     assert main(["--pipeline", "--images", str(images), "--out", str(out), "--codec", "msh-n96-v2",
                  "--rows-small", "2", "--rows-big", "4", "--big-shards", "2", "--budget-mib", "0.01",
