@@ -20,7 +20,6 @@ and in the pipeline benchmark a 176-row shard peaks within 8 % of 8-row shards (
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import sys
 
@@ -39,7 +38,10 @@ def _glibc() -> ctypes.CDLL | None:
         _libc = False
         if sys.platform.startswith("linux"):
             try:
-                lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+                # glibc's soname, not ctypes.util.find_library: that runs `ldconfig -p` in a
+                # forked child, from every worker as it starts (for a moment a second
+                # "ray::CompressWorker" process), and musl's libc has another name anyway.
+                lib = ctypes.CDLL("libc.so.6")
                 lib.mallopt.argtypes, lib.mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
                 lib.malloc_trim.argtypes, lib.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
                 _libc = lib

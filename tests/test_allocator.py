@@ -50,6 +50,22 @@ def test_freed_blocks_stay_resident_unless_glibc_is_asked_for():
     assert tuned == "False" and returned > 56  # glibc's default: unmapped at once
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc: Linux only")
+def test_finding_libc_starts_no_process(monkeypatch):
+    """Every worker calls it as it starts. ctypes.util.find_library("c") forks ``ldconfig -p``,
+    and the fork carries the worker's title for a moment: the benchmark's RSS sampler once
+    counted it as a third worker of two."""
+    from models import allocator
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"a process was started: {args}")
+
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    monkeypatch.setattr(os, "fork", refuse)
+    monkeypatch.setattr(allocator, "_libc", None)
+    assert allocator._glibc() is not None
+
+
 def test_an_unknown_setting_is_refused(monkeypatch):
     from models import allocator
 
