@@ -15,8 +15,11 @@ OUT=${OUT:?set OUT to the results folder}
 CODEC=${CODEC:-msh-n96-v2} KODAK=${KODAK:-data/device/kodak12} ROWS_BIG=${ROWS_BIG:-176}
 # A dry run on a CPU machine checks the script and the slimmed Ray before a GPU lease is spent:
 #   PYVER=3.11 OUTDIR=/tmp/ray311 bash infra/gpu/pack_ray.sh
-#   OUT=/tmp/dry PY=.venv/bin/python GPUS=0 DEVICE=cpu RAY_TARBALL=/tmp/ray311/ray-cp311-slim.tar.xz \
-#     KODAK=../shared/datasets/kodak ROWS_BIG=16 EXTRA="--budget-mib 4" bash infra/gpu/pipeline_bench.sh
+#   PYTHONPATH=infra/gpu/hide_missing OUT=/tmp/dry PY=.venv/bin/python GPUS=0 DEVICE=cpu \
+#     RAY_TARBALL=/tmp/ray311/ray-cp311-slim.tar.xz KODAK=../shared/datasets/kodak ROWS_BIG=16 \
+#     EXTRA="--budget-mib 4" bash infra/gpu/pipeline_bench.sh
+# (hide_missing/ hides the packages this .venv has and the GPU image lacks, e.g. Ray's optional
+# ones and pydantic, so the dry run sees what that machine will.)
 PY=${PY:-python3} GPUS=${GPUS:-auto} DEVICE=${DEVICE:-cuda}
 RAY_TARBALL=${RAY_TARBALL:-data/device/ray/ray-cp312-slim.tar.xz}
 if [ "$DEVICE" = cuda ]; then source "$(dirname "$0")/device_env.sh"; fi
