@@ -150,7 +150,6 @@ def test_fetch_refuses_archive_with_wrong_hash(tmp_path, capsys):
     assert not written.exists() or not any(written.iterdir())
 
 
-
 def test_metric_checks_refuse_a_changed_archive(tmp_path, capsys):
     (tmp_path / "pyiqa-0.1.16.tar.gz").write_bytes(b"not the pinned sdist")
     assert checks_main(["--cache", str(tmp_path / "cache"), "--from-dir", str(tmp_path)]) == 1

@@ -62,16 +62,29 @@ def sample_bin(k, scale, gen):
     return torch.minimum(torch.maximum(r, kk - 0.5), kk + 0.5) * sign
 
 
-def crop(path: str, size: int = 512):
+def crops(paths: list[str], size: int = 512):
+    """(file name, centre crop in [0, 1] as 1x3xCxC, the crop padded to the codec's stride, C)
+    per image: what every trial codes."""
     import torch
     from PIL import Image
 
-    with Image.open(path) as im:
-        a = np.asarray(im.convert("RGB"))
-    h, w = a.shape[:2]
-    c = min(size, h, w)
-    a = a[(h - c) // 2:(h - c) // 2 + c, (w - c) // 2:(w - c) // 2 + c]
-    return torch.from_numpy(a.copy()).permute(2, 0, 1)[None].float() / 255
+    from models.hyperprior import pad_to
+
+    for path in paths:
+        with Image.open(path) as im:
+            a = np.asarray(im.convert("RGB"))
+        h, w = a.shape[:2]
+        c = min(size, h, w)
+        a = a[(h - c) // 2:(h - c) // 2 + c, (w - c) // 2:(w - c) // 2 + c]
+        x0 = torch.from_numpy(a.copy()).permute(2, 0, 1)[None].float() / 255
+        yield Path(path).name, x0, pad_to(x0, 64)[0], c
+
+
+def jsonl(path: str):
+    """The output file, opened for writing, its folder made first."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out.open("w")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,7 +93,6 @@ def run(args: argparse.Namespace) -> int:
     from jobs.train_gan import FrozenEncoder
     from models import realistic
     from models.entropy_models import scale_table
-    from models.hyperprior import pad_to
     from models.learned import LearnedModel
     from models.perceptual import DISTS, LPIPS
 
@@ -93,13 +105,8 @@ def run(args: argparse.Namespace) -> int:
         decoders = {("faithful", 0.0): model.net.g_s, ("realistic", 1.0): real}
     else:
         decoders = {("realistic", r): realistic.interpolate(model.net.g_s, real, r) for r in args.values}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w") as f:
-        for path in args.images:
-            x0 = crop(path)
-            x, _ = pad_to(x0, 64)
-            c = x0.shape[-1]
+    with jsonl(args.out) as f:
+        for image, x0, x, c in crops(args.images):
             for quality in args.qualities:
                 y_sym, _, mean, inv_gain, index = encoder.symbols(x, torch.tensor([quality - 1.0]))
                 offset = torch.zeros_like(mean)
@@ -114,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
                         with torch.no_grad():
                             img = (g_s(latent)[..., :c, :c].clamp(0, 1) * 255).round() / 255
                             mse = float(((img - x0) ** 2).mean())
-                            row = {"image": Path(path).name, "quality": quality, "decoder": name,
+                            row = {"image": image, "quality": quality, "decoder": name,
                                    "realism": realism, "t": t if args.mode == "sample" else 0.0,
                                    "psnr": 10 * np.log10(1 / mse),
                                    "dists": float(dists(img, x0).mean()),
@@ -131,7 +138,6 @@ def refine(args: argparse.Namespace) -> int:
 
     from models import intnet, realistic
     from models.entropy_models import gaussian_likelihood, scale_table
-    from models.hyperprior import pad_to
     from models.layers import ste_round
     from models.learned import LearnedModel, _entropy_encode
     from models.perceptual import DISTS, LPIPS
@@ -157,13 +163,8 @@ def refine(args: argparse.Namespace) -> int:
             opt.step()
         return y.detach()
 
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w") as f:
-        for path in args.images:
-            x0 = crop(path)
-            x, _ = pad_to(x0, 64)
-            c = x0.shape[-1]
+    with jsonl(args.out) as f:
+        for image, x0, x, c in crops(args.images):
             curve = [(q, "none", 0.0) for q in (-1.5, -1.0, -0.5, 0.0, 0.5)]
             runs = curve + [(q, "faithful-mse", 0.0) for q in args.qualities]
             runs += [(q, "realistic-lpips", k) for q in args.qualities for k in args.values]
@@ -185,7 +186,7 @@ def refine(args: argparse.Namespace) -> int:
                 y_sym = torch.round(y.double() - mean).long()
                 words = _entropy_encode(model, z_sym.numpy(), y_sym.numpy(), index)
                 latent = (y_sym + mean).float() * inv_gain
-                row = {"image": Path(path).name, "quality": quality, "refine": how, "k": k,
+                row = {"image": image, "quality": quality, "refine": how, "k": k,
                        "steps": 0 if how == "none" else args.steps, "lr": args.lr,
                        "bpp": len(words) * 8 / (c * c), "refine_seconds": round(seconds, 1)}
                 with torch.no_grad():
