@@ -11,6 +11,10 @@ The two decode-time ones read the same bitstreams as the faithful decoder, as th
 - ``extrapolate``: the realism knob beyond 1, i.e. ``faithful + R * (realistic - faithful)``
   with R > 1 (network interpolation, extrapolated): the realistic g_s was still improving
   when its training stopped, so its direction of travel might be worth following further.
+- ``grain``: add seeded white Gaussian noise of standard deviation sigma (8-bit levels, per
+  RGB channel) to the decoded image, the way AV1's film-grain synthesis puts back texture
+  that the coder smoothed away. A blurred decode has less feature variance than the
+  original, which DISTS's texture term counts; noise restores variance, if not the texture.
 
 And one that changes the encoder instead (so, the stream), for comparison:
 
@@ -28,6 +32,8 @@ Held-out images only (never Kodak): the centre 512 x 512 crop of each, at codec 
         --images ... --out F.jsonl
     python benchmarks/perceptual/realism-trials/trials.py refine --values 1 3 --steps 40 \
         --qualities -1 --images ... --out F.jsonl
+    python benchmarks/perceptual/realism-trials/trials.py grain --values 0 2 3 4 6 \
+        --images ... --out F.jsonl
     python benchmarks/perceptual/realism-trials/trials.py summary F.jsonl
 """
 
@@ -101,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     encoder = FrozenEncoder(model)
     real = realistic.load_realistic_file(REALISTIC, model)
     dists, lpips_vgg = DISTS().eval(), LPIPS("vgg").eval()
-    if args.mode == "sample":
+    if args.mode in ("sample", "grain"):
         decoders = {("faithful", 0.0): model.net.g_s, ("realistic", 1.0): real}
     else:
         decoders = {("realistic", r): realistic.interpolate(model.net.g_s, real, r) for r in args.values}
@@ -115,14 +121,19 @@ def run(args: argparse.Namespace) -> int:
                     gen = torch.Generator().manual_seed(0)
                     offset = sample_bin(y_sym, scale, gen) - y_sym.double()
                 for (name, realism), g_s in decoders.items():
-                    for t in args.values if args.mode == "sample" else [realism]:
-                        shift = t if args.mode == "sample" else 0.0
+                    for v in args.values if args.mode in ("sample", "grain") else [realism]:
+                        shift = v if args.mode == "sample" else 0.0
+                        sigma = v if args.mode == "grain" else 0.0
                         latent = (y_sym + mean + shift * offset).float() * inv_gain
                         with torch.no_grad():
-                            img = (g_s(latent)[..., :c, :c].clamp(0, 1) * 255).round() / 255
+                            img = g_s(latent)[..., :c, :c]
+                            if sigma:
+                                gen = torch.Generator().manual_seed(0)
+                                img = img + sigma / 255 * torch.randn(img.shape, generator=gen)
+                            img = (img.clamp(0, 1) * 255).round() / 255
                             mse = float(((img - x0) ** 2).mean())
                             row = {"image": image, "quality": quality, "decoder": name,
-                                   "realism": realism, "t": t if args.mode == "sample" else 0.0,
+                                   "realism": realism, "t": shift, "grain": sigma,
                                    "psnr": 10 * np.log10(1 / mse),
                                    "dists": float(dists(img, x0).mean()),
                                    "lpips_vgg": float(lpips_vgg(img, x0).mean())}
@@ -226,19 +237,19 @@ def summary(args: argparse.Namespace) -> int:
     if rows and "refine" in rows[0]:
         return summary_refine(rows)
     base = {(r["image"], r["quality"]): r for r in rows
-            if r["realism"] == 0 and r["t"] == 0}
+            if r["realism"] == 0 and r["t"] == 0 and not r.get("grain")}
     groups: dict[tuple, list] = collections.defaultdict(list)
     for r in rows:
         b = base[(r["image"], r["quality"])]
-        groups[(r["decoder"], r["realism"], r["t"], r["quality"])].append(
+        groups[(r["decoder"], r["realism"], r["t"], r.get("grain", 0.0), r["quality"])].append(
             (r["dists"] / b["dists"] - 1, r["psnr"] - b["psnr"], r["lpips_vgg"] / b["lpips_vgg"] - 1))
-    print("| decoder | realism R | posterior t | quality | images | DISTS vs faithful | "
+    print("| decoder | realism R | posterior t | grain sigma | quality | images | DISTS vs faithful | "
           "LPIPS-vgg vs faithful | PSNR vs faithful |")
-    print("|---|---|---|---|---|---|---|---|")
-    for (name, realism, t, quality), v in sorted(groups.items()):
+    print("|---|---|---|---|---|---|---|---|---|")
+    for (name, realism, t, sigma, quality), v in sorted(groups.items()):
         n = len(v)
         d, p, lp = (sum(x[i] for x in v) / n for i in range(3))
-        print(f"| {name} | {realism:g} | {t:g} | {quality:g} | {n} | {100 * d:+.1f} % | "
+        print(f"| {name} | {realism:g} | {t:g} | {sigma:g} | {quality:g} | {n} | {100 * d:+.1f} % | "
               f"{100 * lp:+.1f} % | {p:+.2f} dB |")
     return 0
 
@@ -246,11 +257,11 @@ def summary(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="mode", required=True)
-    for mode in ("sample", "extrapolate", "refine"):
+    for mode in ("sample", "extrapolate", "refine", "grain"):
         s = sub.add_parser(mode)
         s.add_argument("--values", type=float, nargs="+", required=True,
-                       help="posterior shifts t (sample), realism R (extrapolate) or LPIPS "
-                       "weights k (refine)")
+                       help="posterior shifts t (sample), realism R (extrapolate), LPIPS "
+                       "weights k (refine) or noise sigma in 8-bit levels (grain)")
         s.add_argument("--steps", type=int, default=40, help="refine: Adam steps")
         s.add_argument("--lr", type=float, default=0.003, help="refine: Adam step size")
         s.add_argument("--images", nargs="+", required=True)
