@@ -84,7 +84,9 @@ class PillowCodec(Codec):
             buf = io.BytesIO()
             try:
                 Image.fromarray(image, "RGB").save(buf, format=self.pil_format, **self.save_options())
-            except (OSError, ValueError) as exc:  # e.g. WebP's 16383-pixel limit
+            except Exception as exc:  # Pillow's encoders raise OSError, ValueError (WebP's
+                # 16383-pixel limit), RuntimeError (AVIF above 65536 pixels wide), ...: any of
+                # them means this image cannot take this codec, and it is kept as it was.
                 raise CodecError(f"{self.id} cannot encode a {image.shape[1]}x{image.shape[0]} "
                                  f"image: {exc}") from exc
             h, w, c = image.shape

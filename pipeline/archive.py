@@ -8,14 +8,12 @@ Every returned image is checked (CRC, framing, content hash) like a restore.
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from PIL import Image
 
 from models.registry import codec_decoders
 from pipeline.archive_format import (
@@ -26,10 +24,14 @@ from pipeline.archive_format import (
     read_manifest,
     shard_meta,
 )
+from pipeline.images import Unsupported, prepare
 from pipeline.rows import RowDecoder, check_decoder_for
 from pipeline.storage import StorageOptions, filesystem, join, write_atomic
 
 INDEX_ROW_GROUP = 16384
+# A passthrough image is decoded for get() whatever its size (the caller asked for this one
+# image); Pillow's decompression-bomb limit still applies.
+PASSTHROUGH_MAX_PIXELS = 1 << 62
 INDEX_SCHEMA = pa.schema([("key", pa.string()), ("shard", pa.string()), ("row_group", pa.int32())])
 
 
@@ -79,8 +81,10 @@ class Archive:
         url = url.rstrip("/")
         return cls(url, read_manifest(url, storage), storage)
 
-    def locate(self, key: str, shard: str | None = None) -> tuple[str, int]:
-        """(shard, row group) of ``key``; a key in several shards needs ``shard``."""
+    def locate(self, key: str, shard: str | None = None) -> tuple[str, list[int]]:
+        """(shard, its row groups holding ``key``); a key in several shards needs ``shard``.
+
+        Usually one row group; more than one only where the key repeats within the shard."""
         fs, path = filesystem(join(self.url, INDEX), self.storage)
         if not fs.exists(path):
             raise FormatError(f"{self.url} has no {INDEX}; rerun compress to build it")
@@ -104,18 +108,29 @@ class Archive:
         if len(shards) > 1:
             raise ArchiveKeyError(f"key {key!r} is in {len(shards)} shards ({', '.join(shards)}); "
                             "call get(shard, key)")
-        return hits[0]
+        return shards[0], sorted({rg for _, rg in hits})
 
-    def row(self, key: str, shard: str | None = None) -> dict[str, Any]:
-        """The archive row of (shard, key), read from one row group of one shard file."""
-        shard, rg = self.locate(key, shard)
+    def row(self, key: str, shard: str | None = None, index: int | None = None) -> dict[str, Any]:
+        """The archive row of (shard, key), read from one row group of one shard file.
+
+        A key that repeats within its shard needs ``index``, the sample's position in the
+        source shard (the rows' ``index`` column); without it the error lists the candidates."""
+        shard, groups = self.locate(key, shard)
         f, parquet = open_shard_file(self.url, shard, self.storage)
         with f:
             shard_meta(parquet, shard)
-            table = parquet.read_row_group(rg)
-        rows = table.filter(pc.equal(table.column("key"), key)).to_pylist()
-        if len(rows) != 1:
-            raise ArchiveKeyError(f"key {key!r} appears {len(rows)} times in shard {shard}")
+            rows = []
+            for rg in groups:
+                table = parquet.read_row_group(rg)
+                rows += table.filter(pc.equal(table.column("key"), key)).to_pylist()
+        if index is not None:
+            rows = [r for r in rows if r["index"] == index]
+            if not rows:
+                raise ArchiveKeyError(f"key {key!r} has no sample with index {index} in shard {shard}")
+        if len(rows) > 1:
+            indexes = ", ".join(str(r["index"]) for r in rows)
+            raise ArchiveKeyError(f"key {key!r} appears {len(rows)} times in shard {shard} "
+                                  f"(sample indexes {indexes}); call get(shard, key, index=N)")
         return rows[0]
 
     def decoders(self) -> tuple[str, ...]:
@@ -129,11 +144,14 @@ class Archive:
             self._decoders[decoder] = RowDecoder(decoder)
         return self._decoders[decoder]
 
-    def get(self, *args: str, decoder: str = "faithful") -> np.ndarray:
+    def get(self, *args: str, decoder: str = "faithful", index: int | None = None) -> np.ndarray:
         """``get(key)`` or ``get(shard, key)``: the decoded image, uint8 HxWx3, checked.
 
         ``decoder="realistic"`` decodes the same bitstream with the codec's realistic synthesis
-        (``CodecError`` naming the codec's decoders if it has none)."""
+        (``CodecError`` naming the codec's decoders if it has none). ``index`` picks one sample
+        of a key that repeats within a shard. A passthrough sample whose image is not 8-bit
+        RGB or grey (alpha, 16-bit, animated, undecodable) raises ``ArchiveKeyError``: an RGB
+        array would not be that image; ``row(...)["members"]`` holds its original bytes."""
         if len(args) == 1:
             shard, key = None, args[0]
         elif len(args) == 2:
@@ -141,13 +159,20 @@ class Archive:
         else:
             raise TypeError("get(key) or get(shard, key)")
         rows = self._row_decoder(decoder)  # refuse an unknown decoder before any read
-        row = self.row(key, shard)
+        row = self.row(key, shard, index)
         decoded = rows.check(row)
         if row["status"] == STATUS_OK:
             return decoded.image
-        # Passthrough: the original bytes are the image; decode them if Pillow can.
+        where = f"sample {key!r} in shard {row['shard']} (index {row['index']})"
         for member in row["members"]:
             if member["name"] == row["image_name"]:
-                with Image.open(io.BytesIO(member["data"])) as im:
-                    return np.asarray(im.convert("RGB"))
-        raise ArchiveKeyError(f"sample {key!r} in shard {row['shard']} has no image ({row['reason']})")
+                try:
+                    image, _, _ = prepare(member["data"], max_pixels=PASSTHROUGH_MAX_PIXELS)
+                except Unsupported as exc:
+                    why = "" if str(exc) == row["reason"] else f" ({exc})"
+                    raise ArchiveKeyError(
+                        f"{where} is stored as it was ({row['reason']}), and get cannot return "
+                        f"it as RGB pixels{why}; row(...)['members'] has its original bytes"
+                    ) from None
+                return image
+        raise ArchiveKeyError(f"{where} has no image ({row['reason']})")

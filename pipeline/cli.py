@@ -27,7 +27,8 @@ EXIT_OK, EXIT_INCOMPLETE, EXIT_REFUSED = 0, 1, 2
 EXIT_CODES = """exit codes:
   0  done: every input shard is accounted for (verify: every row checks out)
   1  ran, but some shard failed or some row is bad (each is named with shard and key)
-  2  refused: bad arguments, changed codec or quality on resume, unknown archive version
+  2  refused: bad arguments (a missing --keys or --storage-config file, actors that no
+     node can place), changed codec or quality on resume, unknown archive version
 
 object stores: URLs are fsspec URLs (s3://bucket/prefix, gs://..., file paths). Only
 non-secret options are taken by flag or config (--endpoint-url, --region, --storage-option,
@@ -131,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="webdataset: shards with the original names (default); "
                    "files: DST/<shard>/<key>.<ext> image files")
     p.add_argument("--image-format", choices=["png", "jpeg", "webp", "bmp", "tiff"],
-                   help="write every image in this format (png: the exact decoded pixels)")
+                   help="write every decoded image in this format (png: the exact decoded "
+                   "pixels); passthrough samples keep their original bytes and format")
     p.add_argument("--jpeg-quality", type=int, default=95, help="quality for JPEG output (default 95)")
     p.add_argument("--decoder", default="faithful", metavar="faithful|realistic[:R]",
                    help="which decoder turns the stored bitstreams into pixels. faithful (default): "

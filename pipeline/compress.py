@@ -30,6 +30,7 @@ from pipeline.errors import Refused
 from pipeline.progress import Progress
 from pipeline.runner import (
     RayOptions,
+    check_fits,
     default_actors,
     run_per_shard,
     shard_task,
@@ -260,6 +261,7 @@ def compress(
         log.note(f"redoing shard {name}: its file is {reason}")
     todo = [s for s in shards if s.name not in finished]
     if todo:
+        check_fits(ray_options)  # a refusal leaves the archive as it was
         remove(manifest_url, storage)  # the archive is incomplete until this run finishes
     log.total = len(todo)
     log.started = time.monotonic()

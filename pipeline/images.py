@@ -70,6 +70,13 @@ def prepare(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarr
                     raise Unsupported(f"animated {fmt} ({im.n_frames} frames)")
                 if mode not in CODEC_MODES:
                     raise Unsupported(f"image mode {mode} is not RGB or L")
+                depth = _sample_depth(im, data)
+                if depth is not None:
+                    raise Unsupported(f"{fmt} with {depth}; Pillow reads it as 8-bit {mode}, "
+                                      "so the codec would store it at a lower precision")
+                if "transparency" in im.info:
+                    raise Unsupported(f"{mode} {fmt} with a transparent colour, which an RGB "
+                                      "codec would drop")
                 im.load()
                 array = np.asarray(im.convert("RGB"))
     except Unsupported:
@@ -79,6 +86,39 @@ def prepare(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarr
     except Exception as exc:  # Pillow signals bad data with many exception types
         raise Unsupported(f"image does not decode: {type(exc).__name__}: {exc}") from exc
     return np.ascontiguousarray(array), mode, fmt
+
+
+def _sample_depth(im: Image.Image, data: bytes) -> str | None:
+    """How the source stores samples, where that is not 8 bits and Pillow hides it.
+
+    Pillow opens a 16-bit RGB PNG or a PPM with maxval 65535 as plain 8-bit RGB, and a PPM
+    with another maxval rescaled to 0..255; restored, any of them would come back at another
+    precision with no error. None for 8-bit sources (and for 1/2/4-bit grey PNGs, which
+    Pillow scales up exactly)."""
+    if im.format == "PNG" and data[12:16] == b"IHDR" and len(data) > 24 and data[24] > 8:
+        return f"{data[24]}-bit samples"
+    if im.format == "PPM":
+        maxval = _netpbm_maxval(data)
+        if maxval is not None and maxval != 255:
+            return f"maxval {maxval}"
+    if im.format == "TIFF":
+        bits = im.tag_v2.get(258)  # BitsPerSample
+        bits = bits if isinstance(bits, tuple) else (bits,) if bits else ()
+        if any(b > 8 for b in bits):
+            return f"{max(bits)}-bit samples"
+    return None
+
+
+def _netpbm_maxval(data: bytes) -> int | None:
+    """The maxval of a P2/P3/P5/P6 header (its fourth token; "#" comments skipped)."""
+    tokens: list[bytes] = []
+    for line in data[:4096].split(b"\n"):
+        tokens += line.split(b"#", 1)[0].split()
+        if len(tokens) >= 4:
+            break
+    if len(tokens) < 4 or tokens[0] not in (b"P2", b"P3", b"P5", b"P6") or not tokens[3].isdigit():
+        return None
+    return int(tokens[3])
 
 
 METADATA_KEYS = ("exif", "icc_profile", "xmp")

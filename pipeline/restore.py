@@ -39,7 +39,7 @@ from pipeline.storage import (
     write_atomic,
     write_bytes_atomic,
 )
-from pipeline.tars import Sample, write_samples
+from pipeline.tars import Sample, member_name, write_samples
 from pipeline.where import Condition, parse_where
 
 
@@ -63,16 +63,19 @@ def read_keys_file(path: str) -> tuple[set[str], set[tuple[str, str]]]:
     """Keys to restore: one per line, either ``key`` (in any shard) or ``shard<TAB>key``."""
     any_shard: set[str] = set()
     pairs: set[tuple[str, str]] = set()
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.rstrip("\n")
-            if not line.strip():
-                continue
-            if "\t" in line:
-                shard, key = line.split("\t", 1)
-                pairs.add((shard, key))
-            else:
-                any_shard.add(line)
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [line.removesuffix("\r") for line in f.read().split("\n")]  # CRLF too
+    except (OSError, UnicodeDecodeError) as exc:  # a bad argument: refused, exit 2
+        raise Refused(f"--keys {path}: {exc}") from exc
+    for line in lines:
+        if not line.strip():
+            continue
+        if "\t" in line:
+            shard, key = line.split("\t", 1)
+            pairs.add((shard, key))
+        else:
+            any_shard.add(line)
     return any_shard, pairs
 
 
@@ -131,7 +134,9 @@ def restore_shard(
             yield sample
 
     if layout == "files":
-        size = sum(_write_image_file(destination_url, sample, storage) for sample in samples())
+        written: set[str] = set()
+        size = sum(_write_image_file(destination_url, sample, storage, written)
+                   for sample in samples())
     else:
         size = write_atomic(destination_url, lambda f: write_samples(f, samples()), storage)
         if not found and (where or keys is not None):  # nothing selected: no empty shard
@@ -157,13 +162,23 @@ def _safe_relative(key: str) -> str:
     return key
 
 
-def _write_image_file(directory: str, sample: Sample, storage: StorageOptions) -> int:
-    """The sample's image member (or, without one, every member) as plain files."""
+def _write_image_file(directory: str, sample: Sample, storage: StorageOptions,
+                      written: set[str]) -> int:
+    """The sample's image member (or, without one, every member) as plain files.
+
+    A key may repeat within a shard (FORMAT.md); one file per key would then overwrite the
+    first sample with the second, so a name already ``written`` fails the shard instead."""
     members = sample.members
     images = [m for m in members if m[0].rsplit(".", 1)[-1].lower() in IMAGE_SUFFIXES]
     size = 0
     for suffix, data in images[:1] or members:
-        write_bytes_atomic(join(directory, f"{_safe_relative(sample.key)}.{suffix}"), data, storage)
+        name = member_name(_safe_relative(sample.key), suffix)
+        if name in written:
+            raise ValueError(f"key {sample.key!r} repeats in this shard, and --layout files would "
+                             f"overwrite {name} with the later sample: restore this shard with "
+                             "--layout webdataset, which keeps every sample")
+        written.add(name)
+        write_bytes_atomic(join(directory, name), data, storage)
         size += len(data)
     return size
 

@@ -25,6 +25,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.errors import Refused
+
 log = logging.getLogger(__name__)
 
 
@@ -117,6 +119,31 @@ def ensure_ray(options: RayOptions) -> None:
         )
 
 
+def check_fits(options: RayOptions) -> None:
+    """Refuse actors that no node of the cluster can place, before anything is changed.
+
+    Ray queues an actor it cannot place and waits for the cluster to grow: with in-process Ray
+    (no --ray-address), e.g. ``--gpus-per-actor 0.25`` on a machine without a GPU, that wait has
+    no end, and the job would hang with only Ray's warning in the log. On a cluster an
+    autoscaler may yet add such a node, so there it is a warning, not a refusal."""
+    if options.num_cpus < 0 or options.num_gpus < 0:
+        raise Refused("--cpus-per-actor and --gpus-per-actor must not be negative")
+    ensure_ray(options)
+    import ray
+
+    need = {"CPU": options.num_cpus, "GPU": options.num_gpus}
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    if any(all(res.get(k, 0) >= v for k, v in need.items()) for res in nodes):
+        return
+    have = "; ".join(f"{res.get('CPU', 0):g} CPU, {res.get('GPU', 0):g} GPU" for res in nodes)
+    message = (f"each actor asks for {options.num_cpus:g} CPU and {options.num_gpus:g} GPU, and "
+               f"no node of the Ray cluster has that much (nodes: {have or 'none'})")
+    if options.address or os.environ.get("RAY_ADDRESS"):
+        log.warning("%s; the job waits until the cluster has such a node", message)
+        return
+    raise Refused(f"{message}; lower --cpus-per-actor/--gpus-per-actor")
+
+
 def default_actors(options: RayOptions, n_tasks: int) -> int:
     import ray
 
@@ -189,7 +216,7 @@ def run_per_shard(
     a restore in one Ray session finds its CPUs free."""
     if not tasks:
         return
-    ensure_ray(options)  # first: it sets what Ray reads when it is imported
+    check_fits(options)  # first: it starts Ray, setting what Ray reads when it is imported
     import ray
 
     actor_cls = ray.remote(worker_cls).options(

@@ -7,6 +7,7 @@ Row groups are flushed by size, so a shard never sits in memory whole.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -386,28 +387,38 @@ def encode_shard(
     }
     fs, path = filesystem(shard.url, storage)
 
+    def write_rows(source: _CountingReader, writer: pq.ParquetWriter) -> None:
+        group = _RowGroup(writer)
+        chunks = _row_chunks(iter_samples(source, shard.name), shard.name, codec,
+                             guard or Guard(), check_metrics(metrics), batching)
+        for rows in chunks:
+            for row in rows:
+                _account(stats, row)
+            group.add(rows)
+            if group.payload >= ROW_GROUP_BYTES:
+                group.flush()
+        if group.batches or stats["samples"] == 0:
+            group.flush()
+        stats["source_bytes"] = source.count
+        stats["seconds"] = round(time.monotonic() - started, 3)
+        meta = {**codec_meta(codec), **stats}
+        # The shard's figures are known only now; file-level metadata is written at close.
+        writer.add_key_value_metadata({META_KEY: json.dumps(meta, sort_keys=True)})
+
     def write(out) -> None:
         with fs.open(path, "rb") as raw:
             source = _CountingReader(raw)
             # Page CRCs cover what the bitstream CRC and content hash do not: the kept members
             # and every other column. Readers verify them (archive_format.open_shard_file).
             writer = pq.ParquetWriter(out, SCHEMA, compression="zstd", write_page_checksum=True)
-            group = _RowGroup(writer)
-            chunks = _row_chunks(iter_samples(source, shard.name), shard.name, codec,
-                                 guard or Guard(), check_metrics(metrics), batching)
-            for rows in chunks:
-                for row in rows:
-                    _account(stats, row)
-                group.add(rows)
-                if group.payload >= ROW_GROUP_BYTES:
-                    group.flush()
-            if group.batches or stats["samples"] == 0:
-                group.flush()
-            stats["source_bytes"] = source.count
-            stats["seconds"] = round(time.monotonic() - started, 3)
-            meta = {**codec_meta(codec), **stats}
-            # The shard's figures are known only now; file-level metadata is written at close.
-            writer.add_key_value_metadata({META_KEY: json.dumps(meta, sort_keys=True)})
+            try:
+                write_rows(source, writer)
+            except BaseException:
+                # Closed here, not by the garbage collector after write_atomic has removed the
+                # temp file (which logged "write to closed file" from the writer's __del__).
+                with contextlib.suppress(Exception):
+                    writer.close()
+                raise
             writer.close()
 
     stats["archive_bytes"] = write_atomic(shard_url(archive, shard.name), write, storage)

@@ -83,8 +83,11 @@ class StorageOptions:
         """Merge a JSON config file, then ``KEY=VALUE`` pairs, then explicit flags."""
         extra: dict[str, Any] = {}
         if config_file:
-            with open(config_file) as f:
-                loaded = json.load(f)
+            try:
+                with open(config_file, encoding="utf-8") as f:
+                    loaded = json.load(f)
+            except (OSError, ValueError) as exc:  # missing, unreadable, or not JSON
+                raise StorageError(f"--storage-config {config_file}: {exc}") from exc
             if not isinstance(loaded, dict):
                 raise StorageError(f"{config_file}: storage config must be a JSON object")
             endpoint_url = endpoint_url or loaded.pop("endpoint_url", None)

@@ -4,7 +4,8 @@ Grouping follows WebDataset: a member ``dir/abc.seg.png`` has key ``dir/abc`` an
 ``seg.png``; consecutive members with the same key form one sample. Unlike webdataset's own
 iterator, nothing is skipped (``__meta__`` files and members without a suffix are kept) and a
 damaged tar raises an error naming the shard and the last key read, so no member is dropped
-silently.
+silently. Directory entries carry no data and are passed over; a link, device or FIFO member
+fails the shard with its name (a link's bytes live elsewhere, so storing it would lose them).
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ class ShardReadError(IOError):
     """A shard cannot be read to the end; the message names the shard and the last key."""
 
 
+_MEMBER_KINDS = {tarfile.SYMTYPE: "symbolic link", tarfile.LNKTYPE: "hard link",
+                 tarfile.CHRTYPE: "character device", tarfile.BLKTYPE: "block device",
+                 tarfile.FIFOTYPE: "FIFO"}
+
+
 @dataclass
 class Sample:
     key: str
@@ -37,9 +43,12 @@ class Sample:
 
 
 def split_member_name(name: str) -> tuple[str, str]:
-    """WebDataset's key/suffix split; a name without a suffix is its own key."""
+    """WebDataset's key/suffix split; a name without a suffix is its own key.
+
+    So is a name ending in a dot ("a."), which WebDataset would split into key "a" and an empty
+    suffix: kept whole, it is written back under the same name."""
     match = _KEY_SUFFIX.match(name)
-    if not match:
+    if not match or not match.group(2):
         return name, ""
     return match.group(1), match.group(2)
 
@@ -84,8 +93,14 @@ def iter_samples(fileobj: IO[bytes], shard: str) -> Iterator[Sample]:
         # instead of being misjudged by the end-of-archive check).
         with tarfile.open(fileobj=reader, mode="r|") as stream:
             for info in stream:
-                if not info.isreg():
+                if info.isdir():
                     continue
+                if not info.isreg():
+                    kind = _MEMBER_KINDS.get(info.type, f"member of tar type {info.type!r}")
+                    target = f" to {info.linkname!r}" if info.islnk() or info.issym() else ""
+                    raise ShardReadError(
+                        f"shard {shard}: member {info.name!r} is a {kind}{target}; only regular "
+                        "files can be archived (write the file's bytes into the shard instead)")
                 reading = info.name
                 key, suffix = split_member_name(info.name)
                 handle = stream.extractfile(info)
@@ -101,6 +116,8 @@ def iter_samples(fileobj: IO[bytes], shard: str) -> Iterator[Sample]:
             end = stream.offset
         if not reader.ends_with_zero_block_at(end):
             raise tarfile.ReadError("tar ends without its end-of-archive block (truncated)")
+    except ShardReadError:
+        raise
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
         last = current.key if current is not None else "(none)"
         where = f" while reading member {reading!r}" if reading else ""

@@ -39,6 +39,22 @@ def bomb_png() -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunks
 
 
+def png_rgb16(seed: int = 0, h: int = 24, w: int = 32) -> bytes:
+    """A 16-bit RGB PNG, written by hand: Pillow reads such files (as 8-bit RGB) but cannot write them."""
+    pixels = np.random.default_rng(seed).integers(0, 65536, size=(h, w, 3), dtype=np.uint16)
+    raw = b"".join(b"\0" + row.astype(">u2").tobytes() for row in pixels)
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
+    chunks = _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(raw)) + _png_chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + chunks
+
+
+def ppm(maxval: int, seed: int = 0, h: int = 24, w: int = 32) -> bytes:
+    """A binary PPM (P6) with this maxval, a comment in its header."""
+    dtype = ">u2" if maxval > 255 else "u1"
+    pixels = np.random.default_rng(seed).integers(0, maxval + 1, size=(h, w, 3)).astype(dtype)
+    return f"P6\n# made for the bad-input corpus\n{w} {h}\n{maxval}\n".encode() + pixels.tobytes()
+
+
 def animated(fmt: str) -> bytes:
     frames = [_rgb(i) for i in range(3)]
     return _save(frames[0], fmt, save_all=True, append_images=frames[1:], duration=100, loop=0)
@@ -67,6 +83,14 @@ def samples() -> list[tuple[str, list[tuple[str, bytes]], str, str]]:
         ("cmyk-jpeg", [("jpg", _save(_rgb(4).convert("CMYK"), "JPEG"))], "passthrough", "CMYK"),
         ("png-16bit", [("png", _save(Image.fromarray(
             synthetic_image(5)[:, :, 0].astype(np.uint16) * 257), "PNG"))], "passthrough", "I;16"),
+        ("png-rgb-16bit", [("png", png_rgb16(5))], "passthrough", "PNG with 16-bit samples"),
+        ("ppm-16bit", [("ppm", ppm(65535, 5))], "passthrough", "PPM with maxval 65535"),
+        ("ppm-maxval-1023", [("ppm", ppm(1023, 6))], "passthrough", "PPM with maxval 1023"),
+        ("ppm-8bit", [("ppm", ppm(255, 7))], "ok", ""),
+        ("rgb-png-transparent-colour", [("png", _save(_rgb(5), "PNG", transparency=(0, 0, 0)))],
+         "passthrough", "RGB PNG with a transparent colour"),
+        ("gray-png-transparent-colour", [("png", _save(_rgb(5).convert("L"), "PNG", transparency=0))],
+         "passthrough", "L PNG with a transparent colour"),
         ("gray-png", [("png", _save(_rgb(6).convert("L"), "PNG"))], "ok", ""),
         ("gray-jpeg", [("jpg", _save(_rgb(7).convert("L"), "JPEG"))], "ok", ""),
         ("palette-transparency", [("png", _save(_rgb(8).convert("P"), "PNG", transparency=0))],

@@ -30,7 +30,10 @@ def test_codecs_lists_ids_kinds_and_ranges(capsys):
 def test_refusals_exit_2_with_one_line(tmp_path, capsys):
     src = tmp_path / "src"
     src.mkdir()
+    (tmp_path / "not-json.json").write_text("endpoint_url: x")
     cases = [
+        ["compress", str(src), str(tmp_path / "a"), "--storage-config", str(tmp_path / "none.json")],
+        ["compress", str(src), str(tmp_path / "a"), "--storage-config", str(tmp_path / "not-json.json")],
         ["compress", str(src), str(tmp_path / "a"), "--codec", "nope"],
         ["compress", str(src), str(tmp_path / "a"), "--codec", "webp", "--quality", "500"],
         ["compress", str(src), str(tmp_path / "a")],  # no shards

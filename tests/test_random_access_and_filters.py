@@ -16,6 +16,7 @@ from pipeline.cli import EXIT_OK, EXIT_REFUSED, main
 from pipeline.compress import compress
 from pipeline.restore import restore
 from pipeline.shard_encode import Guard
+from pipeline.tars import iter_samples
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -48,8 +49,68 @@ def test_get_explains_missing_repeated_and_imageless_keys(archive):
     assert arc.get("extra-000000", "a0").shape == (64, 96, 3)
     with pytest.raises(ArchiveKeyError, match="not in the archive"):
         arc.get("nope")
-    with pytest.raises(Exception, match="cannot identify|does not decode|UnidentifiedImage"):
+    with pytest.raises(ArchiveKeyError, match="sample 'bad' in shard shard-000000 .*stored as it "
+                       "was \\(image does not decode.*original bytes"):
         arc.get("bad")  # passthrough whose bytes are not an image
+
+
+def _rgba_png(seed: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((8, 8, 4), seed, np.uint8), "RGBA").save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_a_key_repeated_within_a_shard(tmp_path):
+    """FORMAT.md: (shard, key) plus the sample's index identify a row. get(key) without the
+    index once returned one of the two silently (or neither, in one row group); the files
+    layout wrote both to one file, the second over the first."""
+    src = tmp_path / "src"
+    write_shards(src, [[sample("k", 1), sample("m", 2), sample("k", 3),
+                        {"__key__": "rgba", "png": _rgba_png(7)}]])
+    url = str(tmp_path / "arc")
+    assert compress([str(src)], url, "webp", 80, progress=False, guard=Guard(size=False)).ok
+    arc = Archive.open(url)
+    with pytest.raises(ArchiveKeyError, match=r"'k' appears 2 times in shard shard-000000 "
+                       r"\(sample indexes 0, 2\); call get\(shard, key, index=N\)"):
+        arc.get("k")
+    first, second = arc.get("shard-000000", "k", index=0), arc.get("k", index=2)
+    assert not np.array_equal(first, second)
+    out = tmp_path / "out"
+    assert restore(url, str(out), image_format="png", progress=False).ok
+    with open(out / "shard-000000.tar", "rb") as f:
+        images = [dict(s.members)["png"] for s in iter_samples(f, "s") if s.key == "k"]
+    assert [np.asarray(Image.open(io.BytesIO(b)).convert("RGB")).tolist() for b in images] == \
+        [first.tolist(), second.tolist()]
+    with pytest.raises(ArchiveKeyError, match="no sample with index 1"):
+        arc.get("k", index=1)
+    # A passthrough image that is not RGB: an RGB array would not be that image.
+    with pytest.raises(ArchiveKeyError, match=r"'rgba' .*stored as it was \(image mode RGBA "
+                       r"is not RGB or L\), and get cannot return it as RGB pixels"):
+        arc.get("rgba")
+
+    files = restore(url, str(tmp_path / "files"), layout="files", progress=False)
+    assert list(files.failed) == ["shard-000000"]
+    assert "key 'k' repeats in this shard, and --layout files would overwrite k.png" in \
+        files.failed["shard-000000"]
+
+
+def test_bad_file_arguments_and_unplaceable_actors_are_refused(archive, tmp_path, capsys):
+    """Exit 2 (refused), not 1 (incomplete): a keys file that is not there, and actors no node
+    can place, which once left the job waiting for ever. The refusal changes nothing."""
+    args = ["restore", archive, str(tmp_path / "o"), "-q"]
+    assert main([*args, "--keys", str(tmp_path / "missing.txt")]) == EXIT_REFUSED
+    assert "refused: --keys" in capsys.readouterr().err
+    assert main([*args, "--cpus-per-actor", "4096"]) == EXIT_REFUSED
+    assert "no node of the Ray cluster has that much" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+    more = tmp_path / "more"
+    write_shards(more, [[sample("c0", 5)]], prefix="more")
+    manifest = (Path(archive) / "_archive.json").read_bytes()
+    assert main(["compress", str(more), archive, "--codec", "webp", "--quality", "80",
+                 "--cpus-per-actor", "4096", "-q"]) == EXIT_REFUSED
+    assert (Path(archive) / "_archive.json").read_bytes() == manifest
+    assert not (Path(archive) / "shards" / "more-000000.parquet").exists()
 
 
 def test_where_filters_rows_and_skips_row_groups(archive, tmp_path, capsys):

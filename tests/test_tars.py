@@ -51,3 +51,47 @@ def test_written_shards_read_back_with_webdataset(tmp_path):
     with open(path, "wb") as f:
         write_samples(f, [Sample("k1", [("png", b"img"), ("json", b"{}")]), Sample("k2", [("txt", b"t")])])
     assert read_tar(path) == {"k1": {"png": b"img", "json": b"{}"}, "k2": {"txt": b"t"}}
+
+
+def _tar_with(infos):
+    """A tar of (TarInfo, data or None) pairs, for member types other than regular files."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for info, data in infos:
+            if data is not None:
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+def _info(name, kind=tarfile.REGTYPE, link=""):
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, link
+    return info
+
+
+@pytest.mark.parametrize("kind, what", [(tarfile.LNKTYPE, "hard link to 'd/a.png'"),
+                                        (tarfile.SYMTYPE, "symbolic link to 'd/a.png'"),
+                                        (tarfile.FIFOTYPE, "FIFO")])
+def test_links_and_devices_fail_the_shard_by_name(kind, what):
+    """A link's bytes live in another member (or outside the tar): skipping it, as this reader
+    once did, lost the sample with no error."""
+    data = _tar_with([(_info("d/a.png"), b"1"), (_info("d/b.png", kind, "d/a.png"), None)])
+    with pytest.raises(ShardReadError, match=f"^shard s: member 'd/b.png' is a {what}; only regular"):
+        list(iter_samples(io.BytesIO(data), "s"))
+
+
+def test_directory_entries_carry_no_data_and_are_passed_over():
+    data = _tar_with([(_info("d", tarfile.DIRTYPE), None), (_info("d/a.png"), b"1")])
+    assert [(s.key, s.members) for s in iter_samples(io.BytesIO(data), "s")] == [("d/a", [("png", b"1")])]
+
+
+def test_a_name_ending_in_a_dot_is_written_back_under_that_name(tmp_path):
+    """WebDataset splits "b." into key "b" and an empty suffix, which wrote it back as "b"."""
+    assert split_member_name("x/b.") == ("x/b.", "")
+    samples = list(iter_samples(io.BytesIO(_tar([("a.png", b"1"), ("b.", b"2")])), "s"))
+    assert [(s.key, s.members) for s in samples] == [("a", [("png", b"1")]), ("b.", [("", b"2")])]
+    buf = io.BytesIO()
+    write_samples(buf, samples)
+    with tarfile.open(fileobj=io.BytesIO(buf.getvalue())) as tar:
+        assert tar.getnames() == ["a.png", "b."]
