@@ -152,7 +152,9 @@ def validate_shard_file(
         return None, f"unreadable ({type(exc).__name__}: {exc})"
     if rows != meta.get("samples"):
         return None, f"has {rows} rows, metadata says {meta.get('samples')}"
-    return ShardFile(shard, url, meta), ""
+    # The file's size is known only once it is written, so its metadata cannot hold it;
+    # without it the totals of a resumed run counted 0 bytes for every skipped shard.
+    return ShardFile(shard, url, {**meta, "archive_bytes": fs.size(path)}), ""
 
 
 def read_json(url: str, storage: StorageOptions | None = None) -> dict[str, Any]:

@@ -1,9 +1,12 @@
 """``compress``: plan which shards need work, run them on Ray, write the stats and the manifest.
 
-Resume is the plan: a shard whose file exists and validates is skipped (and named as skipped);
-a missing or damaged one is (re)done. An archive written with another codec or quality is
-refused, because mixing them would make one archive decode two ways. ``_archive.json`` is
-removed while work is pending and written last, only when every shard is accounted for.
+Resume is the plan: a shard whose file exists, validates and was made from the same source
+URL is skipped (and named as skipped); a missing or damaged one is (re)done. An archive
+written with another codec, quality or weights is refused, because mixing them would make one
+archive decode two ways; so is a finished shard of the same name from another source. A
+damaged file whose source is not in the run fails the run (exit 1) rather than drop out of the
+manifest. ``_archive.json`` is removed while work is pending and written last, only when
+every shard is accounted for.
 """
 
 from __future__ import annotations
@@ -45,7 +48,16 @@ from pipeline.shard_encode import (
     perceptual,
 )
 from pipeline.sources import Shard, expand_sources
-from pipeline.storage import StorageError, StorageOptions, check_url, exists, filesystem, join, remove
+from pipeline.storage import (
+    TEMP_NAME,
+    StorageError,
+    StorageOptions,
+    check_url,
+    exists,
+    filesystem,
+    join,
+    remove,
+)
 
 
 @dataclass
@@ -93,12 +105,35 @@ class CompressWorker:
                             batching=self.batching)
 
 
-def _check_same_codec(meta: dict[str, Any], codec_id: str, quality: float | None, where: str) -> None:
-    if meta.get("codec") != codec_id or meta.get("quality") != quality:
+def _check_same_codec(meta: dict[str, Any], codec, where: str) -> None:
+    """An archive never mixes codecs, qualities, or weights under one codec id (a retrained
+    model registered under the same id writes streams the old weights cannot decode)."""
+    if meta.get("codec") != codec.id or meta.get("quality") != codec.quality:
         raise Refused(
             f"{where} was written with --codec {meta.get('codec')} --quality {meta.get('quality')}; "
-            f"refusing to add shards with --codec {codec_id} --quality {quality}. "
+            f"refusing to add shards with --codec {codec.id} --quality {codec.quality}. "
             "Use another destination, or the archive's codec and quality."
+        )
+    if meta.get("weights_sha256") != codec.weights_sha256():
+        old, new = meta.get("weights_sha256") or "none", codec.weights_sha256() or "none"
+        raise Refused(
+            f"{where} was written by codec {codec.id} with weights sha256 {old[:16]}..., and "
+            f"{codec.id} here has weights {new[:16]}...; refusing to mix them in one archive. "
+            "Use another destination, or the weights the archive was written with."
+        )
+
+
+def _check_same_source(found: ShardFile, shard: Shard) -> None:
+    """A finished shard file is skipped only if it was made from this very source: shards are
+    named by file name, so another directory's shard-000000.tar would otherwise be taken as
+    done and its samples never compressed."""
+    before = found.meta.get("source")
+    if before is not None and before != shard.url:
+        raise Refused(
+            f"shard {shard.name} is already in the archive, compressed from {_printable(before)}; "
+            f"this run's {shard.name} is {_printable(shard.url)}. Shards are named by file name, "
+            "so two sources cannot share one. Compress into another archive, or, if this is the "
+            f"same shard moved, delete {found.url} to compress it again."
         )
 
 
@@ -167,10 +202,11 @@ def _remove_stale_temp_files(archive: str, storage: StorageOptions) -> list[str]
     fs, path = filesystem(join(archive, "shards"), storage)
     if not fs.exists(path):
         return []
-    stale = [p for p in fs.ls(path, detail=False) if ".tmp-" in p.rsplit("/", 1)[-1]]
+    stale = {p: match["final"] for p in fs.ls(path, detail=False)
+             if (match := TEMP_NAME.match(p.rsplit("/", 1)[-1]))}
     for p in stale:
         fs.rm(p)
-    return [p.rsplit("/", 1)[-1].split(".tmp-")[0].lstrip(".") for p in stale]
+    return [final.removesuffix(".parquet") for final in stale.values()]
 
 
 def _plan(shards: list[Shard], archive: str, codec, storage: StorageOptions,
@@ -194,16 +230,20 @@ def _plan(shards: list[Shard], archive: str, codec, storage: StorageOptions,
         if found is None:
             invalid[name] = reason
             continue
-        _check_same_codec(found.meta, codec.id, codec.quality, found.url)
+        _check_same_codec(found.meta, codec, found.url)
         (finished if name in wanted else others)[name] = found
     for shard in shards:
         if shard.name in finished:
+            _check_same_source(finished[shard.name], shard)
             report.skipped.append(shard.name)
         elif shard.name in invalid:
             report.redone[shard.name] = invalid[shard.name]
     for name in sorted(set(invalid) - wanted):
-        log.note(f"warning: shard file {name} is {invalid[name]} and not among the sources; "
-                 "it is left out of the manifest")
+        # Not this run's to redo, and not to be dropped from the manifest without a word.
+        report.failed[name] = (f"shard {name}: its file is {invalid[name]}, and its source is not "
+                               "among this run's: compress again with that source to redo it, "
+                               "or delete the file to leave the shard out")
+        log.note(f"FAILED {report.failed[name]}")
     return finished, others, interrupted
 
 
@@ -250,7 +290,7 @@ def compress(
 
     manifest_url = join(archive, MANIFEST)
     if exists(manifest_url, storage):
-        _check_same_codec(read_json(manifest_url, storage), codec.id, codec.quality, archive)
+        _check_same_codec(read_json(manifest_url, storage), codec, archive)
     report = CompressReport(archive, codec.id, codec.quality, [s.name for s in shards])
     log = Progress("compress", len(shards), progress)
 

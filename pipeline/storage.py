@@ -31,6 +31,12 @@ _SECRET_WORDS = ("key", "secret", "token", "password", "passwd", "credential", "
 _ALLOWED_WITH_SECRET_WORD = {"use_listings_cache"}  # none today; keep the check strict
 
 
+# The name of write_atomic's local temp file beside its destination: a crashed writer's is
+# recognised by exactly this, never by ".tmp-" anywhere in a name (a source may be
+# called "night.tmp-2024.tar").
+TEMP_NAME = re.compile(r"^\.(?P<final>.+)\.tmp-[0-9a-f]{32}$")
+
+
 class StorageError(ValueError):
     """A URL or storage option is refused (for example, it carries a credential)."""
 
@@ -162,7 +168,7 @@ def write_atomic(
     if is_local(fs):
         directory = os.path.dirname(path) or "."
         os.makedirs(directory, exist_ok=True)
-        tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex}")
+        tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex}")  # TEMP_NAME
         try:
             with open(tmp, "wb") as f:
                 write(f)

@@ -15,8 +15,12 @@ from typing import Any
 
 from pipeline.errors import Refused
 
-FILTERABLE = {"shard", "key", "index", "status", "reason", "image_name", "format", "mode",
-              "height", "width", "codec", "bytes", "bpp", "psnr", "orig_size", "lpips"}
+# Each filterable column and whether its values are text (else numbers). A value of the other
+# kind is refused: compared, it would match no row, and the restore would succeed with nothing
+# (e.g. ``key == 000002`` for the key "000002").
+TEXT_COLUMNS = {"shard", "key", "status", "reason", "image_name", "format", "mode", "codec"}
+NUMBER_COLUMNS = {"index", "height", "width", "bytes", "bpp", "psnr", "orig_size", "lpips"}
+FILTERABLE = TEXT_COLUMNS | NUMBER_COLUMNS
 OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
        "==": operator.eq, "!=": operator.ne}
 _COND = re.compile(r"""^\s*([a-z_]+)\s*(<=|>=|==|!=|<|>)\s*('([^']*)'|"([^"]*)"|[-+0-9.eE]+)\s*$""")
@@ -51,7 +55,12 @@ def parse_where(text: str) -> list[Condition]:
         if column not in FILTERABLE:
             raise Refused(f"--where: column {column!r} cannot be filtered; use one of "
                           f"{', '.join(sorted(FILTERABLE))}")
-        if single is not None or double is not None:
+        quoted = single is not None or double is not None
+        if quoted != (column in TEXT_COLUMNS):
+            kind = "text" if column in TEXT_COLUMNS else "a number"
+            hint = f"'{raw}'" if column in TEXT_COLUMNS else (single if single is not None else double)
+            raise Refused(f"--where: column {column!r} holds {kind}; write {column} {op} {hint}")
+        if quoted:
             value: Any = single if single is not None else double
         else:
             try:

@@ -105,6 +105,7 @@ def run_in_process(monkeypatch) -> None:
 
     for module in (pipeline.compress, pipeline.restore, pipeline.verify):
         monkeypatch.setattr(module, "run_per_shard", run)
+    monkeypatch.setattr(pipeline.compress, "check_fits", lambda options: None)  # no Ray to ask
     monkeypatch.setattr(pipeline.compress, "default_actors", lambda options, n: 1)
     # Outside a Ray worker, asking Ray for the node id would start Ray in this process.
     monkeypatch.setattr(pipeline.runner, "_node_id", lambda: None)

@@ -125,6 +125,10 @@ def test_where_filters_rows_and_skips_row_groups(archive, tmp_path, capsys):
     assert none.row_groups_skipped == 3  # every row group ruled out by its statistics
     assert main(["restore", archive, str(tmp_path / "x"), "--where", "bitstream < 3"]) == EXIT_REFUSED
     assert main(["restore", archive, str(tmp_path / "x"), "--where", "bpp <"]) == EXIT_REFUSED
+    # A number for a text column (or the reverse) matched nothing, and the restore "succeeded".
+    assert main(["restore", archive, str(tmp_path / "x"), "--where", "key == 0"]) == EXIT_REFUSED
+    assert main(["restore", archive, str(tmp_path / "x"), "--where", "height == '64'"]) == EXIT_REFUSED
+    assert "column 'height' holds a number; write height == 64" in capsys.readouterr().err
 
 
 def test_files_layout(archive, tmp_path):
