@@ -69,7 +69,12 @@ def _get_varint(buf: bytes, pos: int) -> tuple[int, int]:
 
 
 def pack(header: Header, payload: bytes) -> bytes:
-    """Frame ``payload`` with ``header``."""
+    """Frame ``payload`` with ``header``; refuse a frame that ``unpack`` would refuse."""
+    if not (0 < header.height <= MAX_DIM and 0 < header.width <= MAX_DIM
+            and header.pad_h <= MAX_DIM and header.pad_w <= MAX_DIM
+            and header.channels in (1, 3) and len(payload) <= MAX_PAYLOAD):
+        raise BitstreamError(f"cannot frame a {header.height}x{header.width}x{header.channels} "
+                             f"image (padding {header.pad_h}x{header.pad_w}, {len(payload)} bytes)")
     out = bytearray(MAGIC)
     out.append(BITSTREAM_VERSION)
     _put_varint(out, header.codec_code)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import struct
+import zlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -46,7 +47,24 @@ _PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 
 
 def _png_spans(payload: bytes) -> bool:
-    return payload.startswith(_PNG_SIGNATURE) and payload.endswith(_PNG_IEND)
+    """Signature, then chunks whose CRCs hold, ending exactly at IEND. Pillow checks neither
+    chunk CRCs nor zlib's checksum while decoding, so a flipped bit inside IDAT decoded to
+    other pixels with no error; the "lossless" codec must refuse it instead."""
+    if not (payload.startswith(_PNG_SIGNATURE) and payload.endswith(_PNG_IEND)):
+        return False
+    pos = len(_PNG_SIGNATURE)
+    while pos + 12 <= len(payload):
+        (length,) = struct.unpack(">I", payload[pos:pos + 4])
+        end = pos + 12 + length
+        if end > len(payload):
+            return False
+        (crc,) = struct.unpack(">I", payload[end - 4:end])
+        if zlib.crc32(payload[pos + 4:end - 4]) != crc:
+            return False
+        if payload[pos + 4:pos + 8] == b"IEND":
+            return end == len(payload)
+        pos = end
+    return False
 
 
 def _isobmff_spans(payload: bytes) -> bool:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.bitstream import BitstreamError, Header, unpack
+from models.bitstream import MAX_DIM, BitstreamError, Header, unpack
 
 
 class CodecError(ValueError):
@@ -83,6 +83,10 @@ class Codec(ABC):
     # compress measures) and, for some learned codecs, "realistic" (another synthesis transform
     # trained for appearance, models.realistic). All yield the same ``Decoded.content``.
     decoders: tuple[str, ...] = ("faithful",)
+    # What this codec writes into the header's channels and padding fields; read_header
+    # refuses other values, so a damaged header byte is not taken for a good stream.
+    header_channels: tuple[int, ...] = (3,)
+    pads: bool = False
 
     def __init__(self, quality: float | None = None, decoder: str = "faithful") -> None:
         check_decoder(type(self), decoder)
@@ -137,6 +141,11 @@ class Codec(ABC):
             raise CodecError(
                 f"bitstream was written by codec code {header.codec_code}, not {self.id} ({self.code})"
             )
+        if header.channels not in self.header_channels:
+            raise CodecError(f"{self.id} writes {' or '.join(map(str, self.header_channels))} "
+                             f"channels, the header says {header.channels}")
+        if not self.pads and (header.pad_h or header.pad_w):
+            raise CodecError(f"{self.id} writes no padding, the header says {header.pad_h}x{header.pad_w}")
         return header, payload
 
 
@@ -172,8 +181,12 @@ def check_decoder(cls: type[Codec], decoder: str) -> None:
 
 
 def check_image(image: np.ndarray) -> None:
-    """Refuse anything but a non-empty ``uint8 HxWx3`` array."""
+    """Refuse anything but a non-empty ``uint8 HxWx3`` array whose size a header can carry
+    (``bitstream.MAX_DIM`` a side: a larger one would encode into a stream unpack refuses)."""
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
         raise CodecError("codec input must be a uint8 numpy array")
     if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] == 0 or image.shape[1] == 0:
         raise CodecError(f"codec input must be HxWx3, got shape {image.shape}")
+    if max(image.shape[:2]) > MAX_DIM:
+        raise CodecError(f"cannot encode a {image.shape[1]}x{image.shape[0]} image: a side above "
+                         f"{MAX_DIM} pixels does not fit the bitstream header")

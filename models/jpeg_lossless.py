@@ -27,6 +27,7 @@ class JpegLosslessCodec(Codec):
     kind = "transcode"
     lossless = True
     takes_source = True
+    header_channels = (1, 3)  # the source JPEG's: grey or colour
     description = "JPEG files recompressed losslessly by JPEG XL (byte-exact restore); JPEG input only"
 
     def encode_batch(self, images: Sequence[np.ndarray]) -> list[bytes]:

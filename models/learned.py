@@ -227,6 +227,7 @@ class LearnedCodec(Codec):
     quality_range = (-1.0, float(len(LAMBDAS)))
     default_quality = 4.0
     takes_effort = True  # encode-time latent refinement (models.refine); not the factorized prior
+    pads = True  # to a multiple of the stride (pad_h, pad_w in the header)
     weights_file: str | None = None
     weights_sha256_pinned: str | None = None
     # Extra decoders (registry "decoders"): name -> (file, pinned sha256); see models.realistic.
@@ -341,7 +342,10 @@ class LearnedCodec(Codec):
 
     def _padded(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
         """One image as a 1x3xHxW float tensor in [0, 1] on the codec's device, padded."""
-        x = torch.tensor(image).permute(2, 0, 1)[None].to(self.model.device).float() / 255.0
+        # A view with negative strides (image[..., ::-1], BGR to RGB) is copied first: torch
+        # takes no such array.
+        x = torch.tensor(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
+        x = x.to(self.model.device).float() / 255.0
         return pad_to(x, STRIDE)
 
     def _finish(self, y: torch.Tensor, h: int, w: int, ph: int, pw: int,

@@ -7,6 +7,7 @@ every bitstream, so a code, once released, is never reused for another codec.
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,9 +103,24 @@ def _register_learned() -> None:
             _register_one(_ENTRY_CLASSES[entry.get("class", "learned")], directory, codec_id, entry)
 
 
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _pinned(value: object, where: str) -> str:
+    """A registry's sha256 pin; an empty or malformed one would load any file unchecked."""
+    if not isinstance(value, str) or not _SHA256.match(value):
+        raise ValueError(f"{where}: sha256 {value!r} is not 64 lower-case hex digits; every "
+                         "registered weights file must be pinned")
+    return value
+
+
 def _register_one(base: type[Codec], directory: Path, codec_id: str, entry: dict) -> None:
     card = entry["card"]
     extra = entry.get("decoders") or {}  # {"realistic": {"file", "sha256", "card"}}
+    where = f"{directory / 'registry.json'}, codec {codec_id}"
+    _pinned(entry["sha256"], where)
+    for name, d in extra.items():
+        _pinned(d["sha256"], f"{where}, decoder {name}")
     attrs = {
         "id": codec_id,
         "code": entry["code"],

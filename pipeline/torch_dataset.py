@@ -38,6 +38,12 @@ class ArchiveDataset(IterableDataset):
     Passthrough samples are skipped unless ``include_passthrough`` (their ``image`` is None).
     ``decoder="realistic"`` trains on the codec's realistic decodes of the same rows.
     ``transform`` maps each sample dict to whatever the training loop wants.
+
+    Units are whole row groups, so ranks and workers get unequal numbers of samples (none at
+    all where there are fewer row groups than slots; ``units()`` lists them). Every sample is
+    still seen exactly once, but a DistributedDataParallel loop must allow for uneven inputs
+    (``torch.distributed.algorithms.Join``, or a fixed number of steps per epoch), or the
+    ranks that run out first wait for ever on the others' gradients.
     """
 
     def __init__(self, url: str, storage: StorageOptions | None = None,

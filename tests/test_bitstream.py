@@ -2,7 +2,7 @@
 
 import pytest
 
-from models.bitstream import BITSTREAM_VERSION, BitstreamError, Header, pack, unpack
+from models.bitstream import BITSTREAM_VERSION, BitstreamError, Header, _put_varint, pack, unpack
 
 
 def test_roundtrip_small_header():
@@ -29,6 +29,20 @@ def test_damaged_frames_are_refused(mutate, message):
 
 
 def test_implausible_shape_is_refused_before_allocating():
-    stream = pack(Header(1, 1 << 30, 4), b"x")
+    out = bytearray(b"LA")
+    out.append(BITSTREAM_VERSION)
+    for value in (1, 1 << 30, 4):  # codec, height, width
+        _put_varint(out, value)
+    out.append(3)
+    for value in (0, 0, 1):  # pad_h, pad_w, payload length
+        _put_varint(out, value)
     with pytest.raises(BitstreamError, match="implausible"):
-        unpack(stream)
+        unpack(bytes(out) + b"x")
+
+
+def test_pack_refuses_what_unpack_would_refuse():
+    """An encoder must not write a stream its own decoder rejects."""
+    with pytest.raises(BitstreamError, match="cannot frame a 1073741824x4x3 image"):
+        pack(Header(1, 1 << 30, 4), b"x")
+    with pytest.raises(BitstreamError, match="cannot frame"):
+        pack(Header(1, 4, 4, channels=2), b"x")

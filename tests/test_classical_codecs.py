@@ -1,5 +1,7 @@
 """Pillow codecs behind the codec interface: round trips, quality ranges, damaged payloads."""
 
+import struct
+
 import numpy as np
 import pytest
 from conftest import synthetic_image
@@ -95,3 +97,34 @@ def test_psnr_sums_exactly_across_slices():
     worst = np.zeros_like(a)
     worst[..., 0] = 255
     assert psnr(worst, np.zeros_like(a)) == 10 * math.log10(3)  # MSE 255^2 / 3
+
+
+def test_a_side_the_header_cannot_carry_is_a_codec_error():
+    """png encoded a 1x1048577 image into a stream that its own decoder then refused."""
+    with pytest.raises(CodecError, match="1048577x1 image: a side above 1048576 pixels"):
+        get_codec("png").encode_batch([np.zeros((1, (1 << 20) + 1, 3), np.uint8)])
+
+
+def test_png_payload_with_a_flipped_bit_inside_a_chunk_is_refused():
+    """Pillow checks neither chunk CRCs nor zlib's checksum: a flip inside IDAT decoded to
+    other pixels, with no error, from the lossless codec."""
+    codec = get_codec("png")
+    (stream,) = codec.encode_batch([synthetic_image(3, 40, 50)])
+    header, payload = unpack(stream)
+    idat = payload.index(b"IDAT")
+    (length,) = struct.unpack(">I", payload[idat - 4:idat])
+    for offset in range(idat + 4, idat + 4 + length, max(1, length // 40)):
+        damaged = bytearray(payload)
+        damaged[offset] ^= 0x10
+        with pytest.raises(CodecError, match="not one complete PNG"):
+            codec.decode_batch([pack(header, bytes(damaged))])
+
+
+@pytest.mark.parametrize("field", ["channels", "pad_h", "pad_w"])
+def test_header_fields_the_codec_never_writes_are_refused(field):
+    codec = get_codec("webp")
+    header, payload = unpack(codec.encode_batch([synthetic_image(4)])[0])
+    value = {"channels": 1, "pad_h": 7, "pad_w": 9}[field]
+    lying = Header(**{**header.__dict__, field: value})
+    with pytest.raises(CodecError, match="writes"):
+        codec.decode_batch([pack(lying, payload)])

@@ -225,6 +225,22 @@ def test_header_that_lies_about_padding_is_refused():
         codec.decode_batch([pack(Header(header.codec_code, 64, 64, 3, 1, 0), payload)])
 
 
+def test_header_that_lies_about_channels_is_refused():
+    codec = tiny_codec()
+    header, payload = unpack(codec.encode_batch([synthetic_image(9, 64, 64)])[0])
+    with pytest.raises(CodecError, match="writes 3 channels, the header says 1"):
+        codec.decode_batch([pack(Header(header.codec_code, 64, 64, 1, header.pad_h, header.pad_w),
+                                 payload)])
+
+
+def test_a_view_with_negative_strides_encodes_as_its_copy():
+    """image[..., ::-1] (BGR to RGB) raised torch's ValueError, not a CodecError or a stream."""
+    codec = tiny_codec()
+    bgr = synthetic_image(12, 48, 64)
+    view = bgr[..., ::-1]
+    assert codec.encode_batch([view]) == codec.encode_batch([view.copy()])
+
+
 def test_export_writes_a_loadable_self_consistent_model(tmp_path):
     from learned_fixtures import TinyCodec, make_tiny_weights
 
@@ -251,6 +267,12 @@ def test_weights_with_another_sha256_are_refused(tmp_path):
 
     with pytest.raises(CodecError, match="pinned sha256"):
         Pinned(4.0)
+    with pytest.raises(ValueError, match="sha256 '' is not 64 lower-case hex digits"):
+        from models.registry import _LazyLearned, _register_one
+
+        _register_one(_LazyLearned, tmp_path, "test-unpinned", {
+            "file": "w.safetensors", "sha256": "", "code": 252,
+            "card": {"title": "t", "budget_label": "b"}})
     Pinned.weights_sha256_pinned = tiny_codec().weights_sha256()
     assert Pinned(4.0).weights_sha256() == Pinned.weights_sha256_pinned
 
