@@ -448,29 +448,32 @@ def _mib(n: int | float) -> float:
 
 
 def archive_bytes(archive: Path) -> dict[str, Any]:
-    """Shard-file bytes split into bitstreams, kept members and the rest (the overhead)."""
-    import pyarrow.parquet as pq
+    """Shard-file bytes split into bitstreams, kept members and the rest (the overhead), the
+    payload counted as stored (``jobs.payload_bytes``)."""
+    from jobs.payload_bytes import stored_payload
 
-    rows = bitstreams = members = footer = files = 0
+    rows = bitstreams = members = stored_members = stored_bitstreams = footer = files = 0
     for path in sorted((archive / "shards").glob("*.parquet")):
         files += path.stat().st_size
-        pf = pq.ParquetFile(path)
-        footer += pf.metadata.serialized_size + 8  # footer + its length + the closing magic
-        table = pf.read(columns=["bytes", "members"])
-        rows += table.num_rows
-        bitstreams += sum(b or 0 for b in table.column("bytes").to_pylist())
-        members += sum(len(m["data"]) for ms in table.column("members").to_pylist() for m in ms)
+        part = stored_payload(path)
+        rows += part["rows"]
+        footer += part["footer_bytes"]
+        bitstreams += part["bitstream_bytes"]
+        members += part["member_bytes"]
+        stored_bitstreams += part["stored_bitstream_bytes"]
+        stored_members += part["stored_member_bytes"]
     whole = sum(p.stat().st_size for p in archive.rglob("*") if p.is_file())
-    overhead = files - bitstreams - members
+    overhead = files - stored_bitstreams - stored_members
     return {
         "rows": rows, "shard_file_bytes": files, "archive_bytes": whole,
         "bitstream_bytes": bitstreams, "member_bytes": members,
+        "stored_bitstream_bytes": stored_bitstreams, "stored_member_bytes": stored_members,
         "overhead_bytes": overhead,
         "overhead_bytes_per_row": round(overhead / rows, 1) if rows else None,
         "footer_bytes_per_row": round(footer / rows, 1) if rows else None,
         "in_pages_bytes_per_row": round((overhead - footer) / rows, 1) if rows else None,
         "archive_overhead_bytes_per_row":
-            round((whole - bitstreams - members) / rows, 1) if rows else None,
+            round((whole - stored_bitstreams - stored_members) / rows, 1) if rows else None,
     }
 
 
@@ -996,20 +999,24 @@ def to_markdown(summary: dict[str, Any]) -> str:
         "",
         "## 3. Archive bytes vs bitstream bytes",
         "",
-        "Overhead = shard-file bytes - bitstream bytes - kept member bytes (the `.json` member), "
-        "after Parquet compression (zstd), per row. Footer = the Parquet footer (schema, row-group "
-        "statistics, the shard's JSON metadata) spread over the rows; in pages = the rest (per-row "
-        "columns: key, hashes, sizes, PSNR, ...). Whole archive adds `_index.parquet`, "
-        "`_stats.json`, `_archive.json`.",
+        "Overhead = shard-file bytes - bitstreams - kept members (the `.json` member), per row, "
+        "the payload counted as stored: the smaller of its raw bytes and its column's zstd pages "
+        "(`jobs/payload_bytes.py`; before session 14 the members' raw bytes were subtracted, "
+        "crediting their compression to the overhead). Footer = the Parquet footer (schema, "
+        "row-group statistics, the shard's JSON metadata) spread over the rows; in pages = the "
+        "rest (per-row columns: key, hashes, sizes, PSNR, ...). Whole archive adds "
+        "`_index.parquet`, `_stats.json`, `_archive.json`.",
         "",
-        "| layout | rows | shard files B | bitstreams B | kept members B | overhead B/row "
-        "| of which footer | of which in pages | whole archive B/row |",
+        "| layout | rows | shard files B | bitstreams B | kept members B: raw / stored | "
+        "overhead B/row | of which footer | of which in pages | whole archive B/row |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, o in summary["overhead"].items():
         rows = s["rows_small"] if name == "small" else s["rows_big"]
+        stored = o.get("stored_member_bytes", o["member_bytes"])  # results before session 14
         lines.append(f"| {name} ({rows} rows/shard) | {o['rows']} | {o['shard_file_bytes']} | "
-                     f"{o['bitstream_bytes']} | {o['member_bytes']} | {o['overhead_bytes_per_row']} | "
+                     f"{o['bitstream_bytes']} | {o['member_bytes']} / {stored} | "
+                     f"{o['overhead_bytes_per_row']} | "
                      f"{o['footer_bytes_per_row']} | {o['in_pages_bytes_per_row']} | "
                      f"{o['archive_overhead_bytes_per_row']} |")
     if d["scaling"]:

@@ -123,3 +123,36 @@ def test_pipeline_benchmark_runs_the_codec_on_the_gpu(tmp_path):
     assert all(r["compressed"] == 8 and r["restored_samples"] == 8 for r in summary["runs"])
     assert summary["machine"]["gpu"] != "none used"
     assert "codec on" in (out / "results.md").read_text()
+
+
+def test_overhead_counts_kept_members_as_stored(tmp_path):
+    """The overhead subtracted the members' raw bytes from a zstd-compressed file, crediting
+    their compression to the per-row columns: with compressible captions it went negative."""
+    import io
+    import tarfile
+
+    from jobs.pipeline_benchmark import archive_bytes
+    from models.registry import get_codec
+    from pipeline.shard_encode import Guard, encode_shard
+    from pipeline.sources import Shard
+
+    caption = b"a caption that repeats " * 800  # 18 KB, compresses a hundredfold
+    src = tmp_path / "s-000000.tar"
+    with tarfile.open(src, "w") as tar:
+        for i in range(6):
+            for name, data in ((f"k{i}.png", encode_image(synthetic_image(i), "PNG")),
+                               (f"k{i}.txt", caption)):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    encode_shard(Shard(str(src), "s-000000", src.name), str(tmp_path / "arc"), get_codec("webp"),
+                 guard=Guard(size=False))
+    o = archive_bytes(tmp_path / "arc")
+    assert o["member_bytes"] == 6 * len(caption)
+    assert o["stored_member_bytes"] < o["member_bytes"] / 20
+    assert o["stored_bitstream_bytes"] == o["bitstream_bytes"]  # incompressible: raw is smaller
+    assert o["overhead_bytes"] == (o["shard_file_bytes"] - o["stored_bitstream_bytes"]
+                                   - o["stored_member_bytes"])
+    assert o["overhead_bytes_per_row"] > 0
+    # The raw count would have put the overhead below zero here.
+    assert o["shard_file_bytes"] - o["bitstream_bytes"] - o["member_bytes"] < 0
