@@ -68,6 +68,21 @@ SCHEMA = pa.schema(
     ]
 )
 
+# How shard files are written (any Parquet reader reads them; the encodings are the format's
+# standard ones). Columns whose values repeat keep dictionary pages; per-row values that never
+# repeat (key, hashes, CRCs, sizes, metrics) are written PLAIN, because a dictionary of unique
+# values only adds an index per row; ``index`` counts up, which DELTA_BINARY_PACKED stores in
+# next to nothing. Together about 12 B/row less than pyarrow's defaults on a 176-row shard of
+# Kodak images (benchmarks/pipeline/msh-n96-v2/README.md, session 14).
+DICTIONARY_COLUMNS = ["shard", "status", "reason", "image_name", "format", "mode", "codec",
+                      "weights", "members.list.element.name", "exif", "icc_profile", "xmp"]
+WRITER_OPTIONS: dict[str, Any] = {
+    "compression": "zstd",
+    "write_page_checksum": True,
+    "use_dictionary": DICTIONARY_COLUMNS,
+    "column_encoding": {"index": "DELTA_BINARY_PACKED"},
+}
+
 
 class FormatError(ValueError):
     """An archive or shard file is not something this version of latentarc can read."""

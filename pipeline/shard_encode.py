@@ -28,6 +28,7 @@ from pipeline.archive_format import (
     SCHEMA,
     STATUS_OK,
     STATUS_PASSTHROUGH,
+    WRITER_OPTIONS,
     codec_meta,
     shard_url,
 )
@@ -410,7 +411,7 @@ def encode_shard(
             source = _CountingReader(raw)
             # Page CRCs cover what the bitstream CRC and content hash do not: the kept members
             # and every other column. Readers verify them (archive_format.open_shard_file).
-            writer = pq.ParquetWriter(out, SCHEMA, compression="zstd", write_page_checksum=True)
+            writer = pq.ParquetWriter(out, SCHEMA, **WRITER_OPTIONS)
             try:
                 write_rows(source, writer)
             except BaseException:

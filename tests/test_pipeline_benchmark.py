@@ -156,3 +156,32 @@ def test_overhead_counts_kept_members_as_stored(tmp_path):
     assert o["overhead_bytes_per_row"] > 0
     # The raw count would have put the overhead below zero here.
     assert o["shard_file_bytes"] - o["bitstream_bytes"] - o["member_bytes"] < 0
+
+
+def test_shard_files_spend_fewer_bytes_per_row_than_pyarrows_defaults(tmp_path):
+    """archive_format.WRITER_OPTIONS: no dictionaries for values that never repeat, a delta
+    encoding for the index. The same rows written with pyarrow's defaults take more."""
+    import io
+    import tarfile
+
+    import pyarrow.parquet as pq
+
+    from models.registry import get_codec
+    from pipeline.shard_encode import Guard, encode_shard
+    from pipeline.sources import Shard
+
+    src, rows = tmp_path / "s-000000.tar", 80
+    with tarfile.open(src, "w") as tar:
+        for i in range(rows):
+            data = encode_image(synthetic_image(i, 16, 16), "PNG")
+            info = tarfile.TarInfo(f"k{i:04d}.png")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    encode_shard(Shard(str(src), "s-000000", src.name), str(tmp_path / "arc"), get_codec("webp"),
+                 guard=Guard(size=False))
+    path = tmp_path / "arc" / "shards" / "s-000000.parquet"
+    table = pq.read_table(path)
+    pq.write_table(table, tmp_path / "defaults.parquet", compression="zstd",
+                   write_page_checksum=True, row_group_size=table.num_rows)
+    saved = (tmp_path / "defaults.parquet").stat().st_size - path.stat().st_size
+    assert saved >= 5 * rows, saved
