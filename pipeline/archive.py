@@ -111,7 +111,8 @@ class Archive:
         return shards[0], sorted({rg for _, rg in hits})
 
     def row(self, key: str, shard: str | None = None, index: int | None = None) -> dict[str, Any]:
-        """The archive row of (shard, key), read from one row group of one shard file.
+        """The archive row of (shard, key), read from one row group of one shard file (more
+        than one only where the key repeats within the shard).
 
         A key that repeats within its shard needs ``index``, the sample's position in the
         source shard (the rows' ``index`` column); without it the error lists the candidates."""

@@ -28,7 +28,8 @@ EXIT_CODES = """exit codes:
   0  done: every input shard is accounted for (verify: every row checks out)
   1  ran, but some shard failed or some row is bad (each is named with shard and key)
   2  refused: bad arguments (a missing --keys or --storage-config file, actors that no
-     node can place), changed codec or quality on resume, unknown archive version
+     node can place), changed codec, quality or weights on resume, a shard of the same
+     name from another source, unknown archive version
 
 object stores: URLs are fsspec URLs (s3://bucket/prefix, gs://..., file paths). Only
 non-secret options are taken by flag or config (--endpoint-url, --region, --storage-option,

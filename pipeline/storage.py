@@ -168,7 +168,8 @@ def write_atomic(
     if is_local(fs):
         directory = os.path.dirname(path) or "."
         os.makedirs(directory, exist_ok=True)
-        tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex}")  # TEMP_NAME
+        # Named as TEMP_NAME expects, so that a crashed writer's file is found by that alone.
+        tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex}")
         try:
             with open(tmp, "wb") as f:
                 write(f)
