@@ -8,6 +8,7 @@ numbers or quoted strings: nothing is evaluated as code.
 
 from __future__ import annotations
 
+import math
 import operator
 import re
 from dataclasses import dataclass
@@ -33,7 +34,11 @@ class Condition:
     value: Any
 
     def test(self, value: Any) -> bool:
-        return value is not None and OPS[self.op](value, self.value)
+        """A missing value (null) matches nothing, and neither does NaN: Parquet statistics
+        leave NaN out, so a NaN row matching ``!=`` could sit in a row group the pushdown skips."""
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return False
+        return OPS[self.op](value, self.value)
 
     def may_match(self, lo: Any, hi: Any) -> bool:
         """Whether some value in [lo, hi] can satisfy the condition."""
