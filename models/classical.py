@@ -52,14 +52,14 @@ def _png_spans(payload: bytes) -> bool:
     other pixels with no error; the "lossless" codec must refuse it instead."""
     if not (payload.startswith(_PNG_SIGNATURE) and payload.endswith(_PNG_IEND)):
         return False
-    pos = len(_PNG_SIGNATURE)
+    pos, view = len(_PNG_SIGNATURE), memoryview(payload)  # CRCs over views: no chunk copied
     while pos + 12 <= len(payload):
         (length,) = struct.unpack(">I", payload[pos:pos + 4])
         end = pos + 12 + length
         if end > len(payload):
             return False
         (crc,) = struct.unpack(">I", payload[end - 4:end])
-        if zlib.crc32(payload[pos + 4:end - 4]) != crc:
+        if zlib.crc32(view[pos + 4:end - 4]) != crc:
             return False
         if payload[pos + 4:pos + 8] == b"IEND":
             return end == len(payload)

@@ -161,6 +161,7 @@ def validate_shard_file(
         with f:
             meta = shard_meta(parquet, url)
             rows = parquet.metadata.num_rows
+            size = f.size  # known from opening it: no second request to the store
     except FormatError:
         raise
     except Exception as exc:
@@ -169,7 +170,7 @@ def validate_shard_file(
         return None, f"has {rows} rows, metadata says {meta.get('samples')}"
     # The file's size is known only once it is written, so its metadata cannot hold it;
     # without it the totals of a resumed run counted 0 bytes for every skipped shard.
-    return ShardFile(shard, url, {**meta, "archive_bytes": fs.size(path)}), ""
+    return ShardFile(shard, url, {**meta, "archive_bytes": size}), ""
 
 
 def read_json(url: str, storage: StorageOptions | None = None) -> dict[str, Any]:
