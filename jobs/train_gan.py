@@ -30,10 +30,12 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import hashlib
 import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -436,6 +438,7 @@ def run(args: argparse.Namespace) -> int:
         "d_start": 0, "g_start": args.d_warmup, "seed": args.seed,
         "refine": args.refine, "lr_refine_scale": args.lr_refine_scale,
         "init_g_s": str(Path(args.init_g_s).resolve()) if args.init_g_s else "",
+        **(init_g_s_record(args.init_g_s) if args.init_g_s else {}),
         "log_lpips": not args.no_log_lpips, "snapshots": args.snapshots, "device": args.device,
     }
     if config["crop"] % 64:
@@ -524,6 +527,38 @@ def evaluate(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- export
 
 
+def init_g_s_record(path: str) -> dict[str, Any]:
+    """What a run continued from (``--init-g-s``): the file's sha256 and the training steps its
+    own metadata counts (a shipped decoder's ``steps``; 0 when it has none), so that an export
+    can say how much training the decoder had in all."""
+    raw = Path(path).read_bytes()
+    return {"init_g_s_sha256": hashlib.sha256(raw).hexdigest(),
+            "init_g_s_steps": int(checkpoint_metadata(raw).get("steps", 0))}
+
+
+def _prior_steps(config: dict, directory: Path) -> tuple[int, str] | None:
+    """(steps, description) of the decoder a run continued from, or None for a fresh one.
+    Runs before session 15 did not record it; for them the file of that name in the codec's
+    weights folder is read (before the export overwrites it), and the card says so."""
+    init = config.get("init_g_s")
+    if not init:
+        return None
+    name = Path(init).name
+    if "init_g_s_steps" in config:
+        return (config["init_g_s_steps"],
+                f"{name} (sha256 {config['init_g_s_sha256'][:16]}..., {config['init_g_s_steps']} steps)")
+    local = directory / name
+    if not local.is_file():
+        print(f"[gan] {name}, which this run continued from, is not in {directory}: "
+              "the card counts this run's steps only", flush=True)
+        return 0, f"{name} (not found at export: its steps are not counted)"
+    rec = init_g_s_record(str(local))
+    print(f"[gan] the checkpoint does not record {name}'s steps; read {local} instead "
+          f"({rec['init_g_s_steps']} steps)", flush=True)
+    return (rec["init_g_s_steps"], f"{name} (sha256 {rec['init_g_s_sha256'][:16]}..., "
+            f"{rec['init_g_s_steps']} steps; read at export from the weights folder)")
+
+
 def export(args: argparse.Namespace) -> int:
     """Ship a checkpoint's g_s as a registered realistic decoder of its faithful codec.
 
@@ -551,14 +586,16 @@ def export(args: argparse.Namespace) -> int:
     g_s = make_synthesis(model, config)
     g_s.load_state_dict({k[4:]: v for k, v in load(raw).items() if k.startswith("g_s.")})
     step = int(meta["step"])
+    prior = _prior_steps(config, directory)  # before the file it names may be overwritten
+    total = step + (prior[0] if prior else 0)
     file_name = f"{args.codec}-{args.name}.safetensors"
     sha = export_realistic(g_s, model.sha256, directory / file_name, torch.float16,
-                           {"architecture": model.net.architecture, "steps": str(step),
+                           {"architecture": model.net.architecture, "steps": str(total),
                             "run": args.record})
     d = ",".join(str(c) for c in config["d_channels"])
     card = {
         "title": args.title or f"{args.codec} {args.name} decoder (GAN fine-tune of g_s)",
-        "budget_label": args.budget_label, "steps": step,
+        "budget_label": args.budget_label, "steps": total,
         "wall_hours": round(float(meta.get("wall_s", 0)) / 3600, 2),
         "crops": f"{config['batch']} x {config['crop']}x{config['crop']} per step",
         "loss": (f"{config['k_mse']:g} * MSE(0-255) + {config['k_lpips']:g} LPIPS-alex + "
@@ -569,6 +606,8 @@ def export(args: argparse.Namespace) -> int:
                              f"(internal {config['q_min']:g}..{config['q_max']:g})",
         "data": args.data, "hardware": args.hardware, "record": args.record,
     }
+    if prior:
+        card["continued_from"] = f"{prior[1]}; this run added {step} steps"
     if config.get("refine"):
         card["synthesis"] = (f"the codec's g_s widened with residual blocks {config['refine']} "
                              "(models.synthesis)")

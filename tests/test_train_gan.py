@@ -158,6 +158,58 @@ def test_export_ships_the_checkpoints_g_s_as_a_registered_decoder(gan_setup, tmp
         gan_main(common)
 
 
+def test_export_of_a_continued_run_counts_the_steps_it_continued_from(gan_setup, tmp_path,
+                                                                       monkeypatch):
+    """A run started from a shipped decoder (--init-g-s) records that file's sha256 and steps;
+    the export's card counts both runs. A checkpoint from before that record (session 10's
+    kind) falls back to the file of that name in the weights folder, read before it is
+    overwritten."""
+    import hashlib
+    import shutil
+
+    from safetensors.torch import save
+
+    from jobs.train_gan import main as gan_main
+    from models.weights import EXTRA_DIRS_ENV, read_registry, register_weights
+
+    model, _, ckpt, args = gan_setup
+    assert train_main([*args, "--steps", "2"]) == 0
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    shutil.copy(TINY_WEIGHTS, weights / "tiny.safetensors")
+    register_weights("tiny-export", "tiny.safetensors", model.sha256, 248, {"title": "t"}, weights)
+    monkeypatch.setenv(EXTRA_DIRS_ENV, str(weights))
+    common = ["--codec", "tiny-export", "--budget-label", "tests only", "--data", "synthetic",
+              "--hardware", "cpu", "--record", "here"]
+    assert gan_main(["export", "--checkpoint-dir", str(ckpt), *common]) == 0
+    shipped = weights / "tiny-export-realistic.safetensors"
+    first_sha = hashlib.sha256(shipped.read_bytes()).hexdigest()
+
+    ckpt2 = tmp_path / "ckpt2"
+    args2 = [a if a != str(ckpt) else str(ckpt2) for a in args]
+    assert train_main([*args2, "--steps", "3", "--init-g-s", str(shipped)]) == 0
+    config = json.loads(checkpoint_metadata((ckpt2 / CHECKPOINT).read_bytes())["config"])
+    assert config["init_g_s_steps"] == 2 and config["init_g_s_sha256"] == first_sha
+    assert gan_main(["export", "--checkpoint-dir", str(ckpt2), *common]) == 0
+    card = read_registry(weights)["tiny-export"]["decoders"]["realistic"]["card"]
+    assert card["steps"] == 5
+    assert first_sha[:16] in card["continued_from"] and "added 3 steps" in card["continued_from"]
+    second = shipped.read_bytes()
+    assert checkpoint_metadata(second)["steps"] == "5"
+
+    # the same checkpoint without the record (as runs before it): the file named is read
+    raw = (ckpt2 / CHECKPOINT).read_bytes()
+    meta = checkpoint_metadata(raw)
+    for k in ("init_g_s_steps", "init_g_s_sha256"):
+        config.pop(k)
+    meta["config"] = json.dumps(config, sort_keys=True)
+    (ckpt2 / CHECKPOINT).write_bytes(save(load(raw), metadata=meta))
+    assert gan_main(["export", "--checkpoint-dir", str(ckpt2), *common]) == 0
+    card = read_registry(weights)["tiny-export"]["decoders"]["realistic"]["card"]
+    assert card["steps"] == 5 + 3  # the file there now is the 5-step export
+    assert "read at export" in card["continued_from"]
+
+
 @pytest.mark.gpu
 def test_gan_training_runs_on_cuda_and_saves_cpu_tensors(gan_setup):
     model, _, ckpt, args = gan_setup
