@@ -28,6 +28,7 @@ from pipeline.images import (
     WRITABLE_FORMATS,
     encode_for_restore,
 )
+from pipeline.ordered_map import ordered_map
 from pipeline.prefetch import prefetch
 from pipeline.progress import Progress
 from pipeline.rows import READ_BATCH_ROWS, RowDecoder, check_decoder_for, iter_rows
@@ -104,9 +105,11 @@ def restore_shard(
     decoder: RowDecoder | None = None,
     where: list[Condition] | None = None,
     layout: str = "webdataset",
+    writers: int = 1,
 ) -> dict[str, Any]:
     """Restore one shard file into one tar at ``destination_url`` (layout "webdataset"), or
-    into one image file per sample under the directory ``destination_url`` (layout "files")."""
+    into one image file per sample under the directory ``destination_url`` (layout "files").
+    ``writers`` threads encode the output images (``writer_threads``), in order."""
     decoder = decoder or RowDecoder()
     found: list[str] = []
     skipped: list[int] = []
@@ -120,18 +123,23 @@ def restore_shard(
             if len(found) % READ_BATCH_ROWS == 0:
                 release_freed_memory()  # as compress does per codec batch (models/allocator.py)
 
+    def to_sample(item: tuple[dict[str, Any], Any]) -> Sample:
+        row, decoded = item
+        sample = Sample(row["key"])
+        if row["status"] == STATUS_OK and decoded.source is not None and image_format is None:
+            sample.members.append((row["image_name"], decoded.source))  # the exact original
+        elif row["status"] == STATUS_OK:
+            sample.members.append(_image_member(row, decoded.image, image_format, jpeg_quality))
+        sample.members.extend((m["name"], m["data"]) for m in row["members"])
+        return sample
+
     def samples():
         # Reading, checking and decoding rows run in a reader thread a few rows ahead, while
-        # this thread writes the output format (PNG/JPEG encoding releases the GIL).
-        for row, decoded in prefetch(decoded_rows(), depth=READ_BATCH_ROWS, weight=_pixels,
-                                     max_weight=PREFETCH_PIXELS, name=f"restore-{shard}"):
-            sample = Sample(row["key"])
-            if row["status"] == STATUS_OK and decoded.source is not None and image_format is None:
-                sample.members.append((row["image_name"], decoded.source))  # the exact original
-            elif row["status"] == STATUS_OK:
-                sample.members.append(_image_member(row, decoded.image, image_format, jpeg_quality))
-            sample.members.extend((m["name"], m["data"]) for m in row["members"])
-            yield sample
+        # ``writers`` threads encode the output format (PNG/JPEG encoding releases the GIL)
+        # and this one writes the tar or the files.
+        rows = prefetch(decoded_rows(), depth=READ_BATCH_ROWS, weight=_pixels,
+                        max_weight=PREFETCH_PIXELS, name=f"restore-{shard}")
+        yield from ordered_map(to_sample, rows, writers, weight=_pixels, max_weight=PREFETCH_PIXELS)
 
     if layout == "files":
         written: set[str] = set()
@@ -147,6 +155,17 @@ def restore_shard(
 
 
 PREFETCH_PIXELS = 16_000_000  # decoded pixels read ahead, at most (one row always passes)
+# Output encoders per restore actor, at most; a cap, not a measured best: 8 threads write about
+# 50 Kodak PNGs/s, more than one GPU actor decodes (20/s in benchmarks/pipeline/gpu/, run 5).
+MAX_WRITERS = 8
+
+
+def writer_threads(cpus: int | None) -> int:
+    """Threads that encode output images in one restore actor with ``cpus`` threads' worth of
+    reserved CPUs (``use_reserved_cpus``; None outside Ray): one CPU is left to the reader
+    thread, which reads and decodes rows; 1 means no pool, the encoding in the writing thread.
+    On the 2-core CPU an actor reserves 1-2 CPUs, so this stays 1 there."""
+    return max(1, min(MAX_WRITERS, (cpus or 1) - 1))
 
 
 def _pixels(item: tuple[dict[str, Any], Any]) -> int:
@@ -189,7 +208,7 @@ class RestoreWorker:
     def __init__(self, archive: str, destination: str, image_format: str | None,
                  jpeg_quality: int, storage: dict, where: str | None, layout: str,
                  decoder: str = "faithful", device: str = "cpu") -> None:
-        use_reserved_cpus()
+        cpus = use_reserved_cpus()
         keep_freed_memory()  # this actor's process is ours (models/allocator.py)
         self.archive = archive
         self.destination = destination
@@ -199,6 +218,7 @@ class RestoreWorker:
         self.decoder = RowDecoder(decoder, device)
         self.where = parse_where(where) if where else None
         self.layout = layout
+        self.writers = writer_threads(cpus)
 
     @shard_task
     def __call__(self, task: dict[str, Any]) -> dict[str, Any]:
@@ -206,7 +226,8 @@ class RestoreWorker:
         name = task["shard"] if self.layout == "files" else task["file_name"]
         url = join(self.destination, name)
         return restore_shard(self.archive, task["shard"], url, keys, self.image_format,
-                             self.jpeg_quality, self.storage, self.decoder, self.where, self.layout)
+                             self.jpeg_quality, self.storage, self.decoder, self.where, self.layout,
+                             self.writers)
 
 
 def restore(

@@ -1,0 +1,74 @@
+"""Map a function over a stream on several threads, in order, with bounded work in flight.
+
+Why: restore's last step per row, encoding the decoded image in its output format, ran on one
+thread. On a GPU machine that thread bounds the worker: a Kodak image takes 155 ms to write as
+PNG and 49 ms to decode, so one H200 restore actor ran at 0.25 of the bare decode loop while
+its 15 reserved CPUs idled (benchmarks/pipeline/gpu/README.md, run 5). zlib, libpng, libjpeg
+and libwebp release the GIL, so N threads encode N images at once.
+
+Results come out in input order, each exactly once. At most ``2 * workers`` items are in
+flight, and at most ``max_weight`` of their total ``weight`` (e.g. decoded pixels), except that
+one item always passes, however heavy: what this adds to a worker's memory is known and small.
+An exception raised by ``fn`` comes out at its item's place in the stream, after every earlier
+result, with its own type. When the consumer stops early, queued items are cancelled and the
+running ones waited for, so none outlives the call.
+
+With ``workers <= 1`` nothing changes: ``fn`` runs in the caller's thread, one item at a time.
+Pools are long-lived, one per size per process, for the reason ``pipeline.prefetch`` gives:
+a fresh thread per shard made a worker's memory grow with the number of shards.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_pools: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def _pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
+    with _pools_lock:
+        if workers not in _pools:
+            _pools[workers] = concurrent.futures.ThreadPoolExecutor(
+                workers, thread_name_prefix=f"latentarc-map{workers}")
+        return _pools[workers]
+
+
+def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int,
+                weight: Callable[[T], int] | None = None,
+                max_weight: int | None = None) -> Iterator[R]:
+    """``map(fn, items)`` on ``workers`` threads, in order (see the module's docstring)."""
+    if workers <= 1:
+        for item in items:
+            yield fn(item)
+        return
+    pool = _pool(workers)
+    pending: collections.deque = collections.deque()  # (future, weight), in input order
+    in_flight = 0
+    try:
+        for item in items:
+            w = weight(item) if weight else 0
+            while pending and (len(pending) >= 2 * workers
+                               or (max_weight is not None and in_flight + w > max_weight)):
+                future, fw = pending.popleft()
+                in_flight -= fw
+                yield future.result()
+            pending.append((pool.submit(fn, item), w))
+            in_flight += w
+            del item  # the pool holds it now; the caller's frame should not
+        while pending:
+            future, fw = pending.popleft()
+            in_flight -= fw
+            yield future.result()
+    finally:
+        futures = [f for f, _ in pending]
+        for f in futures:
+            f.cancel()
+        concurrent.futures.wait(futures)

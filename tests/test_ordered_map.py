@@ -1,0 +1,143 @@
+"""Restore's output encoders: several threads, results in order, bounded work in flight, errors
+at their place, nothing left running; and a restore with them writes the same bytes."""
+
+import threading
+import time
+
+import pytest
+from conftest import read_tar, sample, write_shards
+
+from models.registry import get_codec
+from pipeline.ordered_map import ordered_map
+from pipeline.restore import MAX_WRITERS, restore_shard, writer_threads
+from pipeline.rows import RowDecoder
+from pipeline.shard_encode import Guard, encode_shard
+from pipeline.sources import Shard
+from pipeline.storage import StorageOptions
+
+
+class _Tracker:
+    """Counts calls running at once, and the items taken from the source but not yet yielded."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running = 0
+        self.most_running = 0
+        self.threads: set[str] = set()
+
+    def fn(self, i: int) -> int:
+        with self.lock:
+            self.running += 1
+            self.most_running = max(self.most_running, self.running)
+            self.threads.add(threading.current_thread().name)
+        time.sleep(0.02 if i % 3 == 0 else 0.002)  # uneven: later items finish first
+        with self.lock:
+            self.running -= 1
+        return i * 10
+
+
+def test_results_come_in_order_from_several_threads():
+    t = _Tracker()
+    assert list(ordered_map(t.fn, range(40), workers=4)) == [i * 10 for i in range(40)]
+    assert t.most_running > 1 and t.most_running <= 4
+    assert len(t.threads) > 1 and threading.current_thread().name not in t.threads
+
+
+def test_one_worker_runs_in_the_callers_thread():
+    t = _Tracker()
+    assert list(ordered_map(t.fn, range(5), workers=1)) == [0, 10, 20, 30, 40]
+    assert t.threads == {threading.current_thread().name}
+
+
+def test_items_in_flight_stay_within_count_and_weight():
+    taken: list[int] = []
+
+    def source(n):
+        for i in range(n):
+            taken.append(i)
+            yield i
+
+    weights = [5, 5, 100, 5, 5, 5, 5, 5, 5, 5]
+    ahead_count, ahead_weight = [], []
+    out = []
+    for r in ordered_map(lambda i: i, source(len(weights)), workers=3,
+                         weight=lambda i: weights[i], max_weight=12):
+        out.append(r)
+        # taken from the source and not yet yielded; the last one may be the item held while
+        # it waits for room, the others are in the pool
+        pending = taken[len(out):]
+        ahead_count.append(len(pending))
+        ahead_weight.append(sum(weights[i] for i in pending[:-1]))
+    assert out == list(range(len(weights)))
+    assert max(ahead_count) <= 2 * 3 + 1
+    # the 100 passes alone (one item always does); otherwise the bound holds
+    assert all(w <= 12 or w == 100 for w in ahead_weight), ahead_weight
+
+    taken.clear()
+    seen = []
+    for r in ordered_map(lambda i: i, source(50), workers=3):
+        seen.append(len(taken) - r - 1)
+    assert max(seen) <= 2 * 3 + 1  # without a weight bound: 2 * workers, plus the one held
+
+
+def test_an_error_arrives_at_its_place_and_nothing_is_left_running():
+    started: list[int] = []
+    finished: list[int] = []
+
+    def fn(i: int) -> int:
+        started.append(i)
+        if i == 7:
+            raise KeyError("shard s: key k7 does not decode")
+        time.sleep(0.01)
+        finished.append(i)
+        return i
+
+    got = []
+    with pytest.raises(KeyError, match="k7 does not decode"):
+        for r in ordered_map(fn, range(100), workers=4):
+            got.append(r)
+    assert got == list(range(7))  # every earlier result first
+    # cancelled or waited for: nothing runs after the generator has finished
+    n_started, n_finished = len(started), len(finished)
+    time.sleep(0.1)
+    assert (len(started), len(finished)) == (n_started, n_finished)
+    assert n_started < 100
+
+
+def test_a_consumer_that_stops_early_leaves_nothing_running():
+    finished: list[int] = []
+
+    def fn(i: int) -> int:
+        time.sleep(0.01)
+        finished.append(i)
+        return i
+
+    gen = ordered_map(fn, range(100), workers=4)
+    assert [next(gen) for _ in range(3)] == [0, 1, 2]
+    gen.close()
+    n = len(finished)
+    time.sleep(0.1)
+    assert len(finished) == n < 100
+
+
+def test_writer_threads_leave_one_cpu_to_the_reader_and_stay_capped():
+    assert [writer_threads(c) for c in (None, 1, 2, 3, 5)] == [1, 1, 1, 2, 4]
+    assert writer_threads(16) == MAX_WRITERS
+
+
+@pytest.mark.parametrize("image_format", [None, "png"])
+def test_restore_with_several_writers_writes_the_same_bytes(tmp_path, image_format):
+    samples = [sample(f"k{i:03d}", i) for i in range(13)]
+    src = write_shards(tmp_path / "src", [samples])[0]
+    archive = str(tmp_path / "archive")
+    encode_shard(Shard(str(src), "shard-000000", src.name), archive, get_codec("webp"),
+                 guard=Guard(size=False))
+    outs = {}
+    for writers in (1, 4):
+        out = tmp_path / f"out{writers}" / "shard-000000.tar"
+        result = restore_shard(archive, "shard-000000", str(out), None, image_format, 95,
+                               StorageOptions(), RowDecoder(), writers=writers)
+        assert result["samples"] == 13
+        outs[writers] = out.read_bytes()
+    assert outs[1] == outs[4]
+    assert list(read_tar(tmp_path / "out4" / "shard-000000.tar")) == [f"k{i:03d}" for i in range(13)]
