@@ -9,9 +9,9 @@ and libwebp release the GIL, so N threads encode N images at once.
 Results come out in input order, each exactly once. At most ``2 * workers`` items are in
 flight, and at most ``max_weight`` of their total ``weight`` (e.g. decoded pixels), except that
 one item always passes, however heavy: what this adds to a worker's memory is known and small.
-An exception raised by ``fn`` comes out at its item's place in the stream, after every earlier
-result, with its own type. When the consumer stops early, queued items are cancelled and the
-running ones waited for, so none outlives the call.
+An exception raised by ``fn``, or by ``items`` itself, comes out at its place in the stream,
+after every earlier result, with its own type. When the consumer stops early, queued items
+are cancelled and the running ones waited for, so none outlives the call.
 
 With ``workers <= 1`` nothing changes: ``fn`` runs in the caller's thread, one item at a time.
 Pools are long-lived, one per size per process, for the reason ``pipeline.prefetch`` gives:
@@ -52,8 +52,17 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int,
     pool = _pool(workers)
     pending: collections.deque = collections.deque()  # (future, weight), in input order
     in_flight = 0
+    source = iter(items)
     try:
-        for item in items:
+        while True:
+            try:
+                item = next(source)
+            except StopIteration:
+                break
+            except BaseException:  # the source failed: what came before it comes out first
+                while pending:
+                    yield pending.popleft()[0].result()
+                raise
             w = weight(item) if weight else 0
             while pending and (len(pending) >= 2 * workers
                                or (max_weight is not None and in_flight + w > max_weight)):

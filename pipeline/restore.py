@@ -155,8 +155,9 @@ def restore_shard(
 
 
 PREFETCH_PIXELS = 16_000_000  # decoded pixels read ahead, at most (one row always passes)
-# Output encoders per restore actor, at most; a cap, not a measured best: 8 threads write about
-# 50 Kodak PNGs/s, more than one GPU actor decodes (20/s in benchmarks/pipeline/gpu/, run 5).
+# Output encoders per restore actor, at most; a cap, not a measured best: at 155 ms per Kodak
+# PNG, 8 threads could write about 50 a second, more than one GPU actor decodes (20/s), both
+# figures from benchmarks/pipeline/gpu/ (run 5).
 MAX_WRITERS = 8
 
 

@@ -104,6 +104,18 @@ def test_an_error_arrives_at_its_place_and_nothing_is_left_running():
     assert n_started < 100
 
 
+def test_a_source_error_arrives_after_the_results_before_it():
+    def source():
+        yield from range(5)
+        raise OSError("shard s: truncated at key k5")
+
+    got = []
+    with pytest.raises(OSError, match="truncated at key k5"):
+        for r in ordered_map(lambda i: (time.sleep(0.01), i)[1], source(), workers=3):
+            got.append(r)
+    assert got == [0, 1, 2, 3, 4]
+
+
 def test_a_consumer_that_stops_early_leaves_nothing_running():
     finished: list[int] = []
 
