@@ -14,6 +14,9 @@ after every earlier result, with its own type. When the consumer stops early, qu
 are cancelled and the running ones waited for, so none outlives the call.
 
 With ``workers <= 1`` nothing changes: ``fn`` runs in the caller's thread, one item at a time.
+Either way the source is closed when the map ends, however it ends: a failed ``future.result()``
+would otherwise keep this frame, and the source with it (restore's prefetch reader thread and
+its open Parquet file), alive in a reference cycle until the garbage collector ran.
 Pools are long-lived, one per size per process, for the reason ``pipeline.prefetch`` gives:
 a fresh thread per shard made a worker's memory grow with the number of shards.
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
@@ -31,6 +35,19 @@ R = TypeVar("R")
 
 _pools: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
+
+
+def _forget_pools() -> None:
+    _pools.clear()  # a forked child has none of the parent's threads: new pools on first use
+
+
+os.register_at_fork(after_in_child=_forget_pools)
+
+
+def _close(source: object) -> None:
+    close = getattr(source, "close", None)
+    if close is not None:
+        close()
 
 
 def _pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
@@ -45,14 +62,18 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int,
                 weight: Callable[[T], int] | None = None,
                 max_weight: int | None = None) -> Iterator[R]:
     """``map(fn, items)`` on ``workers`` threads, in order (see the module's docstring)."""
+    source = iter(items)
     if workers <= 1:
-        for item in items:
-            yield fn(item)
+        try:
+            for item in source:
+                yield fn(item)
+        finally:
+            _close(source)
         return
     pool = _pool(workers)
     pending: collections.deque = collections.deque()  # (future, weight), in input order
     in_flight = 0
-    source = iter(items)
+    future = None
     try:
         while True:
             try:
@@ -77,7 +98,10 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int,
             in_flight -= fw
             yield future.result()
     finally:
+        future = None  # a failed one holds its exception, whose traceback holds this frame
         futures = [f for f, _ in pending]
         for f in futures:
             f.cancel()
         concurrent.futures.wait(futures)
+        pending.clear()
+        _close(source)

@@ -139,7 +139,7 @@ def restore_shard(
         # and this one writes the tar or the files.
         rows = prefetch(decoded_rows(), depth=READ_BATCH_ROWS, weight=_pixels,
                         max_weight=PREFETCH_PIXELS, name=f"restore-{shard}")
-        yield from ordered_map(to_sample, rows, writers, weight=_pixels, max_weight=PREFETCH_PIXELS)
+        yield from ordered_map(to_sample, rows, writers, weight=_pixels, max_weight=WRITE_PIXELS)
 
     if layout == "files":
         written: set[str] = set()
@@ -154,7 +154,12 @@ def restore_shard(
             "row_groups_skipped": len(skipped)}
 
 
-PREFETCH_PIXELS = 16_000_000  # decoded pixels read ahead, at most (one row always passes)
+# Decoded pixels a restore worker holds, at most (one row always passes each bound): those read
+# ahead by the reader thread, plus, with several writers, those being encoded. WRITE_PIXELS lets
+# two 12 MP photos or about 60 Kodak images be encoded at once; it applies only with writers > 1
+# (with one writer the row being encoded is the one in hand).
+PREFETCH_PIXELS = 16_000_000
+WRITE_PIXELS = 24_000_000
 # Output encoders per restore actor, at most; a cap, not a measured best: at 155 ms per Kodak
 # PNG, 8 threads could write about 50 a second, more than one GPU actor decodes (20/s), both
 # figures from benchmarks/pipeline/gpu/ (run 5).
@@ -163,9 +168,12 @@ MAX_WRITERS = 8
 
 def writer_threads(cpus: int | None) -> int:
     """Threads that encode output images in one restore actor with ``cpus`` threads' worth of
-    reserved CPUs (``use_reserved_cpus``; None outside Ray): one CPU is left to the reader
-    thread, which reads and decodes rows; 1 means no pool, the encoding in the writing thread.
-    On the 2-core CPU an actor reserves 1-2 CPUs, so this stays 1 there."""
+    reserved CPUs (``use_reserved_cpus``; None outside Ray); 1 means no pool, the encoding in
+    the writing thread. One CPU is counted for the reader thread, which reads and decodes rows.
+    A learned codec's decode may use more: torch takes all ``cpus`` threads on the CPU, and on
+    an H200 the bare decode loop kept 2.8 cores busy (benchmarks/pipeline/gpu/, run 5). There
+    the writers compete with it; how much that costs is not measured. On the 2-core CPU an
+    actor reserves 1-2 CPUs, so this stays 1 there."""
     return max(1, min(MAX_WRITERS, (cpus or 1) - 1))
 
 

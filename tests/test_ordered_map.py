@@ -69,7 +69,7 @@ def test_items_in_flight_stay_within_count_and_weight():
         ahead_count.append(len(pending))
         ahead_weight.append(sum(weights[i] for i in pending[:-1]))
     assert out == list(range(len(weights)))
-    assert max(ahead_count) <= 2 * 3 + 1
+    assert max(ahead_count) <= 2 * 3  # the one held waiting counts among the 2 * workers
     # the 100 passes alone (one item always does); otherwise the bound holds
     assert all(w <= 12 or w == 100 for w in ahead_weight), ahead_weight
 
@@ -77,7 +77,49 @@ def test_items_in_flight_stay_within_count_and_weight():
     seen = []
     for r in ordered_map(lambda i: i, source(50), workers=3):
         seen.append(len(taken) - r - 1)
-    assert max(seen) <= 2 * 3 + 1  # without a weight bound: 2 * workers, plus the one held
+    assert max(seen) <= 2 * 3  # without a weight bound: 2 * workers
+
+
+def test_the_weight_bound_still_lets_several_run_at_once():
+    """In-flight weight is given back as results come out: after many items the map still runs
+    items side by side (a bound that only grew would serialize it)."""
+    t = _Tracker()
+    late = _Tracker()
+
+    def fn(i: int) -> int:
+        return (late if i >= 30 else t).fn(i)
+
+    out = list(ordered_map(fn, range(40), workers=4, weight=lambda i: 1, max_weight=4))
+    assert out == [i * 10 for i in range(40)]
+    assert late.most_running > 1
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_the_source_is_closed_when_fn_fails_without_waiting_for_gc(workers):
+    """A failed result's traceback holds the map's frame; the source (restore: the prefetch
+    reader and its open file) must not live on in that cycle."""
+    import gc
+
+    closed = []
+
+    def source():
+        try:
+            yield from range(20)
+        finally:
+            closed.append(True)
+
+    def fn(i: int) -> int:
+        if i == 2:
+            raise ValueError("encode failed")
+        return i
+
+    gc.disable()
+    try:
+        with pytest.raises(ValueError):
+            list(ordered_map(fn, source(), workers=workers))
+        assert closed == [True]
+    finally:
+        gc.enable()
 
 
 def test_an_error_arrives_at_its_place_and_nothing_is_left_running():
@@ -153,3 +195,42 @@ def test_restore_with_several_writers_writes_the_same_bytes(tmp_path, image_form
         outs[writers] = out.read_bytes()
     assert outs[1] == outs[4]
     assert list(read_tar(tmp_path / "out4" / "shard-000000.tar")) == [f"k{i:03d}" for i in range(13)]
+
+
+def _archive(tmp_path, n: int = 13) -> str:
+    src = write_shards(tmp_path / "src", [[sample(f"k{i:03d}", i) for i in range(n)]])[0]
+    archive = str(tmp_path / "archive")
+    encode_shard(Shard(str(src), "shard-000000", src.name), archive, get_codec("webp"),
+                 guard=Guard(size=False))
+    return archive
+
+
+def test_restore_with_several_writers_fails_a_shard_whole(tmp_path, monkeypatch):
+    import pipeline.restore as restore
+
+    archive = _archive(tmp_path)
+    original = restore._image_member
+
+    def failing(row, *args):
+        if row["key"] == "k005":
+            raise ValueError("cannot encode k005")
+        return original(row, *args)
+
+    monkeypatch.setattr(restore, "_image_member", failing)
+    out = tmp_path / "out" / "shard-000000.tar"
+    with pytest.raises(ValueError, match="k005"):
+        restore_shard(archive, "shard-000000", str(out), None, "png", 95, StorageOptions(),
+                      RowDecoder(), writers=3)
+    assert not out.exists() and not list((tmp_path / "out").glob("*"))
+
+
+def test_restore_to_files_with_several_writers_writes_the_same_files(tmp_path):
+    archive = _archive(tmp_path)
+    trees = {}
+    for writers in (1, 3):
+        out = tmp_path / f"files{writers}"
+        restore_shard(archive, "shard-000000", str(out), None, None, 95, StorageOptions(),
+                      RowDecoder(), layout="files", writers=writers)
+        trees[writers] = {p.relative_to(out).as_posix(): p.read_bytes()
+                          for p in sorted(out.rglob("*")) if p.is_file()}
+    assert len(trees[1]) == 13 and trees[1] == trees[3]
