@@ -281,16 +281,24 @@ def fit_gan(config: dict) -> int:
     step, wall0, k_mse = 0, 0.0, config["k_mse"]
     if exists(join(directory, CHECKPOINT)):
         step, wall0, meta = load_checkpoint(directory, g_s, disc, opt_g, opt_d, model.sha256)
-        adapted = json.loads(meta.get("config", "{}")).get("max_psnr_drop", 0) > 0
+        saved = json.loads(meta.get("config", "{}"))
+        adapted = saved.get("max_psnr_drop", 0) > 0
         if config["max_psnr_drop"] > 0 and adapted:  # continue from the controller's last value
             k_mse = float(meta["k_mse"])
+        for key in INIT_KEYS:  # --init-g-s is ignored on resume: the run started from what it saved
+            if key in saved:
+                config[key] = saved[key]
+            else:
+                config.pop(key, None)
     elif config.get("init_g_s"):  # a fresh run starting from another decoder's g_s
-        from safetensors.torch import load_file
+        from safetensors.torch import load
 
-        state = {k[4:]: v.float().to(device) for k, v in load_file(config["init_g_s"]).items()
-                 if k.startswith("g_s.")}
+        raw = Path(config["init_g_s"]).read_bytes()
+        config.update(init_g_s_record(raw))  # what export counts: the bytes loaded here
+        state = {k[4:]: v.float().to(device) for k, v in load(raw).items() if k.startswith("g_s.")}
         load_synthesis_state(g_s, state, config["init_g_s"])
-        print(f"[gan] g_s starts from {config['init_g_s']}", flush=True)
+        print(f"[gan] g_s starts from {config['init_g_s']} ({config['init_g_s_steps']} steps)",
+              flush=True)
     lpips = make_lpips(config)
     if lpips is not None:
         lpips = lpips.to(device)
@@ -438,7 +446,6 @@ def run(args: argparse.Namespace) -> int:
         "d_start": 0, "g_start": args.d_warmup, "seed": args.seed,
         "refine": args.refine, "lr_refine_scale": args.lr_refine_scale,
         "init_g_s": str(Path(args.init_g_s).resolve()) if args.init_g_s else "",
-        **(init_g_s_record(args.init_g_s) if args.init_g_s else {}),
         "log_lpips": not args.no_log_lpips, "snapshots": args.snapshots, "device": args.device,
     }
     if config["crop"] % 64:
@@ -527,19 +534,35 @@ def evaluate(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- export
 
 
-def init_g_s_record(path: str) -> dict[str, Any]:
-    """What a run continued from (``--init-g-s``): the file's sha256 and the training steps its
-    own metadata counts (a shipped decoder's ``steps``; 0 when it has none), so that an export
-    can say how much training the decoder had in all."""
-    raw = Path(path).read_bytes()
+INIT_KEYS = ("init_g_s", "init_g_s_sha256", "init_g_s_steps")
+
+
+def trained_steps(meta: dict) -> int:
+    """Training steps behind a g_s file, from its metadata: an exported decoder's ``steps``
+    (all runs counted), or a checkpoint's or snapshot's ``step`` plus the steps of what that
+    run itself started from; 0 for a file with neither (the faithful weights)."""
+    if "steps" in meta:
+        return int(meta["steps"])
+    if "step" in meta:
+        config = json.loads(meta.get("config", "{}"))
+        return int(meta["step"]) + int(config.get("init_g_s_steps", 0))
+    return 0
+
+
+def init_g_s_record(raw: bytes) -> dict[str, Any]:
+    """What a run continued from (``--init-g-s``): the file's sha256 and its training steps
+    (``trained_steps``), so that an export can say how much training the decoder had in all."""
     return {"init_g_s_sha256": hashlib.sha256(raw).hexdigest(),
-            "init_g_s_steps": int(checkpoint_metadata(raw).get("steps", 0))}
+            "init_g_s_steps": trained_steps(checkpoint_metadata(raw))}
 
 
-def _prior_steps(config: dict, directory: Path) -> tuple[int, str] | None:
+def _prior_steps(config: dict, directory: Path, checkpoint_sha: str) -> tuple[int, str] | None:
     """(steps, description) of the decoder a run continued from, or None for a fresh one.
-    Runs before session 15 did not record it; for them the file of that name in the codec's
-    weights folder is read (before the export overwrites it), and the card says so."""
+
+    Runs before session 15 did not record it. For them the file of that name in the codec's
+    weights folder is read, before the export overwrites it, and the card says so. That file
+    may be an earlier export of this same checkpoint (a re-export): its metadata then names
+    the checkpoint (``checkpoint_sha256``) and keeps the prior steps found the first time."""
     init = config.get("init_g_s")
     if not init:
         return None
@@ -552,7 +575,12 @@ def _prior_steps(config: dict, directory: Path) -> tuple[int, str] | None:
         print(f"[gan] {name}, which this run continued from, is not in {directory}: "
               "the card counts this run's steps only", flush=True)
         return 0, f"{name} (not found at export: its steps are not counted)"
-    rec = init_g_s_record(str(local))
+    raw = local.read_bytes()
+    meta = checkpoint_metadata(raw)
+    if meta.get("checkpoint_sha256") == checkpoint_sha and "prior" in meta:
+        prior = json.loads(meta["prior"])  # a re-export: what the first export found
+        return prior["steps"], prior["description"]
+    rec = init_g_s_record(raw)
     print(f"[gan] the checkpoint does not record {name}'s steps; read {local} instead "
           f"({rec['init_g_s_steps']} steps)", flush=True)
     return (rec["init_g_s_steps"], f"{name} (sha256 {rec['init_g_s_sha256'][:16]}..., "
@@ -586,12 +614,15 @@ def export(args: argparse.Namespace) -> int:
     g_s = make_synthesis(model, config)
     g_s.load_state_dict({k[4:]: v for k, v in load(raw).items() if k.startswith("g_s.")})
     step = int(meta["step"])
-    prior = _prior_steps(config, directory)  # before the file it names may be overwritten
+    checkpoint_sha = hashlib.sha256(raw).hexdigest()
+    prior = _prior_steps(config, directory, checkpoint_sha)  # before its file is overwritten
     total = step + (prior[0] if prior else 0)
     file_name = f"{args.codec}-{args.name}.safetensors"
-    sha = export_realistic(g_s, model.sha256, directory / file_name, torch.float16,
-                           {"architecture": model.net.architecture, "steps": str(total),
-                            "run": args.record})
+    extra = {"architecture": model.net.architecture, "steps": str(total), "run": args.record,
+             "checkpoint_sha256": checkpoint_sha}
+    if prior:
+        extra["prior"] = json.dumps({"steps": prior[0], "description": prior[1]})
+    sha = export_realistic(g_s, model.sha256, directory / file_name, torch.float16, extra)
     d = ",".join(str(c) for c in config["d_channels"])
     card = {
         "title": args.title or f"{args.codec} {args.name} decoder (GAN fine-tune of g_s)",

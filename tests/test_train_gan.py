@@ -161,15 +161,17 @@ def test_export_ships_the_checkpoints_g_s_as_a_registered_decoder(gan_setup, tmp
 def test_export_of_a_continued_run_counts_the_steps_it_continued_from(gan_setup, tmp_path,
                                                                        monkeypatch):
     """A run started from a shipped decoder (--init-g-s) records that file's sha256 and steps;
-    the export's card counts both runs. A checkpoint from before that record (session 10's
-    kind) falls back to the file of that name in the weights folder, read before it is
-    overwritten."""
+    the export's card counts both runs, also when exported again, and a resume keeps the record
+    whatever the file is by then. A checkpoint from before that record (session 10's kind)
+    falls back to the file of that name in the weights folder, read before it is overwritten;
+    a re-export of that checkpoint is recognised and not counted twice."""
     import hashlib
     import shutil
 
     from safetensors.torch import save
 
     from jobs.train_gan import main as gan_main
+    from jobs.train_gan import trained_steps
     from models.weights import EXTRA_DIRS_ENV, read_registry, register_weights
 
     model, _, ckpt, args = gan_setup
@@ -181,33 +183,49 @@ def test_export_of_a_continued_run_counts_the_steps_it_continued_from(gan_setup,
     monkeypatch.setenv(EXTRA_DIRS_ENV, str(weights))
     common = ["--codec", "tiny-export", "--budget-label", "tests only", "--data", "synthetic",
               "--hardware", "cpu", "--record", "here"]
-    assert gan_main(["export", "--checkpoint-dir", str(ckpt), *common]) == 0
+
+    def export(directory) -> dict:
+        assert gan_main(["export", "--checkpoint-dir", str(directory), *common]) == 0
+        return read_registry(weights)["tiny-export"]["decoders"]["realistic"]["card"]
+
+    assert export(ckpt)["steps"] == 2
     shipped = weights / "tiny-export-realistic.safetensors"
-    first_sha = hashlib.sha256(shipped.read_bytes()).hexdigest()
+    first = shipped.read_bytes()
+    first_sha = hashlib.sha256(first).hexdigest()
 
     ckpt2 = tmp_path / "ckpt2"
     args2 = [a if a != str(ckpt) else str(ckpt2) for a in args]
     assert train_main([*args2, "--steps", "3", "--init-g-s", str(shipped)]) == 0
     config = json.loads(checkpoint_metadata((ckpt2 / CHECKPOINT).read_bytes())["config"])
     assert config["init_g_s_steps"] == 2 and config["init_g_s_sha256"] == first_sha
-    assert gan_main(["export", "--checkpoint-dir", str(ckpt2), *common]) == 0
-    card = read_registry(weights)["tiny-export"]["decoders"]["realistic"]["card"]
+    # a snapshot or checkpoint used as --init-g-s counts its own run and what that started from
+    snapshot = (ckpt2 / "snapshots" / "g_s-000003.safetensors").read_bytes()
+    assert trained_steps(checkpoint_metadata(snapshot)) == 3 + 2
+
+    card = export(ckpt2)
     assert card["steps"] == 5
     assert first_sha[:16] in card["continued_from"] and "added 3 steps" in card["continued_from"]
-    second = shipped.read_bytes()
-    assert checkpoint_metadata(second)["steps"] == "5"
+    assert checkpoint_metadata(shipped.read_bytes())["steps"] == "5"
+    assert export(ckpt2)["steps"] == 5  # exported again: the record, not the file, counts
 
-    # the same checkpoint without the record (as runs before it): the file named is read
+    # resume after the init file changed (or is gone): the record is the one the run started with
+    shipped.unlink()
+    assert train_main([*args2, "--steps", "4", "--init-g-s", str(shipped)]) == 0
+    config = json.loads(checkpoint_metadata((ckpt2 / CHECKPOINT).read_bytes())["config"])
+    assert config["init_g_s_steps"] == 2 and config["init_g_s_sha256"] == first_sha
+
+    # the same checkpoint without the record (as runs before it): the file named is read once
     raw = (ckpt2 / CHECKPOINT).read_bytes()
     meta = checkpoint_metadata(raw)
     for k in ("init_g_s_steps", "init_g_s_sha256"):
         config.pop(k)
     meta["config"] = json.dumps(config, sort_keys=True)
     (ckpt2 / CHECKPOINT).write_bytes(save(load(raw), metadata=meta))
-    assert gan_main(["export", "--checkpoint-dir", str(ckpt2), *common]) == 0
-    card = read_registry(weights)["tiny-export"]["decoders"]["realistic"]["card"]
-    assert card["steps"] == 5 + 3  # the file there now is the 5-step export
-    assert "read at export" in card["continued_from"]
+    shipped.write_bytes(first)  # the decoder that run started from, as the weights folder had it
+    card = export(ckpt2)
+    assert card["steps"] == 2 + 4 and "read at export" in card["continued_from"]
+    card = export(ckpt2)  # the file there is now this checkpoint's own export
+    assert card["steps"] == 2 + 4 and "read at export" in card["continued_from"]
 
 
 @pytest.mark.gpu
