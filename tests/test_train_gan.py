@@ -120,20 +120,28 @@ def test_resume_refuses_a_checkpoint_for_other_weights(gan_setup):
         train_main([*args, "--steps", "2"])
 
 
-def test_export_ships_the_checkpoints_g_s_as_a_registered_decoder(gan_setup, tmp_path, monkeypatch):
+def _export_weights_dir(tmp_path, model, monkeypatch):
+    """A weights folder with the tiny model registered as ``tiny-export``, on the search path."""
     import shutil
 
-    from jobs.train_gan import main as gan_main
-    from models.realistic import load_realistic
-    from models.weights import EXTRA_DIRS_ENV, read_registry, register_weights
+    from models.weights import EXTRA_DIRS_ENV, register_weights
 
-    model, _, ckpt, args = gan_setup
-    assert train_main([*args, "--steps", "2"]) == 0
     weights = tmp_path / "weights"
     weights.mkdir()
     shutil.copy(TINY_WEIGHTS, weights / "tiny.safetensors")
     register_weights("tiny-export", "tiny.safetensors", model.sha256, 248, {"title": "t"}, weights)
     monkeypatch.setenv(EXTRA_DIRS_ENV, str(weights))
+    return weights
+
+
+def test_export_ships_the_checkpoints_g_s_as_a_registered_decoder(gan_setup, tmp_path, monkeypatch):
+    from jobs.train_gan import main as gan_main
+    from models.realistic import load_realistic
+    from models.weights import read_registry
+
+    model, _, ckpt, args = gan_setup
+    assert train_main([*args, "--steps", "2"]) == 0
+    weights = _export_weights_dir(tmp_path, model, monkeypatch)
     common = ["export", "--checkpoint-dir", str(ckpt), "--codec", "tiny-export",
               "--budget-label", "tests only", "--data", "synthetic", "--hardware", "cpu",
               "--record", "here"]
@@ -166,21 +174,16 @@ def test_export_of_a_continued_run_counts_the_steps_it_continued_from(gan_setup,
     falls back to the file of that name in the weights folder, read before it is overwritten;
     a re-export of that checkpoint is recognised and not counted twice."""
     import hashlib
-    import shutil
 
     from safetensors.torch import save
 
     from jobs.train_gan import main as gan_main
     from jobs.train_gan import trained_steps
-    from models.weights import EXTRA_DIRS_ENV, read_registry, register_weights
+    from models.weights import read_registry
 
     model, _, ckpt, args = gan_setup
     assert train_main([*args, "--steps", "2"]) == 0
-    weights = tmp_path / "weights"
-    weights.mkdir()
-    shutil.copy(TINY_WEIGHTS, weights / "tiny.safetensors")
-    register_weights("tiny-export", "tiny.safetensors", model.sha256, 248, {"title": "t"}, weights)
-    monkeypatch.setenv(EXTRA_DIRS_ENV, str(weights))
+    weights = _export_weights_dir(tmp_path, model, monkeypatch)
     common = ["--codec", "tiny-export", "--budget-label", "tests only", "--data", "synthetic",
               "--hardware", "cpu", "--record", "here"]
 
