@@ -173,7 +173,7 @@ def writer_threads(cpus: int | None) -> int:
     A learned codec's decode may use more: torch takes all ``cpus`` threads on the CPU, and on
     an H200 the bare decode loop kept 2.8 cores busy (benchmarks/pipeline/gpu/, run 5). There
     the writers compete with it; how much that costs is not measured. With the CLI's default
-    ``--cpus-per-actor 0.5`` this is 1, restore as before; it takes 3 CPUs or more per actor
+    ``--cpus-per-actor 0.5`` this is 1, restore as before; it takes more than 2 CPUs per actor
     (e.g. ``--cpus-per-actor 4`` on a GPU node) to get 2 writers or more."""
     return max(1, min(MAX_WRITERS, (cpus or 1) - 1))
 
