@@ -14,14 +14,17 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
+
+from pipeline.archive_format import SCHEMA
 from pipeline.errors import Refused
 
-# Each filterable column and whether its values are text (else numbers). A value of the other
-# kind is refused: compared, it would match no row, and the restore would succeed with nothing
+FILTERABLE = {"shard", "key", "index", "status", "reason", "image_name", "format", "mode",
+              "height", "width", "codec", "bytes", "bpp", "psnr", "orig_size", "lpips"}
+# Which of them hold text (else numbers), from the archive's schema. A value of the other kind
+# is refused: compared, it would match no row, and the restore would succeed with nothing
 # (e.g. ``key == 000002`` for the key "000002").
-TEXT_COLUMNS = {"shard", "key", "status", "reason", "image_name", "format", "mode", "codec"}
-NUMBER_COLUMNS = {"index", "height", "width", "bytes", "bpp", "psnr", "orig_size", "lpips"}
-FILTERABLE = TEXT_COLUMNS | NUMBER_COLUMNS
+TEXT_COLUMNS = {c for c in FILTERABLE if pa.types.is_string(SCHEMA.field(c).type)}
 OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
        "==": operator.eq, "!=": operator.ne}
 _COND = re.compile(r"""^\s*([a-z_]+)\s*(<=|>=|==|!=|<|>)\s*('([^']*)'|"([^"]*)"|[-+0-9.eE]+)\s*$""")
