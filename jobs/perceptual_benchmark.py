@@ -7,7 +7,10 @@ Classical codecs run at their lowest qualities in the same process on the same i
 
 A codec spec is ``ID`` or ``ID@DECODER`` (``msh-n96@realistic``: same bitstreams as
 ``msh-n96``, decoded by the GAN-trained synthesis; ``msh-n96@realistic:0.5``: halfway on the
-realism knob). ``--size 64`` resizes every image to 64x64
+realism knob), with ``+effortN`` after it to encode with ``--effort N`` aimed at that decoder
+(``msh-n96-v2@realistic+effort40``: latents refined for the realistic decoder with LPIPS-alex
+in the loss, ``models.refine``; its streams differ, so it is compared with the faithful curve at
+the bpp it reaches). ``--size 64`` resizes every image to 64x64
 before coding (the face scenario); ``--split test`` keeps only the held-out part of
 faces_utkface.
 
@@ -30,8 +33,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from jobs.rd_benchmark import IMAGE_SUFFIXES, make_codec, roundtrip
-from models.codec import Codec
+from jobs.rd_benchmark import EFFORT_SUFFIX, IMAGE_SUFFIXES, make_codec, roundtrip
+from models.codec import Codec, parse_decoder
 from models.registry import get_codec
 from pipeline.images import psnr
 
@@ -74,9 +77,19 @@ def load_images(directory: Path) -> list[tuple[str, np.ndarray]]:
     return out
 
 
+def parse_spec(spec: str) -> tuple[str, str, int | None]:
+    """``ID[@DECODER][+effortN]`` -> (codec id, decoder, effort or None)."""
+    base, _, effort = spec.partition(EFFORT_SUFFIX)
+    codec_id, _, decoder = base.partition("@")
+    return codec_id, decoder or "faithful", int(effort) if effort else None
+
+
 def build(spec: str, quality: float, effort: int | None) -> Codec:
-    codec_id, _, decoder = spec.partition("@")
-    if decoder:
+    codec_id, decoder, spec_effort = parse_spec(spec)
+    if spec_effort is not None:
+        return get_codec(codec_id, quality, decoder=decoder, effort=spec_effort,
+                         effort_for=parse_decoder(decoder)[0])
+    if decoder != "faithful":
         return get_codec(codec_id, quality, decoder=decoder)
     if codec_id == "gan-latent" and effort is not None:
         codec = get_codec(codec_id, quality)
@@ -86,7 +99,7 @@ def build(spec: str, quality: float, effort: int | None) -> Codec:
 
 
 def qualities_for(spec: str) -> list[float]:
-    codec_id = spec.partition("@")[0]
+    codec_id = parse_spec(spec)[0]
     return [float(q) for q in LOW_QUALITIES.get(codec_id, LEARNED_LOW)]
 
 
@@ -235,8 +248,10 @@ def run(args: argparse.Namespace, command: str) -> dict:
                   f"DISTS {pt.mean('dists'):.4f}, enc {pt.mean('encode_s'):.2f}s", flush=True)
         points_by[spec] = points
         label = spec.replace("@", "_").replace(":", "-")
-        results[spec] = to_json(spec, points, names, {"torch": torch.__version__,
-                                                      "effort": args.effort})
+        spec_effort = parse_spec(spec)[2]
+        results[spec] = to_json(spec, points, names, {
+            "torch": torch.__version__,
+            "effort": spec_effort if spec_effort is not None else args.effort})
         (out / f"{label}.json").write_text(json.dumps(results[spec], indent=1) + "\n")
     lines = [f"# Perceptual rate-distortion on {Path(args.dataset).name} ({len(images)} images"
              + (f", resized to {args.size}x{args.size}" if args.size else "")
@@ -277,8 +292,8 @@ def comparisons(results: dict[str, dict], args: argparse.Namespace) -> list[str]
     """The issue's two targets, computed from the curves of this run."""
     lines: list[str] = []
     for spec in results:
-        codec_id, _, decoder = spec.partition("@")
-        if decoder.partition(":")[0] != "realistic" or codec_id not in results:
+        codec_id, decoder, _ = parse_spec(spec)
+        if parse_decoder(decoder)[0] != "realistic" or codec_id not in results:
             continue
         lines += ["", f"## {spec} against {codec_id} (faithful) at the same bpp", "",
                   "| bpp | DISTS faithful | DISTS realistic | change | PSNR faithful | PSNR realistic |",

@@ -217,6 +217,18 @@ def _entropy_encode(m: LearnedModel, z_sym: np.ndarray | None, y_sym: np.ndarray
     return encoder.get_compressed().astype("<u4").tobytes()
 
 
+def _lpips_alex() -> torch.nn.Module:
+    """LPIPS-alex for refinement aimed at a realistic decoder (the backbone from ``make
+    weights``); a missing or altered file is a CodecError that says how to fetch it."""
+    from models.perceptual import LPIPS
+    from models.pretrained import PretrainedError
+
+    try:
+        return LPIPS("alex").eval().requires_grad_(False)
+    except PretrainedError as exc:
+        raise CodecError(f"--effort-for a realistic decoder needs LPIPS-alex: {exc}") from exc
+
+
 class LearnedCodec(Codec):
     """A learned codec bound to one weights file (sha256 pinned by the registry); the weights
     file says which prior (mean-scale, scale, factorized) its bitstreams use."""
@@ -235,9 +247,12 @@ class LearnedCodec(Codec):
 
     def __init__(self, quality: float | None = None, model: LearnedModel | None = None,
                  decoder: str = "faithful", synthesis: torch.nn.Module | None = None,
-                 effort: int = 0) -> None:
+                 effort: int | None = None, effort_for: str = "faithful") -> None:
         """``effort``: Adam steps refining each image's latent before it is coded
-        (``models.refine``; 0, the default, codes the analysis transform's latent as it is).
+        (``models.refine``; 0 codes the analysis transform's latent as it is). ``effort_for``:
+        the decoder the refinement aims at: "faithful" (rate + MSE) or another of the codec's
+        decoders (rate + MSE + LPIPS-alex through that decoder's g_s). Default effort: 0 for
+        the faithful decoder, ``refine.PERCEPTUAL_STEPS`` for another.
         ``decoder`` other than "faithful" swaps in that decoder's g_s (loaded from
         ``decoder_weights`` and checked to pair with this codec's weights, or given directly
         as ``synthesis``); "NAME:REALISM" interpolates it with the faithful g_s
@@ -252,6 +267,11 @@ class LearnedCodec(Codec):
             if self.weights_sha256_pinned and digest != self.weights_sha256_pinned:
                 raise CodecError(f"weights {self.weights_file} do not match the pinned sha256")
             model = LearnedModel(data)
+        if effort_for != "faithful" and effort_for not in self.decoder_weights:
+            raise CodecError(f"--effort-for {effort_for!r}: codec {self.id} has no such decoder; "
+                             f"its decoders: {', '.join(('faithful', *self.decoder_weights))}")
+        if effort is None:
+            effort = 0 if effort_for == "faithful" else refine.PERCEPTUAL_STEPS
         if effort < 0:
             raise CodecError("--effort must be >= 0")
         if effort and model.factorized:
@@ -259,24 +279,38 @@ class LearnedCodec(Codec):
                              "needs the hyperprior's Gaussian entropy model")
         self.model = model
         self.effort = effort
+        self.effort_for = effort_for
         self.synthesis: torch.nn.Module | None = None
         self.synthesis_sha256: str | None = None
         name, realism = parse_decoder(decoder)
         if name != "faithful" and realism > 0:
             if synthesis is None:
-                from models.realistic import load_realistic
-
-                if name not in self.decoder_weights:
-                    raise CodecError(f"codec {self.id} lists decoder {name!r} but has no file for it")
-                path, pinned = self.decoder_weights[name]
-                data = Path(path).read_bytes()
-                synthesis = load_realistic(data, model, pinned, f"{name} decoder {path} of {self.id}")
-                self.synthesis_sha256 = hashlib.sha256(data).hexdigest()
+                synthesis, self.synthesis_sha256 = self._load_decoder(name)
             if realism < 1:
                 from models.realistic import interpolate
 
                 synthesis = interpolate(model.net.g_s, synthesis, realism)
             self.synthesis = synthesis.eval()
+        # What refinement aims at when it aims at another decoder: its g_s and LPIPS-alex.
+        self.refine_synthesis: torch.nn.Module | None = None
+        self.refine_metric: torch.nn.Module | None = None
+        if effort and effort_for != "faithful":
+            self.refine_synthesis = (self.synthesis if decoder == effort_for and self.synthesis
+                                     is not None else self._load_decoder(effort_for)[0])
+            self.refine_synthesis.requires_grad_(False)
+            self.refine_metric = _lpips_alex()
+
+    def _load_decoder(self, name: str) -> tuple[torch.nn.Module, str]:
+        """Decoder ``name``'s g_s from its pinned file (checked to pair with these weights),
+        and the file's sha256."""
+        from models.realistic import load_realistic
+
+        if name not in self.decoder_weights:
+            raise CodecError(f"codec {self.id} lists decoder {name!r} but has no file for it")
+        path, pinned = self.decoder_weights[name]
+        data = Path(path).read_bytes()
+        g_s = load_realistic(data, self.model, pinned, f"{name} decoder {path} of {self.id}")
+        return g_s, hashlib.sha256(data).hexdigest()
 
     def weights_sha256(self) -> str:
         """The faithful weights: they define the bitstream, whichever decoder runs."""
@@ -294,8 +328,9 @@ class LearnedCodec(Codec):
         ``device``; the range coder stays on the CPU."""
         check_device(device)
         self.model.to(device)
-        if self.synthesis is not None:
-            self.synthesis.to(device)
+        for module in (self.synthesis, self.refine_synthesis, self.refine_metric):
+            if module is not None:
+                module.to(device)
         return self
 
     def versions(self) -> dict[str, str]:
@@ -359,7 +394,8 @@ class LearnedCodec(Codec):
         else:
             z_sym = torch.round(m.net.h_a(y)).to(torch.int64).cpu()
             mean, index = m.entropy_parameters(z_sym)
-            if self.effort and x is not None and (h + ph) * (w + pw) <= refine.MAX_PIXELS:
+            cap = refine.MAX_PIXELS if self.refine_metric is None else refine.PERCEPTUAL_MAX_PIXELS
+            if self.effort and x is not None and (h + ph) * (w + pw) <= cap:
                 y = self._refine(y, x[..., :h, :w], mean, index)
             y_sym = np.round(y.double().cpu().numpy() - mean / 2**intnet.A_BITS).astype(np.int64)
             words = _entropy_encode(m, z_sym.numpy(), y_sym, index)
@@ -375,8 +411,13 @@ class LearnedCodec(Codec):
         q = torch.tensor([self._quality_code() / 1000.0 - 1.0], device=device)
         _, inv_gain = m.net.gains(q)
         lmbda = float(m.net.lmbda(q))
-        return refine.refine_latent(m.net.g_s, x, y, mean, scale, inv_gain, lmbda, self.effort,
-                                    refine.LR)
+        g_s = self.refine_synthesis if self.refine_synthesis is not None else m.net.g_s
+        if next(g_s.parameters()).device != device:
+            g_s.to(device)  # LearnedModel.to() moved only the faithful net
+            if self.refine_metric is not None:
+                self.refine_metric.to(device)
+        return refine.refine_latent(g_s, x, y, mean, scale, inv_gain, lmbda, self.effort,
+                                    refine.LR, self.refine_metric)
 
     # -------------------------------------------------------------- decode
 

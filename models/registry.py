@@ -159,16 +159,23 @@ def _codec_class(codec_id: str) -> type[Codec]:
 
 
 def get_codec(codec_id: str, quality: float | None = None, decoder: str = "faithful",
-              effort: int | None = None) -> Codec:
+              effort: int | None = None, effort_for: str = "faithful") -> Codec:
     """Instantiate a codec by id; raises ``CodecError`` naming the known ids, or naming the
     codec's decoders when it has no ``decoder``. ``effort`` (encode-time optimisation steps) is
-    for codecs that take it (gan-latent, the hyperprior codecs); None means the codec's default."""
+    for codecs that take it (gan-latent, the hyperprior codecs); None means the codec's default.
+    ``effort_for``: the decoder a hyperprior codec's refinement aims at (``models.refine``)."""
     cls = _codec_class(codec_id)
-    if effort is None:
-        return cls(quality, decoder=decoder)
-    if not getattr(cls, "takes_effort", False):
-        raise CodecError(f"codec {codec_id} takes no --effort")
-    return cls(quality, decoder=decoder, effort=effort)
+    kwargs: dict = {"decoder": decoder}
+    if effort_for != "faithful":
+        if effort_for not in cls.decoders or not issubclass(cls, _LazyLearned):
+            raise CodecError(f"--effort-for {effort_for!r}: codec {codec_id} has no such decoder "
+                             f"to refine for; its decoders: {', '.join(cls.decoders)}")
+        kwargs["effort_for"] = effort_for
+    if effort is not None:
+        if not getattr(cls, "takes_effort", False):
+            raise CodecError(f"codec {codec_id} takes no --effort")
+        kwargs["effort"] = effort
+    return cls(quality, **kwargs)
 
 
 def codec_decoders(codec_id: str) -> tuple[str, ...]:

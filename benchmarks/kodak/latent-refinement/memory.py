@@ -1,10 +1,11 @@
 """Peak RSS of one encode with and without --effort (models.refine.MAX_PIXELS's reason).
 
-    python benchmarks/kodak/latent-refinement/memory.py EFFORT kodak|1mp
+    python benchmarks/kodak/latent-refinement/memory.py EFFORT kodak|1mp [faithful|realistic]
 
 Encodes kodim01 (512x768) or a 1024x1024 tiling of it with msh-n96-v2 at quality 4, after a
 small warm-up encode, and prints the process's peak RSS before and after. Run each case in a
-fresh process.
+fresh process. The third argument is --effort-for (default faithful); "realistic" sets the
+reason for models.refine.PERCEPTUAL_MAX_PIXELS, and the 1mp case lifts that cap for the run.
 """
 
 from __future__ import annotations
@@ -30,14 +31,19 @@ def peak_mib() -> float:
 def main() -> None:
     torch.set_num_threads(2)
     effort, size = int(sys.argv[1]), sys.argv[2]
+    effort_for = sys.argv[3] if len(sys.argv) > 3 else "faithful"
     image = np.asarray(Image.open(ROOT.parent / "shared/datasets/kodak/kodim01.png").convert("RGB"))
     if size == "1mp":
         image = np.ascontiguousarray(np.tile(image, (2, 2, 1))[:1024, :1024])
-    codec = get_codec(DEFAULT_CODEC, 4.0, effort=effort)
+    if size == "1mp":
+        from models import refine
+
+        refine.MAX_PIXELS = refine.PERCEPTUAL_MAX_PIXELS = 1 << 20
+    codec = get_codec(DEFAULT_CODEC, 4.0, effort=effort, effort_for=effort_for)
     codec.encode_batch([image[:64, :64]])
     before = peak_mib()
     codec.encode_batch([image])
-    print(f"effort {effort}, {image.shape[1]}x{image.shape[0]}: peak RSS {before:.0f} MiB after "
+    print(f"effort {effort} for {effort_for}, {image.shape[1]}x{image.shape[0]}: peak RSS {before:.0f} MiB after "
           f"warm-up, {peak_mib():.0f} MiB after the encode")
 
 
