@@ -86,12 +86,13 @@ class CompressWorker:
 
     def __init__(self, codec_id: str, quality: float | None, archive: str, storage: dict,
                  guard: dict, metrics: tuple[str, ...] = (), effort: int | None = None,
-                 batching: dict | None = None, device: str = "cpu") -> None:
+                 batching: dict | None = None, device: str = "cpu",
+                 effort_for: str = "faithful") -> None:
         use_reserved_cpus()
         keep_freed_memory()  # this actor's process is ours (models/allocator.py)
         # A GPU actor sees its GPU(s) as cuda:0.. (Ray sets CUDA_VISIBLE_DEVICES); the codec's
         # network lives there for the actor's life.
-        self.codec = get_codec(codec_id, quality, effort=effort).to(device)
+        self.codec = get_codec(codec_id, quality, effort=effort, effort_for=effort_for).to(device)
         self.archive = archive
         self.storage = StorageOptions(**storage)
         self.guard = Guard(**guard)
@@ -259,13 +260,16 @@ def compress(
     metrics: tuple[str, ...] | list[str] = (),
     effort: int | None = None,
     batching: Batching | None = None,
+    effort_for: str = "faithful",
 ) -> CompressReport:
     """Compress WebDataset shards into ``archive``; see the module docstring for resume rules.
 
     ``metrics``: extra per-row metrics beside PSNR, e.g. ``("lpips",)`` (a network forward per
     image; needs the weights from ``python -m jobs.fetch_weights``). ``effort``: encode-time
-    optimisation steps for codecs that take them (gan-latent); it changes only how well the
-    encoder fits, never how a stream decodes, so a resumed archive may use another effort.
+    optimisation steps for codecs that take them (gan-latent, hyperprior codecs); it changes
+    only how well the encoder fits, never how a stream decodes, so a resumed archive may use
+    another effort. ``effort_for``: the decoder a hyperprior codec's refinement aims at
+    (``models.refine``: "realistic" suits the streams to that decoder; both still read them).
     ``batching``: samples and decoded pixels per codec batch; bounds left at 0 get the
     defaults (``shard_encode.Batching``). It groups work; rows do not depend on it,
     except that a learned codec on a GPU may round g_a's floats differently in another batch
@@ -278,7 +282,7 @@ def compress(
     ray_options = ray_options or RayOptions()
     started = time.monotonic()
     try:
-        codec = get_codec(codec_id, quality, effort=effort)
+        codec = get_codec(codec_id, quality, effort=effort, effort_for=effort_for)
     except ValueError as exc:
         raise Refused(str(exc)) from exc
     metrics = _check_metrics(tuple(metrics))
@@ -310,7 +314,7 @@ def compress(
     workers: set[tuple] = set()
     batching = batching or Batching()
     worker_args = (codec.id, codec.quality, archive, asdict(storage), asdict(guard or Guard()),
-                   metrics, effort, asdict(batching), worker_device(ray_options))
+                   metrics, effort, asdict(batching), worker_device(ray_options), effort_for)
     for result in run_per_shard(CompressWorker, worker_args, tasks, ray_options):
         workers.add((result.get("node"), result.get("pid")))
         name = result["shard"]
@@ -347,7 +351,8 @@ def compress(
                 "codec": codec.id,
                 "quality": codec.quality,
                 "metrics": list(metrics),
-                "effort": effort,
+                "effort": getattr(codec, "effort", effort),
+                "effort_for": getattr(codec, "effort_for", "faithful"),
                 "done": report.done,
                 "skipped": report.skipped,
                 "redone": report.redone,

@@ -1,6 +1,7 @@
 """The benchmark jobs run end to end on a tiny image set and write their results."""
 
 import json
+import re
 
 from conftest import encode_image, synthetic_image
 from learned_fixtures import GOLDEN
@@ -29,3 +30,40 @@ def test_rd_benchmark_writes_json_table_and_plot(tmp_path):
     assert learned["meta"]["qualities"] == [2.0, 6.0] and "weights_sha256" in learned["description"]
     refined = json.loads((out / "tiny-msh+effort3.json").read_text())  # the +effortN spec
     assert refined["meta"]["qualities"] == [2.0] and "'effort': '3'" in refined["description"]
+
+
+def test_perceptual_benchmark_compares_realistic_and_refined_specs_with_the_faithful_curve(
+        tmp_path):
+    """``ID@realistic+effortN`` encodes with refinement aimed at the realistic decoder, is
+    measured as its own curve and compared with the faithful one at the bpp it reaches."""
+    from learned_fixtures import REALISTIC_CODEC, register_tiny_realistic, unregister
+
+    from jobs.perceptual_benchmark import parse_spec
+
+    assert parse_spec("msh@realistic:0.5+effort40") == ("msh", "realistic:0.5", 40)
+    assert parse_spec("msh") == ("msh", "faithful", None)
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(2):
+        (images / f"im{i}.png").write_bytes(encode_image(synthetic_image(i, 64, 96)))
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    register_tiny_realistic(weights)
+    try:
+        refined = f"{REALISTIC_CODEC}@realistic+effort2"
+        out = tmp_path / "out"
+        assert main(["--perceptual", "--dataset", str(images), "--out", str(out), "--codecs",
+                     REALISTIC_CODEC, f"{REALISTIC_CODEC}@realistic", refined, "--quality",
+                     f"{REALISTIC_CODEC}=1,7", f"{REALISTIC_CODEC}@realistic=4",
+                     f"{refined}=4"]) == 0
+    finally:
+        unregister(REALISTIC_CODEC)
+    result = json.loads((out / f"{REALISTIC_CODEC}_realistic+effort2.json").read_text())
+    assert result["meta"]["qualities"] == [4.0] and "'effort': 2" in result["description"]
+    plain = json.loads((out / f"{REALISTIC_CODEC}_realistic.json").read_text())
+    assert result["results"]["bytes"] != plain["results"]["bytes"]  # other streams
+    md = (out / "results.md").read_text()
+    for spec in (f"{REALISTIC_CODEC}@realistic", refined):
+        section = md.split(f"## {spec} against {REALISTIC_CODEC} (faithful) at the same bpp")[1]
+        row = section.strip().split("\n")[2]  # after the table's head: a row on the curve
+        assert re.match(r"\| \d+\.\d{3} \| 0\.\d{4} \| 0\.\d{4} \| [+-]\d", row), row

@@ -211,11 +211,13 @@ def refine(args: argparse.Namespace) -> int:
     return 0
 
 
-def summary_refine(rows: list[dict]) -> int:
-    """Each refined stream against the faithful curve of its image at the same bpp."""
-    print("| image | quality | refinement | bpp | DISTS: faithful curve at this bpp | realistic | "
-          "change | PSNR: faithful curve / realistic |")
+def summary_refine(rows: list[dict], decode: str = "realistic") -> int:
+    """Each refined stream, decoded by ``decode``, against the faithful curve of its image at
+    the same bpp; then the mean change per setting at quality -1."""
+    print(f"| image | quality | refinement | bpp | DISTS: faithful curve at this bpp | {decode} | "
+          f"change | PSNR: faithful curve / {decode} |")
     print("|---|---|---|---|---|---|---|---|")
+    means: dict[str, list[tuple[float, float]]] = collections.defaultdict(list)
     for r in rows:
         if r["refine"] == "none" and r["quality"] not in (-1.0, 0.0):
             continue
@@ -225,9 +227,16 @@ def summary_refine(rows: list[dict]) -> int:
         d = float(np.interp(np.log(r["bpp"]), logb, [c[1] for c in curve]))
         p = float(np.interp(np.log(r["bpp"]), logb, [c[2] for c in curve]))
         how = "none" if r["refine"] == "none" else f"{r['refine']} k={r['k']:g}, {r['steps']} steps"
+        dists, psnr = r[f"dists_{decode}"], r[f"psnr_{decode}"]
         print(f"| {r['image']} | {r['quality']:g} | {how} | {r['bpp']:.4f} | {d:.4f} | "
-              f"{r['dists_realistic']:.4f} | {100 * (r['dists_realistic'] / d - 1):+.1f} % | "
-              f"{p:.2f} / {r['psnr_realistic']:.2f} dB |")
+              f"{dists:.4f} | {100 * (dists / d - 1):+.1f} % | {p:.2f} / {psnr:.2f} dB |")
+        if r["quality"] == -1.0:
+            means[how].append((dists / d - 1, psnr - p))
+    print(f"\n| quality -1: refinement | images | {decode} DISTS vs the faithful curve, mean | "
+          f"{decode} PSNR - the faithful curve's, mean |\n|---|---|---|---|")
+    for how, v in means.items():
+        print(f"| {how} | {len(v)} | {100 * np.mean([x[0] for x in v]):+.1f} % | "
+              f"{np.mean([x[1] for x in v]):+.2f} dB |")
     return 0
 
 
@@ -235,7 +244,7 @@ def summary(args: argparse.Namespace) -> int:
     """Mean change against the faithful decoder's usual decode, per setting and quality."""
     rows = [json.loads(line) for line in Path(args.file).read_text().splitlines() if line]
     if rows and "refine" in rows[0]:
-        return summary_refine(rows)
+        return summary_refine(rows, args.decode)
     base = {(r["image"], r["quality"]): r for r in rows
             if r["realism"] == 0 and r["t"] == 0 and not r.get("grain")}
     groups: dict[tuple, list] = collections.defaultdict(list)
@@ -270,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         s.add_argument("--out", required=True, help="JSON lines")
     s = sub.add_parser("summary")
     s.add_argument("file")
+    s.add_argument("--decode", choices=["faithful", "realistic"], default="realistic",
+                   help="refine files: which decoder's output to compare with the faithful curve")
     args = p.parse_args(argv)
     if args.mode == "summary":
         return summary(args)
