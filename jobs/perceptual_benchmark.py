@@ -9,8 +9,9 @@ A codec spec is ``ID`` or ``ID@DECODER`` (``msh-n96@realistic``: same bitstreams
 ``msh-n96``, decoded by the GAN-trained synthesis; ``msh-n96@realistic:0.5``: halfway on the
 realism knob), with ``+effortN`` after it to encode with ``--effort N`` aimed at that decoder
 (``msh-n96-v2@realistic+effort40``: latents refined for the realistic decoder with LPIPS-alex
-in the loss, ``models.refine``; its streams differ, so it is compared with the faithful curve at
-the bpp it reaches). ``--size 64`` resizes every image to 64x64
+in the loss, ``models.refine``; with a realism setting, ``@realistic:0.5+effortN``, the
+refinement still aims at the realistic decoder itself). Refined streams differ, so they are
+compared with the faithful curve at the bpp they reach. ``--size 64`` resizes every image to 64x64
 before coding (the face scenario); ``--split test`` keeps only the held-out part of
 faces_utkface.
 
@@ -86,16 +87,16 @@ def parse_spec(spec: str) -> tuple[str, str, int | None]:
 
 def build(spec: str, quality: float, effort: int | None) -> Codec:
     codec_id, decoder, spec_effort = parse_spec(spec)
-    if spec_effort is not None:
+    if decoder != "faithful":
+        if spec_effort is None:
+            return get_codec(codec_id, quality, decoder=decoder)
         return get_codec(codec_id, quality, decoder=decoder, effort=spec_effort,
                          effort_for=parse_decoder(decoder)[0])
-    if decoder != "faithful":
-        return get_codec(codec_id, quality, decoder=decoder)
     if codec_id == "gan-latent" and effort is not None:
         codec = get_codec(codec_id, quality)
         codec.effort = effort
         return codec
-    return make_codec(codec_id, quality)
+    return make_codec(spec, quality)  # ID or learned:PATH, with +effortN aimed at faithful
 
 
 def qualities_for(spec: str) -> list[float]:
@@ -248,10 +249,11 @@ def run(args: argparse.Namespace, command: str) -> dict:
                   f"DISTS {pt.mean('dists'):.4f}, enc {pt.mean('encode_s'):.2f}s", flush=True)
         points_by[spec] = points
         label = spec.replace("@", "_").replace(":", "-")
-        spec_effort = parse_spec(spec)[2]
+        _, decoder, spec_effort = parse_spec(spec)
         results[spec] = to_json(spec, points, names, {
             "torch": torch.__version__,
-            "effort": spec_effort if spec_effort is not None else args.effort})
+            "effort": spec_effort if spec_effort is not None else args.effort,
+            **({"effort_for": parse_decoder(decoder)[0]} if spec_effort is not None else {})})
         (out / f"{label}.json").write_text(json.dumps(results[spec], indent=1) + "\n")
     lines = [f"# Perceptual rate-distortion on {Path(args.dataset).name} ({len(images)} images"
              + (f", resized to {args.size}x{args.size}" if args.size else "")

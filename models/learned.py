@@ -19,6 +19,7 @@ Payload layout (inside the common frame of ``models.bitstream``)::
 from __future__ import annotations
 
 import hashlib
+import itertools
 import struct
 from collections.abc import Sequence
 from pathlib import Path
@@ -217,6 +218,11 @@ def _entropy_encode(m: LearnedModel, z_sym: np.ndarray | None, y_sym: np.ndarray
     return encoder.get_compressed().astype("<u4").tobytes()
 
 
+def _device_of(module: torch.nn.Module) -> torch.device:
+    """Where a module's tensors are: parameters, or buffers for a metric that has none."""
+    return next(itertools.chain(module.parameters(), module.buffers())).device
+
+
 def _lpips_alex() -> torch.nn.Module:
     """LPIPS-alex for refinement aimed at a realistic decoder (the backbone from ``make
     weights``); a missing or altered file is a CodecError that says how to fetch it."""
@@ -295,10 +301,11 @@ class LearnedCodec(Codec):
         self.refine_synthesis: torch.nn.Module | None = None
         self.refine_metric: torch.nn.Module | None = None
         if effort and effort_for != "faithful":
-            self.refine_synthesis = (self.synthesis if decoder == effort_for and self.synthesis
-                                     is not None else self._load_decoder(effort_for)[0])
-            self.refine_synthesis.requires_grad_(False)
-            self.refine_metric = _lpips_alex()
+            if self.synthesis is not None and (name, realism) == (effort_for, 1.0):
+                self.refine_synthesis = self.synthesis  # the restore decoder is the one aimed at
+            else:  # (an interpolated realism is not what the refinement aims at)
+                self.refine_synthesis = self._load_decoder(effort_for)[0].requires_grad_(False)
+            self.refine_metric = _lpips_alex().to(model.device)
 
     def _load_decoder(self, name: str) -> tuple[torch.nn.Module, str]:
         """Decoder ``name``'s g_s from its pinned file (checked to pair with these weights),
@@ -394,13 +401,17 @@ class LearnedCodec(Codec):
         else:
             z_sym = torch.round(m.net.h_a(y)).to(torch.int64).cpu()
             mean, index = m.entropy_parameters(z_sym)
-            cap = refine.MAX_PIXELS if self.refine_metric is None else refine.PERCEPTUAL_MAX_PIXELS
-            if self.effort and x is not None and (h + ph) * (w + pw) <= cap:
+            if self.effort and x is not None and (h + ph) * (w + pw) <= self.refine_max_pixels:
                 y = self._refine(y, x[..., :h, :w], mean, index)
             y_sym = np.round(y.double().cpu().numpy() - mean / 2**intnet.A_BITS).astype(np.int64)
             words = _entropy_encode(m, z_sym.numpy(), y_sym, index)
         payload = struct.pack(">h", self._quality_code()) + words
         return pack(Header(self.code, h, w, 3, ph, pw), payload)
+
+    @property
+    def refine_max_pixels(self) -> int:
+        """Padded pixels above which an image is coded unrefined, whatever the effort."""
+        return refine.MAX_PIXELS if self.refine_metric is None else refine.PERCEPTUAL_MAX_PIXELS
 
     def _refine(self, y: torch.Tensor, x: torch.Tensor, mean_fx: np.ndarray,
                 index: np.ndarray) -> torch.Tensor:
@@ -412,10 +423,9 @@ class LearnedCodec(Codec):
         _, inv_gain = m.net.gains(q)
         lmbda = float(m.net.lmbda(q))
         g_s = self.refine_synthesis if self.refine_synthesis is not None else m.net.g_s
-        if next(g_s.parameters()).device != device:
-            g_s.to(device)  # LearnedModel.to() moved only the faithful net
-            if self.refine_metric is not None:
-                self.refine_metric.to(device)
+        for module in (g_s, self.refine_metric):  # LearnedModel.to() moves only the faithful net
+            if module is not None and _device_of(module) != device:
+                module.to(device)
         return refine.refine_latent(g_s, x, y, mean, scale, inv_gain, lmbda, self.effort,
                                     refine.LR, self.refine_metric)
 

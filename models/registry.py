@@ -167,6 +167,9 @@ def get_codec(codec_id: str, quality: float | None = None, decoder: str = "faith
     cls = _codec_class(codec_id)
     kwargs: dict = {"decoder": decoder}
     if effort_for != "faithful":
+        if ":" in effort_for:
+            raise CodecError(f"--effort-for {effort_for!r}: name a decoder (e.g. realistic); "
+                             "refinement aims at the decoder itself, not at a realism setting")
         if effort_for not in cls.decoders or not issubclass(cls, _LazyLearned):
             raise CodecError(f"--effort-for {effort_for!r}: codec {codec_id} has no such decoder "
                              f"to refine for; its decoders: {', '.join(cls.decoders)}")

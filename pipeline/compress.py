@@ -352,7 +352,10 @@ def compress(
                 "quality": codec.quality,
                 "metrics": list(metrics),
                 "effort": getattr(codec, "effort", effort),
-                "effort_for": getattr(codec, "effort_for", "faithful"),
+                # hyperprior codecs: which decoder the refinement aimed at, and above which
+                # size (padded pixels) images were coded unrefined
+                **({"effort_for": codec.effort_for, "refine_max_pixels": codec.refine_max_pixels}
+                   if hasattr(codec, "effort_for") else {}),
                 "done": report.done,
                 "skipped": report.skipped,
                 "redone": report.redone,

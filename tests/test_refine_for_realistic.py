@@ -49,17 +49,53 @@ def test_refining_for_realistic_picks_other_symbols_in_the_same_format(realistic
             [for_realistic])[0].image.shape == image.shape
     # No parameter moved, in either g_s.
     fresh = get_codec(realistic.id, 5.0, decoder="realistic")
-    for ours, theirs in zip(codec.refine_synthesis.state_dict().values(),
-                            fresh.synthesis.state_dict().values(), strict=True):
-        assert torch.equal(ours, theirs)
+    for ours, theirs in ((codec.refine_synthesis, fresh.synthesis),
+                         (codec.model.net.g_s, fresh.model.net.g_s)):
+        for a, b in zip(ours.state_dict().values(), theirs.state_dict().values(), strict=True):
+            assert torch.equal(a, b)
+
+
+def test_the_steps_run_through_the_realistic_g_s_with_lpips(realistic, monkeypatch):
+    """What refine_latent is handed: the realistic decoder's g_s (the full one, also when the
+    codec restores at another realism) and LPIPS-alex; for the faithful aim, the faithful g_s
+    and no metric. No parameter of any g_s gets a gradient."""
+    from models.perceptual import LPIPS
+
+    seen = []
+    real_refine = refine.refine_latent
+
+    def spy(g_s, *args):
+        seen.append((g_s, args[-1]))
+        return real_refine(g_s, *args)
+
+    monkeypatch.setattr(refine, "refine_latent", spy)
+    image = synthetic_image(33, 64, 64)
+    realistic_g_s = get_codec(realistic.id, 5.0, decoder="realistic").synthesis
+    for decoder in ("faithful", "realistic", "realistic:0.5"):
+        codec = get_codec(realistic.id, 5.0, decoder=decoder, effort=2, effort_for="realistic")
+        codec.encode_batch([image])
+        g_s, metric = seen.pop()
+        assert isinstance(metric, LPIPS) and metric.net_name == "alex"
+        assert g_s is not codec.model.net.g_s
+        for ours, theirs in zip(g_s.state_dict().values(), realistic_g_s.state_dict().values(),
+                                strict=True):
+            assert torch.equal(ours, theirs), decoder  # not the interpolated one at 0.5
+        for module in (g_s, codec.model.net.g_s, codec.synthesis):
+            assert module is None or all(p.grad is None for p in module.parameters())
+    codec = get_codec(realistic.id, 5.0, decoder="realistic", effort=2)  # aimed at faithful
+    codec.encode_batch([image])
+    assert seen.pop() == (codec.model.net.g_s, None)
 
 
 def test_effort_defaults_and_the_pixel_cap(realistic, monkeypatch):
     assert get_codec(realistic.id, 3.0, effort_for="realistic").effort == refine.PERCEPTUAL_STEPS
     assert get_codec(realistic.id, 3.0).effort == 0
     # a realistic decoder that is also the restore decoder is loaded once
-    codec = get_codec(realistic.id, 3.0, decoder="realistic", effort=2, effort_for="realistic")
-    assert codec.refine_synthesis is codec.synthesis
+    for decoder in ("realistic", "realistic:1"):
+        codec = get_codec(realistic.id, 3.0, decoder=decoder, effort=2, effort_for="realistic")
+        assert codec.refine_synthesis is codec.synthesis
+    assert codec.refine_max_pixels == refine.PERCEPTUAL_MAX_PIXELS
+    assert get_codec(realistic.id, 3.0, effort=2).refine_max_pixels == refine.MAX_PIXELS
     image = synthetic_image(32, 64, 64)
     plain = get_codec(realistic.id, 3.0).encode_batch([image])[0]
     monkeypatch.setattr(refine, "PERCEPTUAL_MAX_PIXELS", 32 * 32)  # the faithful cap stays
@@ -71,6 +107,9 @@ def test_effort_for_a_decoder_the_codec_lacks_is_refused():
         get_codec("test-tiny-msh", 3.0, effort=2, effort_for="realistic")
     with pytest.raises(CodecError, match="no such decoder"):
         get_codec("webp", 50, effort_for="realistic")
+    with pytest.raises(CodecError, match="name a decoder"):
+        get_codec("test-tiny-msh", 3.0, effort_for="realistic:0.5")
+    assert get_codec("webp", 50, effort_for="faithful").id == "webp"  # the default aim
 
 
 def test_compress_cli_records_the_aim_and_both_decoders_restore(realistic, small_shards, tmp_path,
@@ -90,7 +129,16 @@ def test_compress_cli_records_the_aim_and_both_decoders_restore(realistic, small
                      "-q"]) == EXIT_OK
     capsys.readouterr()
     assert main(["info", str(archive)]) == EXIT_OK
-    assert "--effort 3 for the realistic decoder" in capsys.readouterr().out
+    assert ("refined latents: --effort 3 for the realistic decoder; images above 0.52 MP"
+            in capsys.readouterr().out)
+    assert run["refine_max_pixels"] == refine.PERCEPTUAL_MAX_PIXELS
+    # a rerun with nothing left to do refined nothing, and says nothing about it
+    assert main(["compress", str(small_shards), str(archive), "--codec", REALISTIC_CODEC,
+                 "--quality", "3", "--effort", "3", "--effort-for", "realistic",
+                 "--no-size-guard", "-q"]) == EXIT_OK
+    capsys.readouterr()
+    assert main(["info", str(archive)]) == EXIT_OK
+    assert "refined latents" not in capsys.readouterr().out
 
     assert main(["compress", str(small_shards), str(tmp_path / "no"), "--codec", "test-tiny-msh",
                  "--effort-for", "realistic", "-q"]) == EXIT_REFUSED

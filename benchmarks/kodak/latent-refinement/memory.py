@@ -43,8 +43,8 @@ def main() -> None:
     codec.encode_batch([image[:64, :64]])
     before = peak_mib()
     codec.encode_batch([image])
-    print(f"effort {effort} for {effort_for}, {image.shape[1]}x{image.shape[0]}: peak RSS {before:.0f} MiB after "
-          f"warm-up, {peak_mib():.0f} MiB after the encode")
+    print(f"effort {effort} for {effort_for}, {image.shape[1]}x{image.shape[0]}: peak RSS "
+          f"{before:.0f} MiB after warm-up, {peak_mib():.0f} MiB after the encode")
 
 
 if __name__ == "__main__":

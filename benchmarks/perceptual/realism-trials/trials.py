@@ -148,10 +148,10 @@ def refine(args: argparse.Namespace) -> int:
     import torch
 
     from models import intnet, realistic
-    from models.entropy_models import gaussian_likelihood, scale_table
-    from models.layers import ste_round
+    from models.entropy_models import scale_table
     from models.learned import LearnedModel, _entropy_encode
     from models.perceptual import DISTS, LPIPS
+    from models.refine import refine_latent
 
     torch.set_num_threads(args.threads)
     model = LearnedModel.from_file(CODEC)
@@ -160,19 +160,11 @@ def refine(args: argparse.Namespace) -> int:
     dists, lpips_alex = DISTS().eval(), LPIPS("alex").eval().requires_grad_(False)
 
     def refined(g_s, x, y, mean, scale, inv_gain, lmbda, k):
-        """models.refine.refine_latent's loss plus k * LPIPS-alex of the decoded image."""
-        h, w = x.shape[2:]
-        y = y.detach().clone().requires_grad_(True)
-        opt = torch.optim.Adam([y], lr=args.lr)
-        for _ in range(args.steps):
-            bits = -torch.log2(gaussian_likelihood(y, mean, scale)).sum()
-            x_hat = g_s((ste_round(y - mean) + mean) * inv_gain)[..., :h, :w]
-            loss = bits / (h * w) + lmbda * 255**2 * torch.mean((x_hat - x) ** 2)
-            if k:
-                loss = loss + k * lpips_alex(x_hat.clamp(0, 1), x).mean()
-            (y.grad,) = torch.autograd.grad(loss, [y])
-            opt.step()
-        return y.detach()
+        """models.refine.refine_latent's loss plus k * LPIPS-alex of the decoded image (what
+        `--effort-for realistic` ships since session 16; sessions 13-15 ran an inline copy of
+        the same loss and steps, which gave the same rows: checked on kodim07, 3 steps)."""
+        return refine_latent(g_s, x, y, mean, scale, inv_gain, lmbda, args.steps, args.lr,
+                             lpips_alex if k else None, k)
 
     with jsonl(args.out) as f:
         for image, x0, x, c in crops(args.images):
