@@ -154,6 +154,21 @@ def small_shards(tmp_path) -> Path:
     return src
 
 
+@pytest.fixture
+def realistic(tmp_path):
+    """``test-tiny-real`` registered in this process for one test: the tiny learned codec plus a
+    stand-in realistic decoder (learned_fixtures.register_tiny_realistic); yields its class."""
+    from learned_fixtures import REALISTIC_CODEC, register_tiny_realistic, unregister
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    cls = register_tiny_realistic(weights)
+    try:
+        yield cls
+    finally:
+        unregister(REALISTIC_CODEC)
+
+
 def read_tar(path: Path) -> dict[str, dict[str, bytes]]:
     """key -> {suffix: bytes} of a restored shard, read with webdataset's own reader."""
     out: dict[str, dict[str, bytes]] = {}

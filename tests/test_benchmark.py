@@ -33,10 +33,10 @@ def test_rd_benchmark_writes_json_table_and_plot(tmp_path):
 
 
 def test_perceptual_benchmark_compares_realistic_and_refined_specs_with_the_faithful_curve(
-        tmp_path):
+        realistic, tmp_path):
     """``ID@realistic+effortN`` encodes with refinement aimed at the realistic decoder, is
     measured as its own curve and compared with the faithful one at the bpp it reaches."""
-    from learned_fixtures import REALISTIC_CODEC, register_tiny_realistic, unregister
+    from learned_fixtures import REALISTIC_CODEC
 
     from jobs.perceptual_benchmark import parse_spec
 
@@ -46,18 +46,11 @@ def test_perceptual_benchmark_compares_realistic_and_refined_specs_with_the_fait
     images.mkdir()
     for i in range(2):
         (images / f"im{i}.png").write_bytes(encode_image(synthetic_image(i, 64, 96)))
-    weights = tmp_path / "weights"
-    weights.mkdir()
-    register_tiny_realistic(weights)
-    try:
-        refined = f"{REALISTIC_CODEC}@realistic+effort2"
-        out = tmp_path / "out"
-        assert main(["--perceptual", "--dataset", str(images), "--out", str(out), "--codecs",
-                     REALISTIC_CODEC, f"{REALISTIC_CODEC}@realistic", refined, "--quality",
-                     f"{REALISTIC_CODEC}=1,7", f"{REALISTIC_CODEC}@realistic=4",
-                     f"{refined}=4"]) == 0
-    finally:
-        unregister(REALISTIC_CODEC)
+    refined = f"{REALISTIC_CODEC}@realistic+effort2"
+    out = tmp_path / "out"
+    assert main(["--perceptual", "--dataset", str(images), "--out", str(out), "--codecs",
+                 REALISTIC_CODEC, f"{REALISTIC_CODEC}@realistic", refined, "--quality",
+                 f"{REALISTIC_CODEC}=1,7", f"{REALISTIC_CODEC}@realistic=4", f"{refined}=4"]) == 0
     result = json.loads((out / f"{REALISTIC_CODEC}_realistic+effort2.json").read_text())
     assert result["meta"]["qualities"] == [4.0] and "'effort': 2" in result["description"]
     plain = json.loads((out / f"{REALISTIC_CODEC}_realistic.json").read_text())

@@ -21,26 +21,13 @@ from learned_fixtures import (
     TINY_WEIGHTS,
     TinyCodec,
     make_tiny_realistic,
-    register_tiny_realistic,
     run_in_process,
-    unregister,
 )
 from PIL import Image
 
 from models.codec import CodecError
 from models.learned import LearnedModel
 from pipeline.cli import EXIT_OK, EXIT_REFUSED, main
-
-
-@pytest.fixture
-def realistic(tmp_path):
-    weights = tmp_path / "weights"
-    weights.mkdir()
-    cls = register_tiny_realistic(weights)
-    try:
-        yield cls
-    finally:
-        unregister(REALISTIC_CODEC)
 
 
 def _codecs(cls, quality=4.0):

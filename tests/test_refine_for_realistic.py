@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from conftest import shared_path, synthetic_image
-from learned_fixtures import REALISTIC_CODEC, register_tiny_realistic, run_in_process, unregister
+from learned_fixtures import REALISTIC_CODEC, run_in_process
 from PIL import Image
 
 from models import refine
@@ -22,17 +22,6 @@ from models.codec import CodecError
 from models.hyperprior import MeanScaleHyperprior
 from models.registry import DEFAULT_CODEC, get_codec
 from pipeline.cli import EXIT_OK, EXIT_REFUSED, main
-
-
-@pytest.fixture
-def realistic(tmp_path):
-    weights = tmp_path / "weights"
-    weights.mkdir()
-    cls = register_tiny_realistic(weights)
-    try:
-        yield cls
-    finally:
-        unregister(REALISTIC_CODEC)
 
 
 def test_refining_for_realistic_picks_other_symbols_in_the_same_format(realistic):
