@@ -39,18 +39,27 @@ class ArchiveDataset(IterableDataset):
     ``decoder="realistic"`` trains on the codec's realistic decodes of the same rows.
     ``transform`` maps each sample dict to whatever the training loop wants.
 
-    Units are whole row groups, so ranks and workers get unequal numbers of samples (none at
-    all where there are fewer row groups than slots; ``units()`` lists them). Every sample is
-    still seen exactly once, but a DistributedDataParallel loop must allow for uneven inputs
-    (``torch.distributed.algorithms.Join``, or a fixed number of steps per epoch), or the
-    ranks that run out first wait for ever on the others' gradients.
+    Units are whole row groups, dealt round-robin over the slots (Ray Train rank x DataLoader
+    worker), so slots get unequal numbers of samples (none at all where there are fewer row
+    groups than slots; ``units()`` lists them). Every sample is seen exactly once, but a
+    DistributedDataParallel loop must then allow for uneven inputs
+    (``torch.distributed.algorithms.Join``), or the ranks that run out first wait for ever on
+    the others' gradients.
+
+    ``drop_last=True`` (as in PyTorch's ``DistributedSampler``) makes every slot yield the same
+    number of samples, so every rank runs the same number of batches: the samples each row
+    group yields are counted first (one read of the ``status`` column, and of the ``where``
+    columns, per row group, in ``__init__``), the units are dealt so that slots are as even as
+    whole row groups allow, and each slot stops at the smallest slot's count. The rest of the
+    epoch's samples is dropped, at most about one row group per slot. Fewer row groups that
+    yield samples than slots is an error then, not an empty epoch.
     """
 
     def __init__(self, url: str, storage: StorageOptions | None = None,
                  shards: list[str] | None = None, where: str | None = None,
                  include_passthrough: bool = False,
                  transform: Callable[[dict[str, Any]], Any] | None = None,
-                 decoder: str = "faithful") -> None:
+                 decoder: str = "faithful", drop_last: bool = False) -> None:
         self.url = url.rstrip("/")
         self.storage = storage or StorageOptions()
         manifest = read_manifest(self.url, self.storage)
@@ -63,6 +72,10 @@ class ArchiveDataset(IterableDataset):
         self.transform = transform
         if where:
             parse_where(where)  # refuse a bad filter now, not in a worker
+        self.drop_last = drop_last
+        self._rank = _ray_train_rank()  # see my_units
+        # samples each unit yields: counted once here, so DataLoader workers inherit them
+        self.counts = self._count_units() if drop_last else None
 
     def units(self) -> list[tuple[str, int]]:
         """(shard, row group) pairs: the unit of work that is dealt to workers."""
@@ -73,27 +86,67 @@ class ArchiveDataset(IterableDataset):
                 out += [(shard, rg) for rg in range(parquet.num_row_groups)]
         return out
 
-    def my_units(self) -> list[tuple[str, int]]:
+    def _wanted(self, row: dict[str, Any], where: list | None) -> bool:
+        return ((not where or row_matches(where, row))
+                and (row["status"] == STATUS_OK or self.include_passthrough))
+
+    def _count_units(self) -> dict[tuple[str, int], int]:
+        """Samples each unit yields, from the columns the filters read (no bitstreams)."""
+        where = parse_where(self.where) if self.where else None
+        counts = {}
+        for shard in self.shards:
+            f, parquet = open_shard_file(self.url, shard, self.storage)
+            with f:
+                present = set(parquet.schema_arrow.names)
+                columns = [c for c in dict.fromkeys(["status", *(c.column for c in where or [])])
+                           if c in present]
+                for rg in range(parquet.num_row_groups):
+                    if where and not row_group_may_match(where, parquet.metadata.row_group(rg)):
+                        counts[(shard, rg)] = 0
+                        continue
+                    rows = parquet.read_row_group(rg, columns=columns).to_pylist()
+                    counts[(shard, rg)] = sum(self._wanted(r, where) for r in rows)
+        return counts
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled for a DataLoader worker (spawn): the worker process is outside Ray Train's
+        context, so it takes the rank of the process that made it."""
+        state = self.__dict__.copy()
+        rank = _ray_train_rank()
+        if rank[1] > 1:
+            state["_rank"] = rank
+        return state
+
+    def my_units(self) -> list[tuple[str, int, int | None]]:
+        """This slot's (shard, row group, most samples to take from it, or None for all)."""
         rank, world = _ray_train_rank()
+        if world == 1:  # a DataLoader worker process, or made inside Ray Train and carried out
+            rank, world = self._rank
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         slot, slots = rank * workers + worker, world * workers
-        return [u for i, u in enumerate(self.units()) if i % slots == slot]
+        if self.counts is None:
+            return [(*u, None) for i, u in enumerate(self.units()) if i % slots == slot]
+        return even_deal(self.counts, slots)[slot]
 
     def __iter__(self) -> Iterator[Any]:
         decoder = RowDecoder(self.decoder)
         where = parse_where(self.where) if self.where else None
-        for shard, rg in self.my_units():
+        for shard, rg, limit in self.my_units():
+            if limit == 0:
+                continue
             f, parquet = open_shard_file(self.url, shard, self.storage)
             with f:
                 if where and not row_group_may_match(where, parquet.metadata.row_group(rg)):
                     continue
                 rows = parquet.read_row_group(rg).to_pylist()
+            taken = 0
             for row in rows:
-                if where and not row_matches(where, row):
+                if not self._wanted(row, where):
                     continue
-                if row["status"] != STATUS_OK and not self.include_passthrough:
-                    continue
+                if limit is not None and taken == limit:
+                    break
+                taken += 1
                 decoded = decoder.check(row)
                 sample = {
                     "shard": shard,
@@ -102,6 +155,37 @@ class ArchiveDataset(IterableDataset):
                     "members": {m["name"]: m["data"] for m in row["members"]},
                 }
                 yield self.transform(sample) if self.transform else sample
+
+
+def even_deal(counts: dict[tuple[str, int], int],
+              slots: int) -> list[list[tuple[str, int, int | None]]]:
+    """Units dealt to ``slots`` so that every slot yields the same number of samples: each unit,
+    largest first, goes to the slot with the fewest samples so far (the same deal in every
+    process: ties go by archive order and slot number); each slot keeps its units in archive
+    order and takes from them only up to the smallest slot's total."""
+    order = {unit: i for i, unit in enumerate(counts)}
+    totals = [0] * slots
+    dealt: list[list[tuple[str, int]]] = [[] for _ in range(slots)]
+    for unit in sorted(counts, key=lambda u: -counts[u]):  # stable: archive order among equals
+        if counts[unit] == 0:
+            continue
+        slot = min(range(slots), key=lambda i: totals[i])
+        dealt[slot].append(unit)
+        totals[slot] += counts[unit]
+    target = min(totals)
+    if target == 0:
+        raise ValueError(f"drop_last: {sum(c > 0 for c in counts.values())} row group(s) hold "
+                         f"samples, fewer than the {slots} slots (Ray Train ranks x DataLoader "
+                         "workers), so every slot would yield nothing; use fewer workers")
+    out = []
+    for units in dealt:
+        left, mine = target, []
+        for unit in sorted(units, key=order.__getitem__):
+            take = min(left, counts[unit])
+            mine.append((*unit, take))
+            left -= take
+        out.append(mine)
+    return out
 
 
 def to_tensor(sample: dict[str, Any]) -> torch.Tensor:
