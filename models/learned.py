@@ -401,7 +401,7 @@ class LearnedCodec(Codec):
         else:
             z_sym = torch.round(m.net.h_a(y)).to(torch.int64).cpu()
             mean, index = m.entropy_parameters(z_sym)
-            if self.effort and x is not None and (h + ph) * (w + pw) <= self.refine_max_pixels:
+            if self.effort and x is not None:  # (in tiles above refine_max_pixels)
                 y = self._refine(y, x[..., :h, :w], mean, index)
             y_sym = np.round(y.double().cpu().numpy() - mean / 2**intnet.A_BITS).astype(np.int64)
             words = _entropy_encode(m, z_sym.numpy(), y_sym, index)
@@ -410,24 +410,34 @@ class LearnedCodec(Codec):
 
     @property
     def refine_max_pixels(self) -> int:
-        """Padded pixels above which an image is coded unrefined, whatever the effort."""
+        """Padded pixels one refinement pass holds: larger images are refined tile by tile."""
         return refine.MAX_PIXELS if self.refine_metric is None else refine.PERCEPTUAL_MAX_PIXELS
 
-    def _refine(self, y: torch.Tensor, x: torch.Tensor, mean_fx: np.ndarray,
-                index: np.ndarray) -> torch.Tensor:
+    def refine_inputs(self, mean_fx: np.ndarray, index: np.ndarray
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+        """What ``refine.refine_latent`` takes besides the image and y, from the decoder's
+        entropy parameters (``LearnedModel.entropy_parameters``): y's mean and scale, the
+        inverse gain and lambda at this codec's quality."""
         m = self.model
         device = m.device
         mean = torch.from_numpy(mean_fx / 2**intnet.A_BITS).float().to(device)
         scale = torch.from_numpy(scale_table()[index]).float().to(device)
         q = torch.tensor([self._quality_code() / 1000.0 - 1.0], device=device)
         _, inv_gain = m.net.gains(q)
-        lmbda = float(m.net.lmbda(q))
+        return mean, scale, inv_gain, float(m.net.lmbda(q))
+
+    def _refine(self, y: torch.Tensor, x: torch.Tensor, mean_fx: np.ndarray,
+                index: np.ndarray) -> torch.Tensor:
+        m = self.model
+        device = m.device
+        mean, scale, inv_gain, lmbda = self.refine_inputs(mean_fx, index)
         g_s = self.refine_synthesis if self.refine_synthesis is not None else m.net.g_s
         for module in (g_s, self.refine_metric):  # LearnedModel.to() moves only the faithful net
             if module is not None and _device_of(module) != device:
                 module.to(device)
         return refine.refine_latent(g_s, x, y, mean, scale, inv_gain, lmbda, self.effort,
-                                    refine.LR, self.refine_metric)
+                                    refine.LR, self.refine_metric,
+                                    max_pixels=self.refine_max_pixels)
 
     # -------------------------------------------------------------- decode
 

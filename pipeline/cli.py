@@ -99,7 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "decoder's at the same bytes (unrefined: 15.9%%), PSNR not lower; restored "
                    "faithfully, about 0.2 dB below an unrefined stream of that size. About 45 s "
                    "per Kodak image on 2 CPU cores (benchmarks/perceptual/kodak-v5/). Images "
-                   "above 0.52 MP (padded) are coded unrefined")
+                   "above 0.52 MP (padded; 1 MP for the faithful aim) are refined tile by tile: "
+                   "a worker's memory stays that of one tile, the time grows with the pixels "
+                   "(benchmarks/perceptual/wikipedia-tiled/)")
     p.add_argument("--min-psnr", type=float,
                    help="store an image losslessly (passthrough) when its decode falls below this PSNR")
     p.add_argument("--max-pixels", type=float, default=40e6,
@@ -293,8 +295,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
     run = stats["run"] if stats else {}
     if run.get("done") and run.get("effort"):
         aim = f" for the {run['effort_for']} decoder" if run.get("effort_for") else ""
-        cap = (f"; images above {run['refine_max_pixels'] / 1e6:.2f} MP (padded) unrefined"
-               if run.get("refine_max_pixels") else "")
+        if run.get("refine_tile_above_pixels"):
+            cap = f"; images above {run['refine_tile_above_pixels'] / 1e6:.2f} MP (padded) in tiles"
+        elif run.get("refine_max_pixels"):  # written before session 17: larger ones were skipped
+            cap = f"; images above {run['refine_max_pixels'] / 1e6:.2f} MP (padded) unrefined"
+        else:
+            cap = ""
         print(f"encoding   last run ({len(run['done'])} shard(s)) refined latents: "
               f"--effort {run['effort']}{aim}{cap}")
     totals = (manifest or stats)["totals"]

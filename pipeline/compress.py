@@ -353,8 +353,9 @@ def compress(
                 "metrics": list(metrics),
                 "effort": getattr(codec, "effort", effort),
                 # hyperprior codecs: which decoder the refinement aimed at, and above which
-                # size (padded pixels) images were coded unrefined
-                **({"effort_for": codec.effort_for, "refine_max_pixels": codec.refine_max_pixels}
+                # size (padded pixels) images were refined tile by tile
+                **({"effort_for": codec.effort_for,
+                    "refine_tile_above_pixels": codec.refine_max_pixels}
                    if hasattr(codec, "effort_for") else {}),
                 "done": report.done,
                 "skipped": report.skipped,

@@ -12,7 +12,6 @@ from conftest import shared_path, synthetic_image
 from learned_fixtures import TinyCodec, tiny_codec
 from PIL import Image
 
-from models import refine
 from models.bitstream import unpack
 from models.codec import CodecError
 from models.hyperprior import MeanScaleHyperprior
@@ -38,13 +37,6 @@ def test_effort_zero_is_the_plain_encode_and_refined_streams_decode_anywhere():
     assert decoded.image.shape == image.shape
     # z is not refined: the stream starts with the same hyper symbols (same quality field)
     assert unpack(refined)[1][:2] == unpack(plain)[1][:2]
-
-
-def test_images_above_the_pixel_cap_are_coded_without_refinement(monkeypatch):
-    image = synthetic_image(22, 64, 128)
-    plain = tiny_codec(4.0).encode_batch([image])[0]
-    monkeypatch.setattr(refine, "MAX_PIXELS", 64 * 64)
-    assert _refined(4.0, 10).encode_batch([image])[0] == plain
 
 
 def test_refinement_needs_no_parameter_gradients_and_leaves_the_model_alone():

@@ -53,9 +53,9 @@ def test_the_steps_run_through_the_realistic_g_s_with_lpips(realistic, monkeypat
     seen = []
     real_refine = refine.refine_latent
 
-    def spy(g_s, *args):
+    def spy(g_s, *args, **kwargs):
         seen.append((g_s, args[-1]))
-        return real_refine(g_s, *args)
+        return real_refine(g_s, *args, **kwargs)
 
     monkeypatch.setattr(refine, "refine_latent", spy)
     image = synthetic_image(33, 64, 64)
@@ -76,7 +76,7 @@ def test_the_steps_run_through_the_realistic_g_s_with_lpips(realistic, monkeypat
     assert seen.pop() == (codec.model.net.g_s, None)
 
 
-def test_effort_defaults_and_the_pixel_cap(realistic, monkeypatch):
+def test_effort_defaults_and_the_tiling_cap(realistic, monkeypatch):
     assert get_codec(realistic.id, 3.0, effort_for="realistic").effort == refine.PERCEPTUAL_STEPS
     assert get_codec(realistic.id, 3.0).effort == 0
     # a realistic decoder that is also the restore decoder is loaded once
@@ -85,10 +85,16 @@ def test_effort_defaults_and_the_pixel_cap(realistic, monkeypatch):
         assert codec.refine_synthesis is codec.synthesis
     assert codec.refine_max_pixels == refine.PERCEPTUAL_MAX_PIXELS
     assert get_codec(realistic.id, 3.0, effort=2).refine_max_pixels == refine.MAX_PIXELS
+    # above the cap, the refinement goes in tiles (tests/test_tiled_refinement.py): it is handed
+    # the cap of the decoder it aims at
+    caps = []
+    real_refine = refine.refine_latent
+    monkeypatch.setattr(refine, "refine_latent",
+                        lambda *a, **k: caps.append(k["max_pixels"]) or real_refine(*a, **k))
     image = synthetic_image(32, 64, 64)
-    plain = get_codec(realistic.id, 3.0).encode_batch([image])[0]
-    monkeypatch.setattr(refine, "PERCEPTUAL_MAX_PIXELS", 32 * 32)  # the faithful cap stays
-    assert get_codec(realistic.id, 3.0, effort=4, effort_for="realistic").encode_batch([image])[0] == plain
+    get_codec(realistic.id, 3.0, effort=1, effort_for="realistic").encode_batch([image])
+    get_codec(realistic.id, 3.0, effort=1).encode_batch([image])
+    assert caps == [refine.PERCEPTUAL_MAX_PIXELS, refine.MAX_PIXELS]
 
 
 def test_effort_for_a_decoder_the_codec_lacks_is_refused():
@@ -118,9 +124,9 @@ def test_compress_cli_records_the_aim_and_both_decoders_restore(realistic, small
                      "-q"]) == EXIT_OK
     capsys.readouterr()
     assert main(["info", str(archive)]) == EXIT_OK
-    assert ("refined latents: --effort 3 for the realistic decoder; images above 0.52 MP"
-            in capsys.readouterr().out)
-    assert run["refine_max_pixels"] == refine.PERCEPTUAL_MAX_PIXELS
+    assert ("refined latents: --effort 3 for the realistic decoder; images above 0.52 MP "
+            "(padded) in tiles" in capsys.readouterr().out)
+    assert run["refine_tile_above_pixels"] == refine.PERCEPTUAL_MAX_PIXELS
     # a rerun with nothing left to do refined nothing, and says nothing about it
     assert main(["compress", str(small_shards), str(archive), "--codec", REALISTIC_CODEC,
                  "--quality", "3", "--effort", "3", "--effort-for", "realistic",

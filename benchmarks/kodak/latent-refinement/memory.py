@@ -1,11 +1,12 @@
 """Peak RSS of one encode with and without --effort (models.refine.MAX_PIXELS's reason).
 
-    python benchmarks/kodak/latent-refinement/memory.py EFFORT kodak|1mp [faithful|realistic]
+    python benchmarks/kodak/latent-refinement/memory.py EFFORT kodak|1mp|1mp-whole|4mp [faithful|realistic]
 
-Encodes kodim01 (512x768) or a 1024x1024 tiling of it with msh-n96-v2 at quality 4, after a
+Encodes kodim01 (512x768) or a 1024x1024 (2048x2048) tiling of it with msh-n96-v2 at quality 4, after a
 small warm-up encode, and prints the process's peak RSS before and after. Run each case in a
 fresh process. The third argument is --effort-for (default faithful); "realistic" sets the
-reason for models.refine.PERCEPTUAL_MAX_PIXELS, and the 1mp case lifts that cap for the run.
+reason for models.refine.PERCEPTUAL_MAX_PIXELS. "1mp" refines as the package does (above the
+cap, in tiles, since session 17); "1mp-whole" lifts the cap, for a whole-image pass.
 """
 
 from __future__ import annotations
@@ -33,9 +34,11 @@ def main() -> None:
     effort, size = int(sys.argv[1]), sys.argv[2]
     effort_for = sys.argv[3] if len(sys.argv) > 3 else "faithful"
     image = np.asarray(Image.open(ROOT.parent / "shared/datasets/kodak/kodim01.png").convert("RGB"))
-    if size == "1mp":
+    if size.startswith("1mp"):
         image = np.ascontiguousarray(np.tile(image, (2, 2, 1))[:1024, :1024])
-    if size == "1mp":
+    if size == "4mp":
+        image = np.ascontiguousarray(np.tile(image, (4, 3, 1))[:2048, :2048])
+    if size == "1mp-whole":
         from models import refine
 
         refine.MAX_PIXELS = refine.PERCEPTUAL_MAX_PIXELS = 1 << 20
