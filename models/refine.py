@@ -37,8 +37,9 @@ LR = 0.003
 # Padded pixels one refinement pass may hold: the synthesis backward pass holds full-resolution
 # activations. Peak RSS of one encode on a CPU, effort 0 vs 20: 438 vs 795 MiB for a Kodak image,
 # 710 vs 1,473 MiB at 1024x1024 (latent-refinement/memory.py). Larger images are refined tile by
-# tile (``tile_plan``), each tile with its context at most this, which keeps a refining worker
-# under about 1.5 GiB whatever the photo's size.
+# tile (``tile_plan``), each tile with its context at most this, which bounds the synthesis and
+# LPIPS activations whatever the photo's size. What still grows with the photo is the whole
+# latent's state (y, its gradient, Adam's two buffers, mean, scale): about 20 bytes per pixel.
 MAX_PIXELS = 1 << 20
 # The same cap for refinement through a realistic decoder, whose wider g_s and LPIPS-alex hold
 # more. Peak RSS of one encode, effort 40 for the realistic decoder vs 20 for the faithful one:
@@ -75,6 +76,9 @@ def tile_plan(n_h: int, n_w: int, max_pixels: int, halo: int) -> list[Tile] | No
     cores sized for an interior tile would take 3 x 3, 3.3x."""
     if n_h * n_w * 256 <= max_pixels:
         return None
+    if n_h > n_w:  # the search below loops over row counts: make that the shorter side
+        return [((c, d, a, b), (ic, id_, ia, ib))
+                for (a, b, c, d), (ia, ib, ic, id_) in tile_plan(n_w, n_h, max_pixels, halo)]
     cap = max_pixels // 256  # latents
     best: tuple[int, list, list] | None = None
     for parts_h in range(1, n_h + 1):
@@ -140,7 +144,7 @@ def _tiled_gradient(g_s: nn.Module, x: torch.Tensor, y: torch.Tensor, mean: torc
         r0, r1 = max(ia, a - margin) * 16, min(ib * 16, (b + margin) * 16, h)
         c0, c1 = max(ic, c - margin) * 16, min(id_ * 16, (d + margin) * 16, w)
         x_hat = x_hat[..., r0 - ia * 16:r1 - ia * 16, c0 - ic * 16:c1 - ic * 16]
-        x_ref = x[..., r0:r1, c0:c1]
+        x_ref = x[..., r0:r1, c0:c1].clone()  # (x may be an inference tensor)
         loss = bits / (h * w) + lmbda * 255**2 * torch.sum((x_hat - x_ref) ** 2) / (3 * h * w)
         if perceptual is not None:
             area = (r1 - r0) * (c1 - c0) / (h * w)
@@ -164,10 +168,12 @@ def refine_latent(g_s: nn.Module, x: torch.Tensor, y: torch.Tensor, mean: torch.
     gradient, so the steps are those of the whole-image refinement). Runs with gradients even
     when called under ``torch.inference_mode`` (tensors made there are copied first), and
     computes no parameter gradients, so other threads may use the same modules meanwhile."""
-    halo = int(getattr(g_s, "halo_latents", HALO_LATENTS))
+    halo = max(HALO_LATENTS, int(getattr(g_s, "halo_latents", HALO_LATENTS)))  # as maybe_tiled
     tiles = None if max_pixels is None else tile_plan(y.shape[2], y.shape[3], max_pixels, halo)
     with torch.inference_mode(False), torch.enable_grad():
-        x, mean, scale, inv_gain = (t.detach().clone() for t in (x, mean, scale, inv_gain))
+        mean, scale, inv_gain = (t.detach().clone() for t in (mean, scale, inv_gain))
+        # (tiles copy their own region of the image: no whole-image copy for a large photo)
+        x = x.detach().clone() if tiles is None else x
         y = y.detach().clone().requires_grad_(True)
         opt = torch.optim.Adam([y], lr=lr)
         for _ in range(steps):

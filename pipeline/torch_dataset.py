@@ -1,9 +1,9 @@
 """Train on a compressed archive without restoring it: a PyTorch ``IterableDataset``.
 
 Samples stream out of the shard files and are decoded on the fly (each row checked like a
-restore). The unit of work is one row group of one shard file; units are dealt round-robin
-first over Ray Train workers (when running inside one) and then over DataLoader workers, so
-every sample is seen exactly once per epoch across all of them.
+restore). The unit of work is one row group of one shard file; units are dealt over the slots
+(Ray Train rank x DataLoader worker), so every sample is seen exactly once per epoch across all
+of them, or, with ``drop_last``, every slot yields the same number of samples.
 """
 
 from __future__ import annotations
@@ -51,8 +51,15 @@ class ArchiveDataset(IterableDataset):
     group yields are counted first (one read of the ``status`` column, and of the ``where``
     columns, per row group, in ``__init__``), the units are dealt so that slots are as even as
     whole row groups allow, and each slot stops at the smallest slot's count. The rest of the
-    epoch's samples is dropped, at most about one row group per slot. Fewer row groups that
-    yield samples than slots is an error then, not an empty epoch.
+    epoch's samples is dropped, at most about one row group per slot, and it is the same
+    samples every epoch (the deal is fixed; ``DistributedSampler`` reshuffles with
+    ``set_epoch``, this does not). Fewer row groups that yield samples than slots is an error
+    then, not an empty epoch, and so is a row group that yields fewer samples than counted
+    (a shard file rewritten meanwhile): a slot that came up short would hang a DDP loop.
+
+    Ranks: a DataLoader worker started with spawn gets the rank of the process that pickled
+    the dataset (``__getstate__``); one started with fork keeps the rank recorded in
+    ``__init__``, so make the dataset inside the Ray Train loop.
     """
 
     def __init__(self, url: str, storage: StorageOptions | None = None,
@@ -155,6 +162,10 @@ class ArchiveDataset(IterableDataset):
                     "members": {m["name"]: m["data"] for m in row["members"]},
                 }
                 yield self.transform(sample) if self.transform else sample
+            if limit is not None and taken < limit:
+                raise ValueError(f"drop_last: {shard} row group {rg} yielded {taken} sample(s), "
+                                 f"{limit} were counted when the dataset was made; was the "
+                                 "archive rewritten meanwhile?")
 
 
 def even_deal(counts: dict[tuple[str, int], int],

@@ -53,7 +53,15 @@ def test_even_deal_gives_every_slot_the_same_count_from_whole_units(slots):
     assert all(0 < n <= counts[(shard, rg)] for mine in deal for shard, rg, n in mine)
     # largest-first to the emptiest slot: each slot is within one unit of an even share
     assert taken[0] >= sum(counts.values()) / slots - max(counts.values())
-    assert even_deal(counts, slots) == deal  # every process computes the same deal
+    assert even_deal(counts, slots) == deal
+
+
+def test_even_deal_is_this_exact_deal():
+    """The deal is a pure function of the counts, which every process reads alike: pinned here,
+    so a change to it (which would split processes built from different versions) is seen."""
+    counts = {("a", 0): 5, ("a", 1): 3, ("b", 0): 4, ("c", 0): 2}
+    assert even_deal(counts, 2) == [[("a", 0, 5), ("c", 0, 2)], [("a", 1, 3), ("b", 0, 4)]]
+    assert even_deal(counts, 3) == [[("a", 0, 4)], [("b", 0, 4)], [("a", 1, 3), ("c", 0, 1)]]
 
 
 def test_even_deal_refuses_more_slots_than_units_with_samples():

@@ -2,11 +2,12 @@
 
     python benchmarks/kodak/latent-refinement/memory.py EFFORT kodak|1mp|1mp-whole|4mp [faithful|realistic]
 
-Encodes kodim01 (512x768) or a 1024x1024 (2048x2048) tiling of it with msh-n96-v2 at quality 4, after a
-small warm-up encode, and prints the process's peak RSS before and after. Run each case in a
-fresh process. The third argument is --effort-for (default faithful); "realistic" sets the
-reason for models.refine.PERCEPTUAL_MAX_PIXELS. "1mp" refines as the package does (above the
-cap, in tiles, since session 17); "1mp-whole" lifts the cap, for a whole-image pass.
+Encodes kodim01 (512x768), or a 1024x1024 (1mp) or 2048x2048 (4mp) tiling of it, with
+msh-n96-v2 at quality 4, after a small warm-up encode, and prints the process's peak RSS
+before and after. Run each case in a fresh process. The third argument is --effort-for
+(default faithful); "realistic" sets the reason for models.refine.PERCEPTUAL_MAX_PIXELS. "1mp"
+refines as the package does (above the cap, in tiles, since session 17); "1mp-whole" lifts the
+cap, for a whole-image pass.
 """
 
 from __future__ import annotations
