@@ -159,8 +159,9 @@ def bare_codec(seq: list[Item], codec_id: str, quality: float | None,
     def clock() -> tuple[float, float]:
         return time.perf_counter(), time.process_time()
 
-    for start in range(0, len(seq), CHUNK_SAMPLES):
-        batch = seq[start:start + CHUNK_SAMPLES]
+    size = codec.batch_samples or CHUNK_SAMPLES  # the batches a compress worker codes
+    for start in range(0, len(seq), size):
+        batch = seq[start:start + size]
         marks = [clock()]
         prepared = [prepare(it.data, 1 << 40) for it in batch]
         marks.append(clock())

@@ -87,6 +87,10 @@ class Codec(ABC):
     # refuses other values, so a damaged header byte is not taken for a good stream.
     header_channels: tuple[int, ...] = (3,)
     pads: bool = False
+    # Images per codec batch in the pipeline (0: its default, pipeline.shard_encode.CHUNK_SAMPLES).
+    # A codec that codes one image at a time gains nothing from a bigger batch, while a worker
+    # holds about two batches of decoded pixels (the one being coded, the one prefetched).
+    batch_samples: int = 0
 
     def __init__(self, quality: float | None = None, decoder: str = "faithful") -> None:
         check_decoder(type(self), decoder)

@@ -112,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: such images are stored as their original bytes)")
     p.add_argument("--batch-size", type=int, default=0, metavar="N",
                    help="samples per codec batch (default 8, on CPU and GPU actors alike: measured "
-                   "no faster with 32 on a GPU, benchmarks/pipeline/gpu)")
+                   "no faster with 32 on a GPU, benchmarks/pipeline/gpu; 4 for the Pillow codecs, "
+                   "which code one image at a time)")
     p.add_argument("--batch-mp", type=float, default=0.0, metavar="MP",
                    help="decoded megapixels per codec batch; a batch ends at whichever bound comes "
                    "first (default 16). A worker holds about "

@@ -115,15 +115,18 @@ class Batching:
     (``--gpus-per-actor 0.25``) is the lever there.
     """
 
-    samples: int = 0  # 0: the default, CHUNK_SAMPLES
+    samples: int = 0  # 0: the codec's ``batch_samples``, or CHUNK_SAMPLES
     pixels: int = 0  # 0: the default, CHUNK_PIXELS
     # Read and decode the next batch in a thread while the codec works on this one. Costs one
     # batch of memory (measured: +23 MB with Kodak batches, benchmarks/pipeline/results.md)
     # and buys a third more throughput on CPU; off: all of it in the codec's thread.
     prefetch: bool = True
 
-    def resolved(self) -> tuple[int, int]:
-        return self.samples or CHUNK_SAMPLES, self.pixels or CHUNK_PIXELS
+    def resolved(self, codec: Codec | None = None) -> tuple[int, int]:
+        """(samples, pixels) per batch: the options given, else ``codec``'s own batch size,
+        else the defaults."""
+        samples = self.samples or (codec.batch_samples if codec is not None else 0) or CHUNK_SAMPLES
+        return samples, self.pixels or CHUNK_PIXELS
 
 
 @dataclass
@@ -296,7 +299,7 @@ def _row_chunks(samples: Iterator[Sample], shard: str, codec: Codec, guard: Guar
     (21.5% of a worker's time with 8-row shards, benchmarks/pipeline/profile).
     """
     batching = batching or Batching()
-    max_samples, max_pixels = batching.resolved()
+    max_samples, max_pixels = batching.resolved(codec)
     prepared = prefetch(
         (_prepare(sample, index, guard.max_pixels) for index, sample in enumerate(samples)),
         depth=max_samples if batching.prefetch else 0, weight=_pixels, max_weight=max_pixels,
@@ -323,11 +326,13 @@ class _RowGroup:
     """The row group being filled: rows become Arrow record batches chunk by chunk.
 
     A shard's worker memory must not grow with the shard (ARCHITECTURE: archive-scale). Rows
-    are Python dicts only for one chunk (``CHUNK_SAMPLES``); they are converted to a record
+    are Python dicts only for one chunk (one codec batch); they are converted to a record
     batch at once, so a row group is held once (Arrow buffers), not twice (dicts plus the
     table built from them), and is written as one row group when about ``ROW_GROUP_BYTES`` of
     payload has gathered. Arrow's default pool (mimalloc) keeps freed pages for reuse, which
-    made a worker's RSS grow with the row group it last held; ``flush`` gives them back.
+    made a worker's RSS grow with the row group it last held; ``flush`` gives them back. In
+    the pipeline's workers Arrow uses glibc's malloc instead (``runner.worker_env``), which
+    the trim after each batch reaches.
     """
 
     def __init__(self, writer: pq.ParquetWriter) -> None:

@@ -14,7 +14,7 @@ from models.registry import get_codec
 from pipeline.archive_format import shard_url
 from pipeline.restore import restore_shard
 from pipeline.rows import RowDecoder, iter_rows
-from pipeline.shard_encode import Guard, encode_shard
+from pipeline.shard_encode import Batching, Guard, encode_shard
 from pipeline.sources import Shard
 from pipeline.storage import StorageOptions
 from pipeline.where import parse_where
@@ -25,11 +25,10 @@ CAP = 6_000  # bytes of payload per row group in these tests
 def _compress(tmp_path: Path, monkeypatch, n: int = 20) -> tuple[str, dict]:
     src = write_shards(tmp_path / "src", [[sample(f"k{i:03d}", i) for i in range(n)]])[0]
     # Small caps: several row groups, each spanning several chunks of CHUNK_SAMPLES rows.
-    monkeypatch.setattr(shard_encode, "CHUNK_SAMPLES", 3)
     monkeypatch.setattr(shard_encode, "ROW_GROUP_BYTES", CAP)
     archive = str(tmp_path / "archive")
     stats = encode_shard(Shard(str(src), "shard-000000", src.name), archive, get_codec("webp"),
-                         guard=Guard(size=False))
+                         guard=Guard(size=False), batching=Batching(samples=3))
     return archive, stats
 
 

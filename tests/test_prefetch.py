@@ -143,6 +143,21 @@ def test_batch_bounds_are_options_with_defaults(tmp_path, batches):
     assert Batching().resolved() == (shard_encode.CHUNK_SAMPLES, shard_encode.CHUNK_PIXELS)
     # what the user set is kept; only the bounds left at 0 get the defaults
     assert Batching(samples=5, prefetch=False).resolved() == (5, shard_encode.CHUNK_PIXELS)
+    # a codec that codes one image at a time asks for smaller batches; an option still wins
+    webp = get_codec("webp")
+    assert 0 < webp.batch_samples < shard_encode.CHUNK_SAMPLES
+    assert Batching().resolved(webp) == (webp.batch_samples, shard_encode.CHUNK_PIXELS)
+    assert Batching(samples=5).resolved(webp)[0] == 5
+    assert Batching().resolved(get_codec("msh-n96-v2"))[0] == shard_encode.CHUNK_SAMPLES
+
+
+def test_a_one_image_codec_is_fed_its_own_batch_size(tmp_path, batches):
+    write_shards(tmp_path / "src", [[sample(f"k{i:03d}", i) for i in range(13)]])
+    src = tmp_path / "src" / "shard-000000.tar"
+    codec = get_codec("webp")
+    encode_shard(Shard(str(src), "shard-000000", src.name), str(tmp_path / "a"), codec,
+                 guard=Guard(size=False))
+    assert max(batches) == codec.batch_samples and sum(batches) == 13
 
 
 def _prefetch_in_child(conn) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.runner import TASK_RETRIES, RayOptions, run_per_shard, shard_task
+from pipeline.runner import TASK_RETRIES, RayOptions, run_per_shard, shard_task, worker_env
 
 pytestmark = pytest.mark.slow
 
@@ -51,6 +51,17 @@ class NeverStarts:
     @shard_task
     def __call__(self, task):  # pragma: no cover - never reached
         return {}
+
+
+class ArrowPool:
+    """Reports the Arrow memory pool its process allocates from."""
+
+    @shard_task
+    def __call__(self, task):
+        import pyarrow as pa
+
+        return {"shard": task["shard"], "pool": pa.default_memory_pool().backend_name,
+                "env": os.environ.get("ARROW_DEFAULT_MEMORY_POOL")}
 
 
 def _wait_for_free_cpus(ray, cpus: float, timeout: float = 30.0) -> float:
@@ -106,3 +117,13 @@ def test_actors_the_cluster_cannot_place_hold_no_shard(ray_local, tmp_path):
     assert all(r["ok"] for r in results)
     assert len({r["pid"] for r in results}) == 1
     assert _wait_for_free_cpus(ray_local, 2.0) == 2.0
+
+
+def test_workers_allocate_arrow_through_malloc_unless_the_driver_names_a_pool(ray_local, monkeypatch):
+    """The trims after each batch reach only what glibc's malloc holds (pipeline.runner.worker_env);
+    the pool must be chosen in the environment the worker starts with."""
+    monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL", raising=False)
+    (result,) = run_per_shard(ArrowPool, (), [{"shard": "a"}], RayOptions(actors=1, num_cpus=0.5))
+    assert result["ok"] and (result["pool"], result["env"]) == ("system", "system")
+    monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
+    assert worker_env() == {}  # the user's choice: the actors get no pool of ours

@@ -2,7 +2,7 @@
 
     python benchmarks/pipeline/batch-memory/measure.py [--repo CHECKOUT] [--images DIR]
         [--env NAME=VALUE ...] [--layouts ...] [--codec ID] [--quality Q] [--row-group-mib M]
-        [--threads N] [--prefetch on|off]
+        [--threads N] [--prefetch on|off] [--batch-samples N]
 
 For each layout (six 8-row shards one after another; one 48-row shard; one 96-row shard) a
 fresh Python process loads msh-n96-v2 (quality 4, `--threads` torch threads, default 2) and runs
@@ -11,8 +11,11 @@ images taken in order, then prints its
 VmHWM (the kernel's peak RSS since the process started) and the seconds the shards took.
 ``--layouts`` takes more, as ``SHARDSxROWS`` (``64x8 1x256``); ``--codec``/``--quality`` pick
 another codec (session 11: webp); ``--row-group-mib`` changes the row-group cap in the child.
-``--repo`` imports the package from another checkout (a ``git worktree`` of an older commit), so
-one machine compares two versions. Why it matters: an 8-row shard never fills an 8-sample codec
+``--batch-samples`` sets the codec batch (session 18). The child's environment has
+``ARROW_DEFAULT_MEMORY_POOL=system``, as a worker's has since session 18, unless ``--env``
+names another pool (``ARROW_DEFAULT_MEMORY_POOL=mimalloc``: Arrow's default). ``--repo``
+imports the package from another checkout (a ``git worktree`` of an older commit), so one
+machine compares two versions. Why it matters: an 8-row shard never fills an 8-sample codec
 batch (the reader ramps 1, 2, 4, then 1), so whatever a worker holds per batch shows up as
 "memory that grows with shard size" in the pipeline benchmark.
 """
@@ -49,9 +52,9 @@ if sys.argv[3] != "-":
 codec = get_codec(sys.argv[4], None if sys.argv[5] == "-" else float(sys.argv[5]))
 prefetch = sys.argv[7] == "on"
 started = time.perf_counter()
-for i, tar in enumerate(sys.argv[8:]):
+for i, tar in enumerate(sys.argv[9:]):
     encode_shard(Shard(tar, f"s{i}", Path(tar).name), sys.argv[2], codec, guard=Guard(size=False),
-                 batching=Batching(prefetch=prefetch))
+                 batching=Batching(samples=int(sys.argv[8]), prefetch=prefetch))
 seconds = time.perf_counter() - started
 hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
 print(round(hwm / 1024), round(seconds, 1))
@@ -87,12 +90,15 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2, help="torch threads in the child (default 2)")
     p.add_argument("--prefetch", choices=("on", "off"), default="on",
                    help="the reader thread that prepares the next batch (default on)")
+    p.add_argument("--batch-samples", type=int, default=0,
+                   help="images per codec batch (default 0: the codec's own, else 8)")
     args = p.parse_args()
     rev = subprocess.run(["git", "-C", str(args.repo), "rev-parse", "--short", "HEAD"],
                          capture_output=True, text=True).stdout.strip()
     print(f"latentarc at {rev} ({args.repo}); env: {' '.join(args.env) or 'as inherited'}; "
           f"codec {args.codec} quality {args.quality}; row-group cap MiB {args.row_group_mib}; "
-          f"{args.threads} torch thread(s); prefetch {args.prefetch}")
+          f"{args.threads} torch thread(s); prefetch {args.prefetch}; "
+          f"batch samples {args.batch_samples or 'default'}")
     print("| layout | peak RSS (VmHWM) MiB | seconds |")
     print("|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="lar-bm-") as tmp:
@@ -101,11 +107,12 @@ def main() -> None:
             shards, rows = LAYOUTS.get(name) or map(int, re.fullmatch(r"(\d+)x(\d+)", name).groups())
             tars = make_tars(args.images, work, shards, rows)
             env = {**os.environ, "OMP_NUM_THREADS": str(args.threads),
+                   "ARROW_DEFAULT_MEMORY_POOL": "system",  # as in a worker (pipeline.runner.worker_env)
                    **dict(e.split("=", 1) for e in args.env)}
             archive = str(work / f"arc-{shards}x{rows}")
             out = subprocess.run([sys.executable, "-c", CHILD, str(args.repo), archive,
                                   args.row_group_mib, args.codec, args.quality, str(args.threads),
-                                  args.prefetch, *tars],
+                                  args.prefetch, str(args.batch_samples), *tars],
                                  capture_output=True, text=True, env=env, check=True).stdout.split()
             print(f"| {name} | {out[-2]} | {out[-1]} |", flush=True)
 
