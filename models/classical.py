@@ -91,9 +91,9 @@ class PillowCodec(Codec):
     kind = "classical"
     pil_format: str
     # One image at a time: batches of 4, not 8, so a worker holds 4 + 4 decoded images, not
-    # 8 + 8. On one 256-row webp shard this took 14 MiB off a worker's peak for 1 % of its
-    # speed; batches of 2 took 21 MiB for 4 %: the glibc trim after each batch
-    # (benchmarks/pipeline/batch-memory, session 18).
+    # 8 + 8. On one 256-row webp shard this took 14-18 MiB off a worker's peak for about 1 %
+    # of its speed; batches of 2 took 26 MiB for 5 %, the cost of the glibc trim after each
+    # batch (benchmarks/pipeline/batch-memory, session 18).
     batch_samples = 4
     spans = staticmethod(lambda payload: True)
 

@@ -58,12 +58,12 @@ def worker_env() -> dict[str, str]:
 
     Why: a worker hands freed memory back after each batch with ``malloc_trim``
     (models/allocator.py), which does not reach Arrow's default pool (mimalloc). With
-    mimalloc a webp worker's peak on one 256-row shard was 45 MiB above its peak on 8-row
-    shards, with glibc's malloc 28 MiB, at the same speed (benchmarks/pipeline/batch-memory,
+    mimalloc a webp worker's peak on one 256-row shard was 42-44 MiB above its peak on 8-row
+    shards, with glibc's malloc 28-31 MiB, at the same speed (benchmarks/pipeline/batch-memory,
     session 18). It must be in the environment when the process starts: Arrow picks its default
     pool when pyarrow is imported, and ``pa.set_memory_pool`` changes only the pool that
     pyarrow's Python calls use (the Parquet writer kept mimalloc, and the two together peaked
-    20 MiB higher)."""
+    17 MiB higher on 8-row shards)."""
     return {} if os.environ.get(ARROW_POOL_ENV) else {ARROW_POOL_ENV: "system"}
 
 
