@@ -63,7 +63,9 @@ def worker_env() -> dict[str, str]:
     session 18). It must be in the environment when the process starts: Arrow picks its default
     pool when pyarrow is imported, and ``pa.set_memory_pool`` changes only the pool that
     pyarrow's Python calls use (the Parquet writer kept mimalloc, and the two together peaked
-    17 MiB higher on 8-row shards)."""
+    17 MiB higher on 8-row shards). The price: Ray starts such an actor through one more
+    Python process, 0.95 s instead of 0.53 to its first result on in-process Ray
+    (benchmarks/pipeline/ray-overhead/runtime_env_start.py), once per actor, not per shard."""
     return {} if os.environ.get(ARROW_POOL_ENV) else {ARROW_POOL_ENV: "system"}
 
 
