@@ -91,9 +91,10 @@ class PillowCodec(Codec):
     kind = "classical"
     pil_format: str
     # One image at a time: batches of 4, not 8, so a worker holds 4 + 4 decoded images, not
-    # 8 + 8. On one 256-row webp shard this took 14-18 MiB off a worker's peak for about 1 %
-    # of its speed; batches of 2 took 26 MiB for 5 %, the cost of the glibc trim after each
-    # batch (benchmarks/pipeline/batch-memory, session 18).
+    # 8 + 8. On one 256-row webp shard this took 14-18 MiB off a worker's peak, and brought
+    # its big/small-shard ratio under 1.10, for 1-6 % of its speed in alternated runs (the
+    # glibc trim after each batch: the next batch faults its pages in again); batches of 2
+    # took 26 MiB for about 5 % (benchmarks/pipeline/batch-memory, session 18).
     batch_samples = 4
     spans = staticmethod(lambda payload: True)
 
