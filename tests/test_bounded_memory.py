@@ -24,7 +24,7 @@ CAP = 6_000  # bytes of payload per row group in these tests
 
 def _compress(tmp_path: Path, monkeypatch, n: int = 20) -> tuple[str, dict]:
     src = write_shards(tmp_path / "src", [[sample(f"k{i:03d}", i) for i in range(n)]])[0]
-    # Small caps: several row groups, each spanning several chunks of CHUNK_SAMPLES rows.
+    # Small caps: several row groups, each spanning several chunks (codec batches) of 3 rows.
     monkeypatch.setattr(shard_encode, "ROW_GROUP_BYTES", CAP)
     archive = str(tmp_path / "archive")
     stats = encode_shard(Shard(str(src), "shard-000000", src.name), archive, get_codec("webp"),
