@@ -14,11 +14,9 @@ images fault their pages in again; this measures what that costs (session 18).
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import statistics
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")  # as in a worker, before pyarrow loads
+
+from measure import make_tars  # noqa: E402  (this directory: the same Kodak tars)
 
 from models.allocator import keep_freed_memory  # noqa: E402
 from models.registry import get_codec  # noqa: E402
@@ -44,17 +44,10 @@ def main() -> None:
     import pyarrow as pa
 
     print(f"malloc kept: {keep_freed_memory()}; Arrow pool: {pa.default_memory_pool().backend_name}")
-    files = sorted(args.images.glob("*.png"))
     sizes = [int(s) for s in args.sizes.split(",")]
     times: dict[int, list[float]] = {s: [] for s in sizes}
     with tempfile.TemporaryDirectory(prefix="lar-ab-") as tmp:
-        tar_path = Path(tmp) / "shard.tar"
-        with tarfile.open(tar_path, "w") as tar:
-            for i in range(args.rows):
-                data = files[i % len(files)].read_bytes()
-                info = tarfile.TarInfo(f"i{i:04d}.png")
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
+        tar_path = Path(make_tars(args.images, Path(tmp), 1, args.rows)[0])
         codec = get_codec(args.codec)
         for rep in range(args.reps):
             for size in sizes if rep % 2 == 0 else sizes[::-1]:

@@ -14,9 +14,7 @@ the row group's payload MiB. Why: it shows where a big shard's peak comes from (
 from __future__ import annotations
 
 import argparse
-import io
 import sys
-import tarfile
 import tempfile
 import threading
 import time
@@ -26,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))
 
 import pyarrow as pa  # noqa: E402
+from measure import make_tars  # noqa: E402  (this directory: the same Kodak tars)
 
 import pipeline.shard_encode as se  # noqa: E402
 from models.registry import get_codec  # noqa: E402
@@ -44,7 +43,6 @@ def main() -> None:
     p.add_argument("--batch-samples", type=int, default=8)
     p.add_argument("--images", type=Path, default=ROOT.parent / "shared" / "datasets" / "kodak")
     args = p.parse_args()
-    files = sorted(args.images.glob("*.png"))
     peak = [0]
 
     def sample() -> None:
@@ -71,13 +69,7 @@ def main() -> None:
 
     se._encode_chunk, se._RowGroup.flush = traced_chunk, traced_flush
     with tempfile.TemporaryDirectory(prefix="lar-trace-") as tmp:
-        tar_path = Path(tmp) / "shard.tar"
-        with tarfile.open(tar_path, "w") as tar:
-            for i in range(args.rows):
-                data = files[i % len(files)].read_bytes()
-                info = tarfile.TarInfo(f"i{i:04d}.png")
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
+        tar_path = Path(make_tars(args.images, Path(tmp), 1, args.rows)[0])
         codec = get_codec(args.codec)
         threading.Thread(target=sample, daemon=True).start()
         print(f"start: RSS {rss_mib()}")
