@@ -144,7 +144,7 @@ def bare_codec(seq: list[Item], codec_id: str, quality: float | None,
     """
     from models.registry import get_codec
     from pipeline.images import encode_for_restore, prepare, psnr
-    from pipeline.shard_encode import CHUNK_SAMPLES
+    from pipeline.shard_encode import Batching
 
     codec = get_codec(codec_id, quality).to(device)
     steps = ("source_decode", "encode", "decode", "psnr", "write_original")
@@ -159,7 +159,7 @@ def bare_codec(seq: list[Item], codec_id: str, quality: float | None,
     def clock() -> tuple[float, float]:
         return time.perf_counter(), time.process_time()
 
-    size = codec.batch_samples or CHUNK_SAMPLES  # the batches a compress worker codes
+    size, _ = Batching().resolved(codec)  # the batches a compress worker codes
     for start in range(0, len(seq), size):
         batch = seq[start:start + size]
         marks = [clock()]
