@@ -199,9 +199,10 @@ def _warm_up(codec, device: str) -> None:
 
 def in_worker(src: Path, work: Path, codec_id: str, quality: float | None,
               reps: int, device: str = "cpu") -> list[dict[str, Any]]:
-    """``encode_shard`` called directly (no Ray) on the big shards, with the prefetch thread
-    off and on, alternated ``reps`` times: what the thread buys, with the same codec object,
-    in the same process, minutes apart. Wall and CPU seconds (this process, all threads)."""
+    """``encode_shard`` called directly (no Ray) on the big shards, with the worker's threads
+    (the reader and the check thread, ``Batching``) off and on, alternated ``reps`` times: what
+    they buy, with the same codec object, in the same process, minutes apart. Wall and CPU
+    seconds (this process, all threads)."""
     from models.registry import get_codec
     from pipeline.shard_encode import Batching, Guard, encode_shard
     from pipeline.sources import Shard
@@ -216,17 +217,18 @@ def in_worker(src: Path, work: Path, codec_id: str, quality: float | None,
             wall0, cpu0 = time.perf_counter(), time.process_time()
             busy0 = _busy_cpu()
             images = 0
+            threads = Batching(prefetch=prefetch, check_thread=prefetch)
             for path in shards:
                 stats = encode_shard(Shard(str(path), path.stem, path.name), str(archive), codec,
-                                     guard=Guard(size=False), batching=Batching(prefetch=prefetch))
+                                     guard=Guard(size=False), batching=threads)
                 images += stats["samples"]
             wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
             busy = _busy_cpu() - busy0
-            out.append({"rep": rep, "prefetch": prefetch, "images": images,
+            out.append({"rep": rep, "prefetch": prefetch, "check_thread": prefetch, "images": images,
                         "seconds": round(wall, 3), "cpu_seconds": round(cpu, 3),
                         "others_cpu_share": round(max(0.0, busy - cpu) / (wall * (os.cpu_count() or 1)), 3)})
             shutil.rmtree(archive, ignore_errors=True)
-            print(f"in-worker, prefetch {'on' if prefetch else 'off'}: {images / wall:.2f} img/s",
+            print(f"in-worker, threads {'on' if prefetch else 'off'}: {images / wall:.2f} img/s",
                   flush=True)
     return out
 
@@ -618,6 +620,7 @@ def _gpu_name(device: str) -> str:
 def run(settings: Settings, command: str) -> dict[str, Any]:
     """Every measurement; returns the summary written to results.json."""
     from models.allocator import keep_freed_memory
+    from pipeline.shard_encode import Batching
 
     keep_freed_memory()  # the bare loop and in-worker runs here use the workers' allocator
     s = settings
@@ -690,6 +693,7 @@ def run(settings: Settings, command: str) -> dict[str, Any]:
                      "big_shard_pixel_mib": _mib(big_shard_pixels), "actors": list(s.actors),
                      "sample_interval_s": s.interval, "driver_nice": os.nice(0),
                      "prefetch": s.prefetch, "cluster_cpus": cluster_cpus,
+                     "check_thread": Batching().check_thread,  # the Ray runs: the default
                      # models.allocator's settings, inherited by the workers (Ray starts them)
                      "malloc_env": {k: v for k, v in os.environ.items()
                                     if k.startswith("LATENTARC_MALLOC")},
@@ -812,7 +816,7 @@ def derive(summary: dict[str, Any]) -> dict[str, Any]:
     if with_thread:
         targets["in_worker_efficiency_ge_0.9"] = {
             "value": min(with_thread),
-            "what": "encode_shard with the prefetch thread, called directly (no Ray start-up or "
+            "what": "encode_shard with its threads, called directly (no Ray start-up or "
                     "scheduling), vs bare encode+decode+PSNR; the worst repetition",
             "met": min(with_thread) >= 0.9}
     return {"bare": bare_rows, "in_worker": in_worker_rows, "pipeline": pipeline_rows,
@@ -861,7 +865,9 @@ def to_markdown(summary: dict[str, Any]) -> str:
         f"Images: {s['images_per_run']} per run = the {s['distinct_images']} images of `{s['images']}` "
         f"repeated in order, each sample an image member plus a small `.json` member. Codec "
         f"`{s['codec']}` quality {q}; compress's reader thread "
-        f"{'on' if s.get('prefetch', True) else 'off (--no-prefetch)'}; actors reserve "
+        f"{'on' if s.get('prefetch', True) else 'off (--no-prefetch)'}"
+        f"{'' if 'check_thread' not in s else ', check thread ' + ('on' if s['check_thread'] else 'off')}"
+        "; actors reserve "
         f"{_reservations(s)} CPU (torch threads: the reservation rounded up); malloc: "
         f"{' '.join(f'{k}={v}' for k, v in s.get('malloc_env', {}).items()) or 'package defaults'}. "
         f"The same {s['images_per_run']} images are packed as small shards "
@@ -939,21 +945,24 @@ def to_markdown(summary: dict[str, Any]) -> str:
     if d.get("in_worker"):
         lines += [
             "",
-            "### The prefetch thread, in one worker",
+            "### The worker's threads, in one worker",
             "",
             "`encode_shard` called directly in the driver process (no Ray) on the big shards, with "
-            "tar reading and source decoding in the codec's thread (prefetch off) or in a prefetch "
-            "thread one codec batch ahead (on), alternated; the same codec object throughout. "
-            "Efficiency = bare encode+decode+PSNR seconds / these seconds (per image). The thread "
-            "overlaps work that releases the GIL (Pillow decode, zlib, libwebp/torch), so it uses "
+            "everything in the codec's thread (off), or with tar reading and source decoding in a "
+            "reader thread one codec batch ahead and, where the column says so, each batch's "
+            "decode, PSNR and rows in a check thread while the next batch is encoded (on); "
+            "alternated, the same codec object throughout. "
+            "Efficiency = bare encode+decode+PSNR seconds / these seconds (per image). The threads "
+            "overlap work that releases the GIL (Pillow decode, zlib, libwebp/torch), so they use "
             "a second core where there is one: CPU efficiency shows what it costs in CPU time.",
             "",
-            "| rep | prefetch | images | seconds | CPU seconds | images/s | efficiency | "
+            "| rep | threads | images | seconds | CPU seconds | images/s | efficiency | "
             "CPU efficiency | others' CPU |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
         for r in d["in_worker"]:
-            lines.append(f"| {r['rep']} | {'on' if r['prefetch'] else 'off'} | {r['images']} | "
+            threads = ("reader + check" if r.get("check_thread") else "reader") if r["prefetch"] else "off"
+            lines.append(f"| {r['rep']} | {threads} | {r['images']} | "
                          f"{r['seconds']:.2f} | {r['cpu_seconds']:.2f} | {r['images_per_s']:.2f} | "
                          f"{r['efficiency']:.3f} | {r['cpu_efficiency']:.3f} | "
                          f"{r['others_cpu_share']:.0%} |")
@@ -1069,7 +1078,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--actors", type=int, nargs="+", default=[1, 2], help="actor counts to run")
     parser.add_argument("--sample-interval", type=float, default=0.1, help="RSS sampling period, s")
     parser.add_argument("--prefetch-reps", type=int, default=1,
-                        help="repetitions of the in-worker prefetch off/on comparison (0: skip)")
+                        help="repetitions of the in-worker comparison, the worker's threads "
+                        "(reader and check) off/on (0: skip)")
     parser.add_argument("--cpus-per-actor", default="0.5",
                         help="CPUs each actor reserves: a number, or auto = (cores - 0.5) / actors "
                         "(a learned codec's torch uses the reservation rounded up in threads)")

@@ -117,10 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-mp", type=float, default=0.0, metavar="MP",
                    help="decoded megapixels per codec batch; a batch ends at whichever bound comes "
                    "first (default 16). A worker holds about "
-                   "two batches of pixels: the one being coded and the one read ahead")
+                   "three batches of pixels: the one being encoded, the one read ahead and the "
+                   "one being checked")
     p.add_argument("--no-prefetch", action="store_true",
                    help="read and decode samples in the codec's thread instead of one batch ahead "
                    "in a reader thread: one batch less memory per worker, slower on CPU")
+    p.add_argument("--no-check-thread", action="store_true",
+                   help="decode each batch's bitstreams again (for PSNR and the content hash) in "
+                   "the codec's thread instead of in a thread beside it while the codec encodes "
+                   "the next batch: one batch less memory per worker, slower where there is a "
+                   "core or a GPU to overlap with")
     p.add_argument("--metrics", default="", metavar="NAMES",
                    help="extra per-row metrics beside PSNR, comma-separated: lpips (LPIPS-alex of "
                    "the decode against the source, in the nullable column `lpips`; filter with "
@@ -220,7 +226,8 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     if args.batch_size < 0 or args.batch_mp < 0:
         raise Refused("--batch-size and --batch-mp must be positive")
     # 0 = the default bound (shard_encode.Batching)
-    batching = Batching(args.batch_size, int(args.batch_mp * 1e6), prefetch=not args.no_prefetch)
+    batching = Batching(args.batch_size, int(args.batch_mp * 1e6), prefetch=not args.no_prefetch,
+                        check_thread=not args.no_check_thread)
     report = compress(args.sources, args.archive, args.codec or DEFAULT_CODEC, args.quality,
                       _storage(args), _ray(args), progress=not args.quiet,
                       guard=Guard(not args.no_size_guard, args.min_psnr,

@@ -97,6 +97,43 @@ def reader_threads() -> int:
     return _ReaderThread._count
 
 
+class Pending:
+    """A job running on a reader thread; ``result()`` waits for it and returns its value or
+    raises its exception, in the caller's thread."""
+
+    def __init__(self, job: Callable[[], T], name: str) -> None:
+        self._value: object = None
+        self._exc: BaseException | None = None
+
+        def run() -> None:
+            try:
+                self._value = job()
+            except BaseException as exc:  # re-raised by result()
+                self._exc = exc
+
+        self._done = _ReaderThread.run(run, name)
+
+    def wait(self) -> None:
+        self._done.wait(JOIN_TIMEOUT_S)
+
+    def result(self):
+        self._done.wait()
+        if self._exc is not None:
+            exc, self._exc = self._exc, None
+            raise exc
+        value, self._value = self._value, None  # the caller owns it now
+        return value
+
+
+def in_background(job: Callable[[], T], name: str) -> Pending:
+    """Run ``job`` on a reused reader thread (see ``_ReaderThread``) while the caller goes on.
+
+    Why: compress decodes each batch's streams (for PSNR and the content hash) while the codec
+    encodes the next batch (``shard_encode``); a thread per batch would grow the worker's memory
+    as a thread per shard did."""
+    return Pending(job, name)
+
+
 class _End:
     def __init__(self, exc: BaseException | None = None) -> None:
         self.exc = exc

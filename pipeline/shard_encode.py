@@ -8,6 +8,7 @@ Row groups are flushed by size, so a shard never sits in memory whole.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -40,7 +41,7 @@ from pipeline.images import (
     prepare,
     psnr,
 )
-from pipeline.prefetch import prefetch
+from pipeline.prefetch import Pending, in_background, prefetch
 from pipeline.sources import Shard
 from pipeline.storage import StorageOptions, filesystem, write_atomic
 from pipeline.tars import Sample, iter_samples
@@ -48,7 +49,8 @@ from pipeline.tars import Sample, iter_samples
 CHUNK_SAMPLES = 8
 # Decoded pixels per codec batch (and ahead of it, in the prefetch thread): 8 Kodak images
 # are 3.1 MP; a 24 MP photo forms a batch of its own. With the per-image cap (--max-pixels)
-# this bounds what a worker holds in pixels: two batches, each under this plus one image.
+# this bounds what a worker holds in pixels: three batches (read ahead, being encoded, being
+# checked), each under this plus one image.
 CHUNK_PIXELS = 16_000_000
 ROW_GROUP_BYTES = 8 << 20  # caps what a random access (Archive.get) reads
 # Optional per-row metrics (--metrics): column -> models.perceptual metric. Off by default:
@@ -106,10 +108,11 @@ class Guard:
 class Batching:
     """How many samples, and how many decoded pixels, go to the codec in one batch.
 
-    The prefetch thread prepares at most one batch ahead, so a worker holds about two batches
-    of pixels. The defaults (8 samples / 16 MP) are the same for CPU and GPU actors, as
-    measured: on an H100 one GPU worker ran msh-n96-v2 at 10.3 images/s with batches of 8 and
-    9.0-9.8 with batches of 32 (Kodak, 48-row shards; benchmarks/pipeline/gpu). The device is
+    The prefetch thread prepares at most one batch ahead and the check thread holds the batch
+    before, so a worker holds about three batches of pixels. The defaults (8 samples / 16 MP)
+    are the same for CPU and GPU actors, as measured: on an H100 one GPU worker ran msh-n96-v2
+    at 10.3 images/s with batches of 8 and 9.0-9.8 with batches of 32 (Kodak, 48-row shards;
+    benchmarks/pipeline/gpu; before the check thread). The device is
     not what limits a GPU worker (the range coder and source decoding on the CPU are), and a
     bigger batch only lengthens each shard's first, unoverlapped read. More actors per GPU
     (``--gpus-per-actor 0.25``) is the lever there.
@@ -121,6 +124,9 @@ class Batching:
     # batch of memory (measured: +23 MB with Kodak batches, benchmarks/pipeline/results.md)
     # and buys a third more throughput on CPU; off: all of it in the codec's thread.
     prefetch: bool = True
+    # Decode each batch again (PSNR, content hash) and build its rows in a thread while the
+    # codec encodes the next batch. Costs one batch of pixels more; off: in the codec's thread.
+    check_thread: bool = True
 
     def resolved(self, codec: Codec | None = None) -> tuple[int, int]:
         """(samples, pixels) per batch: the options given, else ``codec``'s own batch size,
@@ -204,19 +210,29 @@ def _ok_row(p: _Prepared, shard: str, codec: Codec, stream: bytes, decoded,
     }
 
 
-def _encode(codec: Codec, items: list[_Prepared]) -> Iterator[tuple[bytes, Any]]:
-    """Encode the batch, then decode (for PSNR and the content hash) one stream at a time:
-    the caller turns each into a row before the next is decoded, so a batch's decoded images
-    and symbols are never all held at once."""
+def _encode_streams(codec: Codec, items: list[_Prepared]) -> list[bytes]:
+    """The batch's bitstreams, one per item (raises CodecError)."""
     if codec.takes_source:
         streams = codec.encode_sources([p.sample.members[p.image_pos][1] for p in items])
     else:
         streams = codec.encode_batch([p.image for p in items])
     if len(streams) != len(items):
         raise CodecError(f"codec {codec.id} returned {len(streams)} streams for {len(items)} images")
+    return streams
+
+
+def _decoded(codec: Codec, streams: list[bytes]) -> Iterator[tuple[bytes, Any]]:
+    """Decode (for PSNR and the content hash) one stream at a time: the caller turns each into
+    a row before the next is decoded, so a batch's decoded images and symbols are never all
+    held at once."""
     for stream in streams:
         (decoded,) = codec.decode_batch([stream])
         yield stream, decoded
+
+
+def _encode(codec: Codec, items: list[_Prepared]) -> Iterator[tuple[bytes, Any]]:
+    """Encode the batch, then decode it one stream at a time (``_decoded``)."""
+    return _decoded(codec, _encode_streams(codec, items))
 
 
 def _jpeg_fallback(p: _Prepared, shard: str, guard_reason: str,
@@ -236,12 +252,26 @@ def _jpeg_fallback(p: _Prepared, shard: str, guard_reason: str,
     return row
 
 
-def _encode_chunk(chunk: list[_Prepared], shard: str, codec: Codec, guard: Guard,
-                  metrics: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+def _encode_stage(chunk: list[_Prepared], codec: Codec) -> list[bytes] | None:
+    """The codec's encode of the chunk's images; None when the batch failed (CodecError), so
+    that ``_check_stage`` codes them one at a time."""
+    try:
+        return _encode_streams(codec, [p for p in chunk if p.image is not None])
+    except CodecError:
+        return None
+
+
+def _check_stage(chunk: list[_Prepared], streams: list[bytes] | None, shard: str, codec: Codec,
+                 guard: Guard, metrics: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """The chunk's rows, in order: decode each stream (PSNR, content hash), then the guard.
+
+    Runs in a thread of its own while the codec encodes the next chunk (``Batching.check_thread``)."""
     todo = [p for p in chunk if p.image is not None]
     results: dict[int, dict[str, Any]] = {}
     try:
-        for p, (stream, decoded) in zip(todo, _encode(codec, todo), strict=True):
+        if streams is None:
+            raise CodecError("the batch failed")
+        for p, (stream, decoded) in zip(todo, _decoded(codec, streams), strict=True):
             results[p.index] = _ok_row(p, shard, codec, stream, decoded, metrics)
     except CodecError:
         # Find the image the batch failed on; the others still go through the codec.
@@ -269,6 +299,12 @@ def _encode_chunk(chunk: list[_Prepared], shard: str, codec: Codec, guard: Guard
     return rows
 
 
+def _encode_chunk(chunk: list[_Prepared], shard: str, codec: Codec, guard: Guard,
+                  metrics: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Both stages of one chunk in the caller's thread."""
+    return _check_stage(chunk, _encode_stage(chunk, codec), shard, codec, guard, metrics)
+
+
 def _prepare(sample: Sample, index: int, max_pixels: int) -> _Prepared:
     pos = image_member_index(sample.suffixes())
     p = _Prepared(sample, index, pos)
@@ -286,17 +322,39 @@ def _pixels(p: _Prepared) -> int:
     return p.image.shape[0] * p.image.shape[1] if p.image is not None else 0
 
 
+def _chunks(prepared: Iterator[_Prepared], max_samples: int, max_pixels: int,
+            ramp: bool) -> Iterator[list[_Prepared]]:
+    """Codec batches: a batch ends at ``max_samples`` samples or when its decoded pixels reach
+    ``max_pixels``. ``ramp``: a shard's first batches grow (1, 2, 4, ... samples)."""
+    limit = 1 if ramp else max_samples
+    chunk: list[_Prepared] = []
+    pixels = 0
+    for p in prepared:
+        chunk.append(p)
+        pixels += _pixels(p)
+        if len(chunk) >= limit or pixels >= max_pixels:
+            yield chunk
+            chunk, pixels = [], 0
+            limit = min(max_samples, 2 * limit)
+    if chunk:
+        yield chunk
+
+
 def _row_chunks(samples: Iterator[Sample], shard: str, codec: Codec, guard: Guard,
                 metrics: tuple[str, ...] = (), batching: Batching | None = None,
                 ) -> Iterator[list[dict]]:
-    """Rows, one codec batch at a time. A batch ends at ``batching.samples`` samples or when
-    its decoded pixels reach ``batching.pixels`` (so a few big photos make a batch of their own).
+    """Rows, one codec batch at a time, in source order (batches as in ``_chunks``).
 
-    Tar reading and source decoding run in a prefetch thread at most one batch ahead (the same
-    two bounds), so the codec does not wait for them. With the thread, a shard's batches ramp
-    up (1, 2, 4, ... samples up to the bound): the codec starts after one sample's read and
-    decode instead of a whole batch's, which is what it waited for at the start of every shard
-    (21.5% of a worker's time with 8-row shards, benchmarks/pipeline/profile).
+    Three threads overlap (``Batching``): tar reading and source decoding run in a prefetch
+    thread at most one batch ahead (the same two bounds); the codec encodes a batch in the
+    caller's thread; the previous batch is decoded again for PSNR and the content hash, and
+    made into rows, in a check thread. Pillow's coders, zlib and torch's kernels release the
+    GIL, so on a CPU the stages run on separate cores, and on a GPU one batch's range coding
+    on the CPU overlaps the next batch's transforms on the device. With the reader thread, a
+    shard's batches ramp up (1, 2, 4, ... samples up to the bound): the codec starts after
+    one sample's read and decode instead of a whole batch's, which is what it waited for at
+    the start of every shard (21.5% of a worker's time with 8-row shards,
+    benchmarks/pipeline/profile).
     """
     batching = batching or Batching()
     max_samples, max_pixels = batching.resolved(codec)
@@ -304,22 +362,36 @@ def _row_chunks(samples: Iterator[Sample], shard: str, codec: Codec, guard: Guar
         (_prepare(sample, index, guard.max_pixels) for index, sample in enumerate(samples)),
         depth=max_samples if batching.prefetch else 0, weight=_pixels, max_weight=max_pixels,
         name=f"read-{shard}")
-    limit = 1 if batching.prefetch else max_samples
-    chunk: list[_Prepared] = []
-    pixels = 0
-    for p in prepared:
-        chunk.append(p)
-        pixels += _pixels(p)
-        if len(chunk) >= limit or pixels >= max_pixels:
+    chunks = _chunks(prepared, max_samples, max_pixels, ramp=batching.prefetch)
+    if not batching.check_thread:
+        for chunk in chunks:
             rows = _encode_chunk(chunk, shard, codec, guard, metrics)
             release_freed_memory()  # the batch's tensors are freed: give their pages back
             yield rows
-            chunk, pixels = [], 0
-            limit = min(max_samples, 2 * limit)
-    if chunk:
-        rows = _encode_chunk(chunk, shard, codec, guard, metrics)
-        release_freed_memory()
-        yield rows
+        return
+    pending: Pending | None = None
+    try:
+        for chunk in chunks:
+            streams = _encode_stage(chunk, codec)
+            rows = pending.result() if pending is not None else None
+            # The check of this batch starts before the previous batch's rows are written, so
+            # the Parquet work overlaps it too. At most one check runs: a worker holds the
+            # batch being checked, the one being encoded and the one read ahead.
+            pending = in_background(
+                functools.partial(_check_stage, chunk, streams, shard, codec, guard, metrics),
+                name=f"check-{shard}")
+            del chunk, streams
+            if rows is not None:
+                release_freed_memory()
+                yield rows
+        if pending is not None:
+            rows = pending.result()
+            pending = None
+            release_freed_memory()
+            yield rows
+    finally:
+        if pending is not None:  # stopped early: the codec is not to be left in use
+            pending.wait()
 
 
 class _RowGroup:

@@ -74,11 +74,13 @@ def test_pipeline_benchmark_writes_every_measurement(tmp_path):
     by_hand = next(r["efficiency"] for r in rows
                    if r["op"] == "compress" and r["rows_per_shard"] == 2 and r["actors"] == 2)
     assert summary["settings"]["cluster_cpus"] == 2 and default["value"] == by_hand
-    # the in-worker prefetch comparison: off then on, every image of the big shards each time
+    # the in-worker comparison of the worker's threads: off then on, every image of the big
+    # shards each time
     ab = summary["derived"]["in_worker"]
     assert [r["prefetch"] for r in ab] == [False, True]
+    assert [r["check_thread"] for r in ab] == [False, True]
     assert all(r["images"] == 8 and r["efficiency"] > 0 for r in ab)
-    assert "### The prefetch thread, in one worker" in (out / "results.md").read_text()
+    assert "### The worker's threads, in one worker" in (out / "results.md").read_text()
     text = (out / "results.md").read_text()
     assert text.startswith("# Pipeline benchmark")
     assert "Command: `python -m jobs.benchmark --pipeline --images" in text
