@@ -117,8 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-mp", type=float, default=0.0, metavar="MP",
                    help="decoded megapixels per codec batch; a batch ends at whichever bound comes "
                    "first (default 16). A worker holds about "
-                   "three batches of pixels: the one being encoded, the one read ahead and the "
-                   "one being checked")
+                   "two batches of pixels: the one read ahead, and the ones being encoded and "
+                   "checked, which overlap only while together within this bound")
     p.add_argument("--no-prefetch", action="store_true",
                    help="read and decode samples in the codec's thread instead of one batch ahead "
                    "in a reader thread: one batch less memory per worker, slower on CPU")

@@ -56,16 +56,25 @@ class _RecordingWebp(WebpCodec):
         self.encoded_on: list[str] = []
         self.decoded_on: list[str] = []
         self.fail_decode_at = fail_decode_at
+        self.events: list[tuple[str, int]] = []  # ("encode", images) at its start, ("decoded", 1)
+        self._lock = threading.Lock()
 
     def encode_batch(self, images):
-        self.encoded_on.append(threading.current_thread().name)
+        with self._lock:
+            self.encoded_on.append(threading.current_thread().name)
+            self.events.append(("encode", len(images)))
         return super().encode_batch(images)
 
     def decode_batch(self, streams):
-        self.decoded_on.append(threading.current_thread().name)
-        if len(self.decoded_on) == self.fail_decode_at:
+        with self._lock:
+            self.decoded_on.append(threading.current_thread().name)
+            failing = len(self.decoded_on) == self.fail_decode_at
+        if failing:
             raise RuntimeError("decoder crashed")
-        return super().decode_batch(streams)
+        out = super().decode_batch(streams)
+        with self._lock:
+            self.events.append(("decoded", len(streams)))
+        return out
 
 
 @pytest.mark.parametrize("check_thread", [True, False])
@@ -98,3 +107,25 @@ def test_check_threads_are_reused_from_shard_to_shard(tmp_path):
     for n in range(4):
         _encode(tmp_path, WebpCodec(80), f"a{n}", check_thread=True, samples=2)
     assert reader_threads() == before
+
+
+def test_batches_over_the_pixel_bound_together_are_not_in_the_codec_at_once(tmp_path, monkeypatch):
+    # A learned codec's working memory grows with the pixels it holds (benchmarks/pipeline/
+    # tiling): with a bound of two images, a batch of two is encoded only after the previous
+    # batch is fully checked, so the two never run at the same time.
+    import pipeline.shard_encode as shard_encode
+
+    write_shards(tmp_path / "src", [[sample(f"k{i:03d}", i) for i in range(9)]])
+    monkeypatch.setattr(shard_encode, "CHUNK_PIXELS", 2 * 64 * 96)
+    codec = _RecordingWebp(80)
+    rows = _encode(tmp_path, codec, "a", check_thread=True, samples=8)
+    assert len(rows) == 9 and set(codec.decoded_on) == {"check-shard-000000"}
+    encoded = decoded = 0
+    for kind, n in codec.events:
+        if kind == "encode":
+            assert decoded == encoded, codec.events  # every earlier image checked first
+            encoded += n
+        else:
+            decoded += n
+    assert (encoded, decoded) == (9, 9)
+    assert [n for kind, n in codec.events if kind == "encode"] == [1, 2, 2, 2, 2]
