@@ -89,8 +89,8 @@ class Codec(ABC):
     pads: bool = False
     # Images per codec batch in the pipeline (0: its default, pipeline.shard_encode.CHUNK_SAMPLES).
     # A codec that codes one image at a time gains nothing from a bigger batch, while a worker
-    # holds about two batches of decoded pixels (the one read ahead, and the ones being encoded
-    # and checked, which overlap only while together within one batch's pixel bound).
+    # holds two or three batches of decoded pixels (the one read ahead, the one being encoded
+    # and, for images up to 1 MP, the one being checked in another thread).
     batch_samples: int = 0
 
     def __init__(self, quality: float | None = None, decoder: str = "faithful") -> None:

@@ -116,17 +116,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "which code one image at a time)")
     p.add_argument("--batch-mp", type=float, default=0.0, metavar="MP",
                    help="decoded megapixels per codec batch; a batch ends at whichever bound comes "
-                   "first (default 16). A worker holds about "
-                   "two batches of pixels: the one read ahead, and the ones being encoded and "
-                   "checked, which overlap only while together within this bound")
+                   "first (default 16). A worker holds two or "
+                   "three batches of pixels: the one read ahead, the one being encoded and, for "
+                   "images up to 1 MP, the one being checked")
     p.add_argument("--no-prefetch", action="store_true",
                    help="read and decode samples in the codec's thread instead of one batch ahead "
                    "in a reader thread: one batch less memory per worker, slower on CPU")
     p.add_argument("--no-check-thread", action="store_true",
                    help="decode each batch's bitstreams again (for PSNR and the content hash) in "
                    "the codec's thread instead of in a thread beside it while the codec encodes "
-                   "the next batch: one batch less memory per worker, slower where there is a "
-                   "core or a GPU to overlap with")
+                   "the next batch (batches of images up to 1 MP; larger ones are always coded "
+                   "alone): one batch less memory per worker, slower where there is a core or a "
+                   "GPU to overlap with")
     p.add_argument("--metrics", default="", metavar="NAMES",
                    help="extra per-row metrics beside PSNR, comma-separated: lpips (LPIPS-alex of "
                    "the decode against the source, in the nullable column `lpips`; filter with "

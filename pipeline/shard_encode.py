@@ -49,9 +49,19 @@ from pipeline.tars import Sample, iter_samples
 CHUNK_SAMPLES = 8
 # Decoded pixels per codec batch (and ahead of it, in the prefetch thread): 8 Kodak images
 # are 3.1 MP; a 24 MP photo forms a batch of its own. With the per-image cap (--max-pixels)
-# this bounds what a worker holds in pixels: the batch read ahead, and the batches being encoded
-# and checked, which overlap only while together under it; each under this plus one image.
+# this bounds what a worker holds in pixels: the batch read ahead, the one being encoded and
+# (images up to CHECK_THREAD_MAX_IMAGE_PIXELS only) the one being checked, each under this
+# plus one image.
 CHUNK_PIXELS = 16_000_000
+# Batches whose images are all at most this size are checked (decoded again, for PSNR) in a
+# thread beside the next batch's encode; a batch with a larger image is coded alone, as
+# without the thread. A learned codec's working memory grows with the image (about 100-400
+# B/pixel, benchmarks/pipeline/tiling), and a decode in another thread does not reuse the
+# memory the encode freed: three 12 MP photos through msh-n96-v2 peaked at 2,963 MiB and took
+# 94.5 s with their checks in the thread, 2,650 MiB and 81.4 s without; 6 MP photos 2,566 MiB
+# and 46.6 s against 1,785 MiB and 38.8 s (benchmarks/pipeline/check-thread/big_photos.py).
+# 1 MP covers Kodak (0.4 MP) and most web-scale image sets.
+CHECK_THREAD_MAX_IMAGE_PIXELS = 1 << 20
 ROW_GROUP_BYTES = 8 << 20  # caps what a random access (Archive.get) reads
 # Optional per-row metrics (--metrics): column -> models.perceptual metric. Off by default:
 # each costs a network forward per image, where PSNR is free.
@@ -109,13 +119,13 @@ class Batching:
     """How many samples, and how many decoded pixels, go to the codec in one batch.
 
     The prefetch thread prepares at most one batch ahead and the check thread holds the batch
-    before (only while the two in the codec are together within the pixel bound), so a worker
-    holds about two batches' bounds of pixels. The defaults (8 samples / 16 MP) are the same
-    for CPU and GPU actors, as measured: on an H100 one GPU worker ran msh-n96-v2 at 10.3
-    images/s with batches of 8 and 9.0-9.8 with batches of 32 (Kodak, 48-row shards;
-    benchmarks/pipeline/gpu; before the check thread). The device is not what limits a GPU
-    worker (the range coder and source decoding on the CPU are), and a bigger batch only
-    lengthens each shard's first, unoverlapped read. More actors per GPU
+    before (only batches of images up to CHECK_THREAD_MAX_IMAGE_PIXELS), so a worker holds
+    about two batches of pixels, three with small images. The defaults (8 samples / 16 MP)
+    are the same for CPU and GPU actors, as measured: on an H100 one GPU worker ran
+    msh-n96-v2 at 10.3 images/s with batches of 8 and 9.0-9.8 with batches of 32 (Kodak,
+    48-row shards; benchmarks/pipeline/gpu; before the check thread). The device is not what
+    limits a GPU worker (the range coder and source decoding on the CPU are), and a bigger
+    batch only lengthens each shard's first, unoverlapped read. More actors per GPU
     (``--gpus-per-actor 0.25``) is the lever there.
     """
 
@@ -126,9 +136,9 @@ class Batching:
     # and buys a third more throughput on CPU; off: all of it in the codec's thread.
     prefetch: bool = True
     # Decode each batch again (PSNR, content hash) and build its rows in a thread while the
-    # codec encodes the next batch, when the two are together within the pixel bound; off: in
-    # the codec's thread. 1.24x webp's and 1.50x msh-n96-v2's speed in one worker on 2 cores
-    # (benchmarks/pipeline/check-thread).
+    # codec encodes the next batch (batches of images up to CHECK_THREAD_MAX_IMAGE_PIXELS); off:
+    # in the codec's thread. 1.24x webp's and 1.50x msh-n96-v2's speed on Kodak in one worker
+    # on 2 cores (benchmarks/pipeline/check-thread).
     check_thread: bool = True
 
     def resolved(self, codec: Codec | None = None) -> tuple[int, int]:
@@ -353,10 +363,9 @@ def _row_chunks(samples: Iterator[Sample], shard: str, codec: Codec, guard: Guar
     caller's thread; the previous batch is decoded again for PSNR and the content hash, and
     made into rows, in a check thread. Pillow's coders, zlib and torch's kernels release the
     GIL, so on a CPU the stages run on separate cores, and on a GPU one batch's range coding
-    on the CPU overlaps the next batch's transforms on the device. The two batches in the
-    codec overlap only while their pixels together are within ``batching.pixels``, so the
-    pixels a worker holds stay within two batches' bounds, as without the check thread: the
-    read-ahead batch, and the batches being encoded and checked. With the reader thread, a
+    on the CPU overlaps the next batch's transforms on the device. A batch holding an image
+    above CHECK_THREAD_MAX_IMAGE_PIXELS is encoded and checked alone in the caller's thread,
+    as without the check thread. With the reader thread, a
     shard's batches ramp up (1, 2, 4, ... samples up to the bound): the codec starts after
     one sample's read and decode instead of a whole batch's, which is what it waited for at
     the start of every shard (21.5% of a worker's time with 8-row shards,
@@ -376,17 +385,19 @@ def _row_chunks(samples: Iterator[Sample], shard: str, codec: Codec, guard: Guar
             yield rows
         return
     pending: Pending | None = None
-    pending_pixels = 0
     try:
         for chunk in chunks:
-            pixels = sum(map(_pixels, chunk))
-            if pending is not None and pending_pixels + pixels > max_pixels:
-                # Two batches in the codec at once would hold more than one batch's bound of
-                # pixels, and a learned codec's working memory with them (a 12 MP photo: about
-                # 1.2 GiB each way, benchmarks/pipeline/tiling): check the previous one first.
-                rows, pending = pending.result(), None
+            if max(map(_pixels, chunk)) > CHECK_THREAD_MAX_IMAGE_PIXELS:
+                # A large image is encoded and checked alone, in this thread, as without the
+                # check thread: its working memory is not doubled by another batch's beside it.
+                if pending is not None:
+                    rows, pending = pending.result(), None
+                    release_freed_memory()
+                    yield rows
+                rows = _encode_chunk(chunk, shard, codec, guard, metrics)
                 release_freed_memory()
                 yield rows
+                continue
             streams = _encode_stage(chunk, codec)
             rows = pending.result() if pending is not None else None
             # The check of this batch starts before the previous batch's rows are written, so
@@ -394,7 +405,6 @@ def _row_chunks(samples: Iterator[Sample], shard: str, codec: Codec, guard: Guar
             pending = in_background(
                 functools.partial(_check_stage, chunk, streams, shard, codec, guard, metrics),
                 name=f"check-{shard}")
-            pending_pixels = pixels
             del chunk, streams
             if rows is not None:
                 release_freed_memory()

@@ -109,21 +109,31 @@ def test_check_threads_are_reused_from_shard_to_shard(tmp_path):
     assert reader_threads() == before
 
 
-def test_batches_over_the_pixel_bound_together_are_not_in_the_codec_at_once(tmp_path, monkeypatch):
-    # A learned codec's working memory grows with the pixels it holds (benchmarks/pipeline/
-    # tiling): with a bound of two images, a batch of two is encoded only after the previous
-    # batch is fully checked, so the two never run at the same time.
+def test_a_batch_with_a_large_image_is_coded_alone_in_the_callers_thread(tmp_path, monkeypatch):
+    # A learned codec's working memory grows with the image, and a decode in another thread
+    # does not reuse the memory the encode freed (benchmarks/pipeline/check-thread): a batch
+    # with an image above the threshold is encoded only after the previous batch is checked,
+    # and is checked in the caller's thread before the next batch is encoded.
     import pipeline.shard_encode as shard_encode
 
-    write_shards(tmp_path / "src", [[sample(f"k{i:03d}", i) for i in range(9)]])
-    monkeypatch.setattr(shard_encode, "CHUNK_PIXELS", 2 * 64 * 96)
+    samples = [sample(f"k{i:03d}", i) for i in range(9)]
+    samples[5] = {"__key__": "k005", "png": _png(100, 80), "json": b"{}"}  # 8000 pixels
+    write_shards(tmp_path / "src", [samples])
+    monkeypatch.setattr(shard_encode, "CHECK_THREAD_MAX_IMAGE_PIXELS", 64 * 96)  # the others
     codec = _RecordingWebp(80)
-    rows = _encode(tmp_path, codec, "a", check_thread=True, samples=8)
-    assert len(rows) == 9 and set(codec.decoded_on) == {"check-shard-000000"}
+    rows = _encode(tmp_path, codec, "a", check_thread=True, samples=2)
+    assert [r["key"] for r in rows] == [f"k{i:03d}" for i in range(9)]
+    # batches (ramping up): [0] [1 2] [3 4] [5 6] [7 8]; the decodes of k005 and k006 (the
+    # large image's batch) run here, every other in the check thread
+    me = threading.current_thread().name
+    assert codec.decoded_on == ["check-shard-000000"] * 5 + [me] * 2 + ["check-shard-000000"] * 2
     encoded = decoded = 0
     for kind, n in codec.events:
         if kind == "encode":
-            assert decoded == encoded, codec.events  # every earlier image checked first
+            if encoded == 5:  # the large image's batch: everything before it checked first
+                assert decoded == 5, codec.events
+            if encoded == 7:  # and the batch after it: the large one checked first
+                assert decoded == 7, codec.events
             encoded += n
         else:
             decoded += n
