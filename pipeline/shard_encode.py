@@ -57,10 +57,11 @@ CHUNK_PIXELS = 16_000_000
 # thread beside the next batch's encode; a batch with a larger image is coded alone, as
 # without the thread. A learned codec's working memory grows with the image (about 100-400
 # B/pixel, benchmarks/pipeline/tiling), and a decode in another thread does not reuse the
-# memory the encode freed: three 12 MP photos through msh-n96-v2 peaked at 2,963 MiB and took
-# 94.5 s with their checks in the thread, 2,650 MiB and 81.4 s without; 6 MP photos 2,566 MiB
-# and 46.6 s against 1,785 MiB and 38.8 s (benchmarks/pipeline/check-thread/big_photos.py).
-# 1 MP covers Kodak (0.4 MP) and most web-scale image sets.
+# memory the encode freed: three 6 MP photos through msh-n96-v2 peaked at 2,566 MiB and took
+# 46.6 s with their checks in the thread, against 1,785 MiB and 38.8 s without. Up to 1 MP the
+# thread pays: 16 photos of 1 MP took 25.9 s instead of 33.7, for 1,797 MiB instead of 1,286
+# (benchmarks/pipeline/check-thread/big_photos.py). 1 MP covers Kodak (0.4 MP) and most
+# web-scale image sets.
 CHECK_THREAD_MAX_IMAGE_PIXELS = 1 << 20
 ROW_GROUP_BYTES = 8 << 20  # caps what a random access (Archive.get) reads
 # Optional per-row metrics (--metrics): column -> models.perceptual metric. Off by default:
