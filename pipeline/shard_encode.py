@@ -138,8 +138,11 @@ class Batching:
     prefetch: bool = True
     # Decode each batch again (PSNR, content hash) and build its rows in a thread while the
     # codec encodes the next batch (batches of images up to CHECK_THREAD_MAX_IMAGE_PIXELS); off:
-    # in the codec's thread. 1.24x webp's and 1.50x msh-n96-v2's speed on Kodak in one worker
-    # on 2 cores (benchmarks/pipeline/check-thread).
+    # in the codec's thread. On 2 cores, Kodak: 1.24x webp's and 1.50x msh-n96-v2's speed in
+    # one worker with one torch thread, 1.09x msh-n96-v2's for one Ray actor with two; where
+    # actors already fill every core it costs msh-n96-v2 4 % (two actors), and webp nothing
+    # (benchmarks/pipeline/check-thread). On by default for GPU actors, whose device it keeps
+    # busy while the CPU checks the previous batch (not measured yet).
     check_thread: bool = True
 
     def resolved(self, codec: Codec | None = None) -> tuple[int, int]:
@@ -366,11 +369,10 @@ def _row_chunks(samples: Iterator[Sample], shard: str, codec: Codec, guard: Guar
     GIL, so on a CPU the stages run on separate cores, and on a GPU one batch's range coding
     on the CPU overlaps the next batch's transforms on the device. A batch holding an image
     above CHECK_THREAD_MAX_IMAGE_PIXELS is encoded and checked alone in the caller's thread,
-    as without the check thread. With the reader thread, a
-    shard's batches ramp up (1, 2, 4, ... samples up to the bound): the codec starts after
-    one sample's read and decode instead of a whole batch's, which is what it waited for at
-    the start of every shard (21.5% of a worker's time with 8-row shards,
-    benchmarks/pipeline/profile).
+    as without the check thread. With the reader thread, a shard's batches ramp up (1, 2, 4,
+    ... samples up to the bound): the codec starts after one sample's read and decode instead
+    of a whole batch's, which is what it waited for at the start of every shard (21.5% of a
+    worker's time with 8-row shards, benchmarks/pipeline/profile).
     """
     batching = batching or Batching()
     max_samples, max_pixels = batching.resolved(codec)
