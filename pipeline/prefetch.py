@@ -98,8 +98,13 @@ def reader_threads() -> int:
 
 
 class Pending:
-    """A job running on a reader thread; ``result()`` waits for it and returns its value or
-    raises its exception, in the caller's thread."""
+    """Run ``job`` on a reused reader thread (see ``_ReaderThread``) while the caller goes on;
+    ``result()`` waits for it and returns its value or raises its exception, in the caller's
+    thread.
+
+    Why: compress decodes each batch's streams (for PSNR and the content hash) while the codec
+    encodes the next batch (``shard_encode``); a thread per batch would grow the worker's memory
+    as a thread per shard did."""
 
     def __init__(self, job: Callable[[], T], name: str) -> None:
         self._value: object = None
@@ -123,15 +128,6 @@ class Pending:
             raise exc
         value, self._value = self._value, None  # the caller owns it now
         return value
-
-
-def in_background(job: Callable[[], T], name: str) -> Pending:
-    """Run ``job`` on a reused reader thread (see ``_ReaderThread``) while the caller goes on.
-
-    Why: compress decodes each batch's streams (for PSNR and the content hash) while the codec
-    encodes the next batch (``shard_encode``); a thread per batch would grow the worker's memory
-    as a thread per shard did."""
-    return Pending(job, name)
 
 
 class _End:

@@ -41,7 +41,7 @@ from pipeline.images import (
     prepare,
     psnr,
 )
-from pipeline.prefetch import Pending, in_background, prefetch
+from pipeline.prefetch import Pending, prefetch
 from pipeline.sources import Shard
 from pipeline.storage import StorageOptions, filesystem, write_atomic
 from pipeline.tars import Sample, iter_samples
@@ -405,7 +405,7 @@ def _row_chunks(samples: Iterator[Sample], shard: str, codec: Codec, guard: Guar
             rows = pending.result() if pending is not None else None
             # The check of this batch starts before the previous batch's rows are written, so
             # the Parquet work overlaps it too. At most one check runs.
-            pending = in_background(
+            pending = Pending(
                 functools.partial(_check_stage, chunk, streams, shard, codec, guard, metrics),
                 name=f"check-{shard}")
             del chunk, streams
