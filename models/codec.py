@@ -118,6 +118,11 @@ class Codec(ABC):
         """Encode original files (only for ``takes_source`` codecs)."""
         raise CodecError(f"codec {self.id} encodes pixels, not files")
 
+    def skips_effort(self, height: int, width: int) -> bool:
+        """Whether an image this size is coded without the encode-time effort the codec was
+        given (hyperprior codecs above ``--effort-max-mp``); the pipeline counts such images."""
+        return False
+
     def versions(self) -> dict[str, str]:
         """Library versions that define this codec's decoded output (recorded in archives)."""
         return {}

@@ -253,9 +253,12 @@ class LearnedCodec(Codec):
 
     def __init__(self, quality: float | None = None, model: LearnedModel | None = None,
                  decoder: str = "faithful", synthesis: torch.nn.Module | None = None,
-                 effort: int | None = None, effort_for: str = "faithful") -> None:
+                 effort: int | None = None, effort_for: str = "faithful",
+                 effort_max_pixels: float = refine.MAX_REFINED_PIXELS) -> None:
         """``effort``: Adam steps refining each image's latent before it is coded
-        (``models.refine``; 0 codes the analysis transform's latent as it is). ``effort_for``:
+        (``models.refine``; 0 codes the analysis transform's latent as it is), for images of
+        at most ``effort_max_pixels`` pixels (``math.inf``: every image); larger ones are
+        coded unrefined, which bounds one image's encode time. ``effort_for``:
         the decoder the refinement aims at: "faithful" (rate + MSE) or another of the codec's
         decoders (rate + MSE + LPIPS-alex through that decoder's g_s). Default effort: 0 for
         the faithful decoder, ``refine.PERCEPTUAL_STEPS`` for another.
@@ -280,12 +283,15 @@ class LearnedCodec(Codec):
             effort = 0 if effort_for == "faithful" else refine.PERCEPTUAL_STEPS
         if effort < 0:
             raise CodecError("--effort must be >= 0")
+        if not effort_max_pixels > 0:  # (NaN too)
+            raise CodecError(f"--effort-max-mp must be above 0, not {effort_max_pixels / 1e6:g}")
         if effort and model.factorized:
             raise CodecError(f"codec {self.id} (factorized prior) takes no --effort: its refinement "
                              "needs the hyperprior's Gaussian entropy model")
         self.model = model
         self.effort = effort
         self.effort_for = effort_for
+        self.effort_max_pixels = effort_max_pixels
         self.synthesis: torch.nn.Module | None = None
         self.synthesis_sha256: str | None = None
         name, realism = parse_decoder(decoder)
@@ -401,12 +407,17 @@ class LearnedCodec(Codec):
         else:
             z_sym = torch.round(m.net.h_a(y)).to(torch.int64).cpu()
             mean, index = m.entropy_parameters(z_sym)
-            if self.effort and x is not None:  # (in tiles above refine_max_pixels)
+            if x is not None and self.effort and not self.skips_effort(h, w):
+                # (in tiles above refine_max_pixels)
                 y = self._refine(y, x[..., :h, :w], mean, index)
             y_sym = np.round(y.double().cpu().numpy() - mean / 2**intnet.A_BITS).astype(np.int64)
             words = _entropy_encode(m, z_sym.numpy(), y_sym, index)
         payload = struct.pack(">h", self._quality_code()) + words
         return pack(Header(self.code, h, w, 3, ph, pw), payload)
+
+    def skips_effort(self, height: int, width: int) -> bool:
+        """Whether an image this size is coded unrefined although the codec has an effort."""
+        return bool(self.effort) and height * width > self.effort_max_pixels
 
     @property
     def refine_max_pixels(self) -> int:

@@ -47,6 +47,15 @@ MAX_PIXELS = 1 << 20
 # (latent-refinement/memory.py). Half the pixels keeps it near the faithful cap's 1.5 GiB;
 # Kodak-sized images are refined in one pass.
 PERCEPTUAL_MAX_PIXELS = 1 << 19
+# Images above this many pixels (unpadded) are coded unrefined, whatever --effort says
+# (``--effort-max-mp``). Refinement's memory is bounded by the tiles above, but its time grows
+# with the pixels: on 2 CPU cores about 30 s per MP for 20 faithful steps (12 s per Kodak
+# image, benchmarks/kodak-effort/) and about 225 s per MP for 40 steps aimed at the realistic
+# decoder (benchmarks/perceptual/wikipedia-tiled/: 1 MP photos in 4 tiles), so one 24 MP photo
+# would hold a worker for 12 or 90 minutes. 16 MP refines the usual camera and phone photos
+# (12 MP) and bounds one image's refinement to about an hour on such a CPU at the realistic
+# setting. A choice, not an optimum; a GPU worker can take a higher one.
+MAX_REFINED_PIXELS = 16_000_000
 # k in "+ k x LPIPS-alex" for a realistic decoder: 1 and 3 were tried on three held-out crops,
 # 3 was better by a point of DISTS (realism-trials/README.md, section 3b).
 PERCEPTUAL_WEIGHT = 3.0

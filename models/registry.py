@@ -159,11 +159,13 @@ def _codec_class(codec_id: str) -> type[Codec]:
 
 
 def get_codec(codec_id: str, quality: float | None = None, decoder: str = "faithful",
-              effort: int | None = None, effort_for: str = "faithful") -> Codec:
+              effort: int | None = None, effort_for: str = "faithful",
+              effort_max_pixels: float | None = None) -> Codec:
     """Instantiate a codec by id; raises ``CodecError`` naming the known ids, or naming the
     codec's decoders when it has no ``decoder``. ``effort`` (encode-time optimisation steps) is
     for codecs that take it (gan-latent, the hyperprior codecs); None means the codec's default.
-    ``effort_for``: the decoder a hyperprior codec's refinement aims at (``models.refine``)."""
+    ``effort_for``: the decoder a hyperprior codec's refinement aims at (``models.refine``);
+    ``effort_max_pixels``: the largest image it refines (None: ``refine.MAX_REFINED_PIXELS``)."""
     cls = _codec_class(codec_id)
     kwargs: dict = {"decoder": decoder}
     if effort_for != "faithful":
@@ -178,6 +180,11 @@ def get_codec(codec_id: str, quality: float | None = None, decoder: str = "faith
         if not getattr(cls, "takes_effort", False):
             raise CodecError(f"codec {codec_id} takes no --effort")
         kwargs["effort"] = effort
+    if effort_max_pixels is not None:
+        if not issubclass(cls, _LazyLearned):
+            raise CodecError(f"codec {codec_id} takes no --effort-max-mp: only the hyperprior "
+                             "codecs refine images of any size")
+        kwargs["effort_max_pixels"] = effort_max_pixels
     return cls(quality, **kwargs)
 
 

@@ -102,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "above 0.52 MP (padded; 1 MP for the faithful aim) are refined tile by tile: "
                    "a worker's memory stays that of one tile, the time grows with the pixels "
                    "(benchmarks/perceptual/wikipedia-tiled/)")
+    p.add_argument("--effort-max-mp", type=float, default=None, metavar="MP",
+                   help="hyperprior codecs with --effort: images above this many megapixels are "
+                   "coded unrefined, as with --effort 0, and counted in the run's figures "
+                   "(default 16; inf refines every image). Refinement time grows with the "
+                   "pixels: on 2 CPU cores about 30 s per MP at --effort 20 and 225 s per MP "
+                   "for the realistic decoder's 40 steps, so this bounds one photo's encode")
     p.add_argument("--min-psnr", type=float,
                    help="store an image losslessly (passthrough) when its decode falls below this PSNR")
     p.add_argument("--max-pixels", type=float, default=40e6,
@@ -234,7 +240,9 @@ def _cmd_compress(args: argparse.Namespace) -> int:
                       guard=Guard(not args.no_size_guard, args.min_psnr,
                                   max_pixels=int(args.max_pixels)),
                       metrics=tuple(m.strip() for m in args.metrics.split(",") if m.strip()),
-                      effort=args.effort, batching=batching, effort_for=args.effort_for)
+                      effort=args.effort, batching=batching, effort_for=args.effort_for,
+                      effort_max_pixels=(None if args.effort_max_mp is None
+                                         else args.effort_max_mp * 1e6))
     print(f"compress: {len(report.done)} shard(s) done, {len(report.skipped)} skipped "
           f"(already finished), {len(report.failed)} failed, in {report.seconds:.1f} s")
     print(summary_table(report.totals, report.archive))
@@ -310,6 +318,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
             cap = f"; images above {run['refine_max_pixels'] / 1e6:.2f} MP (padded) unrefined"
         else:
             cap = ""
+        if run.get("refine_skip_above_pixels"):
+            unrefined = (manifest or stats)["totals"].get("unrefined", 0)
+            cap += (f"; images above {run['refine_skip_above_pixels'] / 1e6:g} MP unrefined "
+                    f"({unrefined} in the archive)")
         print(f"encoding   last run ({len(run['done'])} shard(s)) refined latents: "
               f"--effort {run['effort']}{aim}{cap}")
     totals = (manifest or stats)["totals"]

@@ -12,6 +12,7 @@ every shard is accounted for.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -87,12 +88,13 @@ class CompressWorker:
     def __init__(self, codec_id: str, quality: float | None, archive: str, storage: dict,
                  guard: dict, metrics: tuple[str, ...] = (), effort: int | None = None,
                  batching: dict | None = None, device: str = "cpu",
-                 effort_for: str = "faithful") -> None:
+                 effort_for: str = "faithful", effort_max_pixels: float | None = None) -> None:
         use_reserved_cpus()
         keep_freed_memory()  # this actor's process is ours (models/allocator.py)
         # A GPU actor sees its GPU(s) as cuda:0.. (Ray sets CUDA_VISIBLE_DEVICES); the codec's
         # network lives there for the actor's life.
-        self.codec = get_codec(codec_id, quality, effort=effort, effort_for=effort_for).to(device)
+        self.codec = get_codec(codec_id, quality, effort=effort, effort_for=effort_for,
+                               effort_max_pixels=effort_max_pixels).to(device)
         self.archive = archive
         self.storage = StorageOptions(**storage)
         self.guard = Guard(**guard)
@@ -150,7 +152,7 @@ def _printable(url: str) -> str:
 def totals(shard_stats: list[dict[str, Any]]) -> dict[str, Any]:
     """Sum per-shard figures; means are per image, as rate-distortion papers report them."""
     keys = ("samples", "compressed", "passthrough", "source_bytes", "archive_bytes",
-            "image_bytes", "bitstream_bytes", "pixels")
+            "image_bytes", "bitstream_bytes", "pixels", "unrefined")
     out: dict[str, Any] = {k: sum(s.get(k, 0) for s in shard_stats) for k in keys}
     out["shards"] = len(shard_stats)
     compressed = out["compressed"]
@@ -261,6 +263,7 @@ def compress(
     effort: int | None = None,
     batching: Batching | None = None,
     effort_for: str = "faithful",
+    effort_max_pixels: float | None = None,
 ) -> CompressReport:
     """Compress WebDataset shards into ``archive``; see the module docstring for resume rules.
 
@@ -270,6 +273,8 @@ def compress(
     only how well the encoder fits, never how a stream decodes, so a resumed archive may use
     another effort. ``effort_for``: the decoder a hyperprior codec's refinement aims at
     (``models.refine``: "realistic" suits the streams to that decoder; both still read them).
+    ``effort_max_pixels``: larger images are coded unrefined (default
+    ``models.refine.MAX_REFINED_PIXELS``; ``math.inf``: none), and counted as ``unrefined``.
     ``batching``: samples and decoded pixels per codec batch; bounds left at 0 get the
     defaults (``shard_encode.Batching``). It groups work; rows do not depend on it,
     except that a learned codec on a GPU may round g_a's floats differently in another batch
@@ -282,7 +287,8 @@ def compress(
     ray_options = ray_options or RayOptions()
     started = time.monotonic()
     try:
-        codec = get_codec(codec_id, quality, effort=effort, effort_for=effort_for)
+        codec = get_codec(codec_id, quality, effort=effort, effort_for=effort_for,
+                          effort_max_pixels=effort_max_pixels)
     except ValueError as exc:
         raise Refused(str(exc)) from exc
     metrics = _check_metrics(tuple(metrics))
@@ -314,7 +320,8 @@ def compress(
     workers: set[tuple] = set()
     batching = batching or Batching()
     worker_args = (codec.id, codec.quality, archive, asdict(storage), asdict(guard or Guard()),
-                   metrics, effort, asdict(batching), worker_device(ray_options), effort_for)
+                   metrics, effort, asdict(batching), worker_device(ray_options), effort_for,
+                   effort_max_pixels)
     for result in run_per_shard(CompressWorker, worker_args, tasks, ray_options):
         workers.add((result.get("node"), result.get("pid")))
         name = result["shard"]
@@ -332,6 +339,10 @@ def compress(
         report.actor_restarts_seen = max(0, len(workers) - default_actors(ray_options, len(todo)))
     # Attempts that died during this run (Ray restarted the actor and retried the shard).
     report.interrupted = sorted(interrupted_before + _remove_stale_temp_files(archive, storage))
+    unrefined = sum(r.get("unrefined", 0) for r in results.values())
+    if unrefined:  # --effort was asked for; say where it was not spent
+        log.note(f"{unrefined} image(s) above {codec.effort_max_pixels / 1e6:g} MP were coded "
+                 f"without --effort {codec.effort} (--effort-max-mp)")
     for shard in todo:  # a result that never came back is a failure too, never a silent gap
         if shard.name not in results and shard.name not in report.failed:
             report.failed[shard.name] = "no result returned by the worker"
@@ -352,10 +363,13 @@ def compress(
                 "quality": codec.quality,
                 "metrics": list(metrics),
                 "effort": getattr(codec, "effort", effort),
-                # hyperprior codecs: which decoder the refinement aimed at, and above which
-                # size (padded pixels) images were refined tile by tile
+                # hyperprior codecs: which decoder the refinement aimed at, above which size
+                # (padded pixels) images were refined tile by tile, and above which (pixels;
+                # null: none) they were coded unrefined
                 **({"effort_for": codec.effort_for,
-                    "refine_tile_above_pixels": codec.refine_max_pixels}
+                    "refine_tile_above_pixels": codec.refine_max_pixels,
+                    "refine_skip_above_pixels": (None if math.isinf(codec.effort_max_pixels)
+                                                 else codec.effort_max_pixels)}
                    if hasattr(codec, "effort_for") else {}),
                 "done": report.done,
                 "skipped": report.skipped,
@@ -390,7 +404,8 @@ def compress(
 
 _PUBLIC = ("shard", "source", "source_file", "samples", "compressed", "passthrough",
            "source_bytes", "archive_bytes", "image_bytes", "bitstream_bytes", "pixels",
-           "bpp_sum", "psnr_sum", "psnr_count", "lpips_sum", "lpips_count", "passthrough_reasons",
+           "bpp_sum", "psnr_sum", "psnr_count", "lpips_sum", "lpips_count", "unrefined",
+           "passthrough_reasons",
            "seconds", "node")
 
 

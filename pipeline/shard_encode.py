@@ -489,6 +489,8 @@ def encode_shard(
         "psnr_count": 0,
         "lpips_sum": 0.0,
         "lpips_count": 0,
+        # images coded without the codec's --effort, being above --effort-max-mp
+        "unrefined": 0,
         "passthrough_reasons": [],
     }
     fs, path = filesystem(shard.url, storage)
@@ -499,7 +501,7 @@ def encode_shard(
                              guard or Guard(), check_metrics(metrics), batching)
         for rows in chunks:
             for row in rows:
-                _account(stats, row)
+                _account(stats, row, codec)
             group.add(rows)
             if group.payload >= ROW_GROUP_BYTES:
                 group.flush()
@@ -531,7 +533,7 @@ def encode_shard(
     return stats
 
 
-def _account(stats: dict[str, Any], row: dict[str, Any]) -> None:
+def _account(stats: dict[str, Any], row: dict[str, Any], codec: Codec) -> None:
     stats["samples"] += 1
     stats["image_bytes"] += row.get("orig_size") or 0
     if row["status"] == STATUS_OK:
@@ -545,6 +547,8 @@ def _account(stats: dict[str, Any], row: dict[str, Any]) -> None:
         if row.get("lpips") is not None:
             stats["lpips_sum"] += row["lpips"]
             stats["lpips_count"] += 1
+        if row["codec"] == codec.id and codec.skips_effort(row["height"], row["width"]):
+            stats["unrefined"] += 1
     else:
         stats["passthrough"] += 1
         stats["passthrough_reasons"].append({"key": row["key"], "reason": row["reason"]})

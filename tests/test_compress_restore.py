@@ -156,6 +156,15 @@ def test_learned_codec_through_the_pipeline(small_shards, tmp_path):
     streams = {r["key"]: r["bitstream"] for r in rows if r["status"] == "ok"}
     assert any(r["bitstream"] != streams[r["key"]] for r in refined_rows if r["status"] == "ok")
     assert verify(str(refined), progress=False).ok
+    # above --effort-max-mp an image is coded as with effort 0, and counted
+    capped = tmp_path / "capped"
+    assert compress([str(small_shards)], str(capped), "test-tiny-msh", 3.0, progress=False,
+                    guard=NO_GUARD, effort=10, effort_max_pixels=1).ok
+    stats = json.loads((capped / "_stats.json").read_text())
+    assert stats["totals"]["unrefined"] == 5 and stats["run"]["refine_skip_above_pixels"] == 1
+    assert {r["key"]: r["bitstream"] for r in pq.read_table(capped / "shards").to_pylist()
+            if r["status"] == "ok"} == streams
+    assert json.loads((refined / "_stats.json").read_text())["totals"]["unrefined"] == 0
 
 
 def test_odd_inputs_are_kept_or_restored_faithfully(tmp_path):

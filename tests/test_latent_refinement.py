@@ -39,6 +39,27 @@ def test_effort_zero_is_the_plain_encode_and_refined_streams_decode_anywhere():
     assert unpack(refined)[1][:2] == unpack(plain)[1][:2]
 
 
+def test_images_above_the_effort_cap_are_coded_unrefined():
+    """--effort-max-mp: an image above the cap gets the plain encode's stream byte for byte (and
+    the codec says so, for the pipeline's count); one at the cap is still refined."""
+    small, large = synthetic_image(31, 48, 64), synthetic_image(21, 70, 130)
+    model = tiny_codec().model
+    plain = TinyCodec(3.0, model=model).encode_batch([small, large])
+    capped = TinyCodec(3.0, model=model, effort=10, effort_max_pixels=48 * 64)
+    assert not capped.skips_effort(48, 64) and capped.skips_effort(70, 130)
+    refined_small, unrefined_large = capped.encode_batch([small, large])
+    assert refined_small != plain[0], "the image at the cap was not refined"
+    assert unrefined_large == plain[1]
+    uncapped = TinyCodec(3.0, model=model, effort=10, effort_max_pixels=float("inf"))
+    assert uncapped.encode_batch([large])[0] != plain[1] and not uncapped.skips_effort(70, 130)
+    assert not TinyCodec(3.0, model=model).skips_effort(10**4, 10**4)  # no effort: nothing skipped
+    for bad in (0, -1.0, float("nan")):
+        with pytest.raises(CodecError, match="--effort-max-mp"):
+            TinyCodec(3.0, model=model, effort=10, effort_max_pixels=bad)
+    with pytest.raises(CodecError, match="takes no --effort-max-mp"):
+        get_codec("webp", 50, effort_max_pixels=1e6)
+
+
 def test_refinement_needs_no_parameter_gradients_and_leaves_the_model_alone():
     codec = _refined(4.0, 5)
     before = {k: v.clone() for k, v in codec.model.net.state_dict().items()}

@@ -125,7 +125,8 @@ def test_compress_cli_records_the_aim_and_both_decoders_restore(realistic, small
     capsys.readouterr()
     assert main(["info", str(archive)]) == EXIT_OK
     assert ("refined latents: --effort 3 for the realistic decoder; images above 0.52 MP "
-            "(padded) in tiles" in capsys.readouterr().out)
+            "(padded) in tiles; images above 16 MP unrefined (0 in the archive)"
+            in capsys.readouterr().out)
     assert run["refine_tile_above_pixels"] == refine.PERCEPTUAL_MAX_PIXELS
     # a rerun with nothing left to do refined nothing, and says nothing about it
     assert main(["compress", str(small_shards), str(archive), "--codec", REALISTIC_CODEC,
@@ -138,6 +139,9 @@ def test_compress_cli_records_the_aim_and_both_decoders_restore(realistic, small
     assert main(["compress", str(small_shards), str(tmp_path / "no"), "--codec", "test-tiny-msh",
                  "--effort-for", "realistic", "-q"]) == EXIT_REFUSED
     assert "no such decoder to refine for" in capsys.readouterr().err
+    assert main(["compress", str(small_shards), str(tmp_path / "no"), "--codec", "test-tiny-msh",
+                 "--effort", "2", "--effort-max-mp", "0", "-q"]) == EXIT_REFUSED
+    assert "--effort-max-mp must be above 0" in capsys.readouterr().err
     assert not (tmp_path / "no").exists()
 
 
