@@ -2,7 +2,7 @@
 
     python benchmarks/pipeline/batch-memory/measure.py [--repo CHECKOUT] [--images DIR]
         [--env NAME=VALUE ...] [--layouts ...] [--codec ID] [--quality Q] [--row-group-mib M]
-        [--threads N] [--prefetch on|off] [--batch-samples N]
+        [--threads N] [--prefetch on|off] [--check-thread on|off] [--batch-samples N]
 
 For each layout (six 8-row shards one after another; one 48-row shard; one 96-row shard) a
 fresh Python process loads msh-n96-v2 (quality 4, `--threads` torch threads, default 2) and runs
@@ -11,7 +11,8 @@ images taken in order, then prints its
 VmHWM (the kernel's peak RSS since the process started) and the seconds the shards took.
 ``--layouts`` takes more, as ``SHARDSxROWS`` (``64x8 1x256``); ``--codec``/``--quality`` pick
 another codec (session 11: webp); ``--row-group-mib`` changes the row-group cap in the child.
-``--batch-samples`` sets the codec batch (session 18). The child's environment has
+``--batch-samples`` sets the codec batch (session 18), ``--check-thread off`` decodes for PSNR in
+the codec's thread (session 20; default on, as the package). The child's environment has
 ``ARROW_DEFAULT_MEMORY_POOL=system``, as a worker's has since session 18, unless ``--env``
 names another pool (``ARROW_DEFAULT_MEMORY_POOL=mimalloc``: Arrow's default). ``--repo``
 imports the package from another checkout (a ``git worktree`` of an older commit), so one
@@ -52,9 +53,10 @@ if sys.argv[3] != "-":
 codec = get_codec(sys.argv[4], None if sys.argv[5] == "-" else float(sys.argv[5]))
 prefetch = sys.argv[7] == "on"
 started = time.perf_counter()
-for i, tar in enumerate(sys.argv[9:]):
+for i, tar in enumerate(sys.argv[10:]):
     encode_shard(Shard(tar, f"s{i}", Path(tar).name), sys.argv[2], codec, guard=Guard(size=False),
-                 batching=Batching(samples=int(sys.argv[8]), prefetch=prefetch))
+                 batching=Batching(samples=int(sys.argv[8]), prefetch=prefetch,
+                                   check_thread=sys.argv[9] == "on"))
 seconds = time.perf_counter() - started
 hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
 print(round(hwm / 1024), round(seconds, 1))
@@ -92,12 +94,15 @@ def main() -> None:
                    help="the reader thread that prepares the next batch (default on)")
     p.add_argument("--batch-samples", type=int, default=0,
                    help="images per codec batch (default 0: the codec's own, else 8)")
+    p.add_argument("--check-thread", choices=("on", "off"), default="on",
+                   help="decode for PSNR in a thread beside the next batch's encode (default on)")
     args = p.parse_args()
     rev = subprocess.run(["git", "-C", str(args.repo), "rev-parse", "--short", "HEAD"],
                          capture_output=True, text=True).stdout.strip()
     print(f"latentarc at {rev} ({args.repo}); env: {' '.join(args.env) or 'as inherited'}; "
           f"codec {args.codec} quality {args.quality}; row-group cap MiB {args.row_group_mib}; "
           f"{args.threads} torch thread(s); prefetch {args.prefetch}; "
+          f"check thread {args.check_thread}; "
           f"batch samples {args.batch_samples or 'default'}")
     print("| layout | peak RSS (VmHWM) MiB | seconds |")
     print("|---|---|---|")
@@ -112,7 +117,8 @@ def main() -> None:
             archive = str(work / f"arc-{shards}x{rows}")
             out = subprocess.run([sys.executable, "-c", CHILD, str(args.repo), archive,
                                   args.row_group_mib, args.codec, args.quality, str(args.threads),
-                                  args.prefetch, str(args.batch_samples), *tars],
+                                  args.prefetch, str(args.batch_samples), args.check_thread,
+                                  *tars],
                                  capture_output=True, text=True, env=env, check=True).stdout.split()
             print(f"| {name} | {out[-2]} | {out[-1]} |", flush=True)
 
