@@ -15,7 +15,7 @@ It needs ``worker_env`` to pass ``MALLOC_ARENA_MAX`` from the driver's environme
 workers, which the package does not do (session 20 measured no consistent gain and left the
 default alone): apply that change first, as in session 20:
 ``env[ARENAS_ENV] = os.environ.get(ARENAS_ENV) or "1"`` with ``ARENAS_ENV = "MALLOC_ARENA_MAX"``
-in ``pipeline/runner.py``. Without it both ways run with glibc's default and the script says so.
+in ``pipeline/runner.py``. Without it the two ways would be the same, so the script refuses to run.
 """
 
 from __future__ import annotations
