@@ -407,7 +407,7 @@ class LearnedCodec(Codec):
         else:
             z_sym = torch.round(m.net.h_a(y)).to(torch.int64).cpu()
             mean, index = m.entropy_parameters(z_sym)
-            if x is not None and self.effort and not self.skips_effort(h, w):
+            if x is not None and self.effort and h * w <= self.effort_max_pixels:
                 # (in tiles above refine_max_pixels)
                 y = self._refine(y, x[..., :h, :w], mean, index)
             y_sym = np.round(y.double().cpu().numpy() - mean / 2**intnet.A_BITS).astype(np.int64)

@@ -141,8 +141,10 @@ class Batching:
     # in the codec's thread. On 2 cores, Kodak: 1.24x webp's and 1.50x msh-n96-v2's speed in
     # one worker with one torch thread, 1.09x msh-n96-v2's for one Ray actor with two; where
     # actors already fill every core it costs msh-n96-v2 4 % (two actors), and webp nothing
-    # (benchmarks/pipeline/check-thread). On by default for GPU actors, whose device it keeps
-    # busy while the CPU checks the previous batch (not measured yet).
+    # (benchmarks/pipeline/check-thread). Against that, fresh processes one after another had
+    # msh-n96-v2 with two torch threads 6 % slower with it (batch-memory/README.md, session
+    # 20), and it costs about 290 MiB there. On by default for GPU actors, whose device it
+    # keeps busy while the CPU checks the previous batch (not measured yet).
     check_thread: bool = True
 
     def resolved(self, codec: Codec | None = None) -> tuple[int, int]:
