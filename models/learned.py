@@ -254,11 +254,12 @@ class LearnedCodec(Codec):
     def __init__(self, quality: float | None = None, model: LearnedModel | None = None,
                  decoder: str = "faithful", synthesis: torch.nn.Module | None = None,
                  effort: int | None = None, effort_for: str = "faithful",
-                 effort_max_pixels: float = refine.MAX_REFINED_PIXELS) -> None:
+                 effort_max_pixels: float | None = None) -> None:
         """``effort``: Adam steps refining each image's latent before it is coded
         (``models.refine``; 0 codes the analysis transform's latent as it is), for images of
-        at most ``effort_max_pixels`` pixels (``math.inf``: every image); larger ones are
-        coded unrefined, which bounds one image's encode time. ``effort_for``:
+        at most ``effort_max_pixels`` pixels (``math.inf``: every image; None: the default of
+        the device the codec runs on, ``refine.max_refined_pixels``); larger ones are coded
+        unrefined, which bounds one image's encode time. ``effort_for``:
         the decoder the refinement aims at: "faithful" (rate + MSE) or another of the codec's
         decoders (rate + MSE + LPIPS-alex through that decoder's g_s). Default effort: 0 for
         the faithful decoder, ``refine.PERCEPTUAL_STEPS`` for another.
@@ -283,7 +284,7 @@ class LearnedCodec(Codec):
             effort = 0 if effort_for == "faithful" else refine.PERCEPTUAL_STEPS
         if effort < 0:
             raise CodecError("--effort must be >= 0")
-        if not effort_max_pixels > 0:  # (NaN too)
+        if effort_max_pixels is not None and not effort_max_pixels > 0:  # (NaN too)
             raise CodecError(f"--effort-max-mp must be above 0, not {effort_max_pixels / 1e6:g}")
         if effort and model.factorized:
             raise CodecError(f"codec {self.id} (factorized prior) takes no --effort: its refinement "
@@ -291,7 +292,7 @@ class LearnedCodec(Codec):
         self.model = model
         self.effort = effort
         self.effort_for = effort_for
-        self.effort_max_pixels = effort_max_pixels
+        self._effort_max_pixels = effort_max_pixels
         self.synthesis: torch.nn.Module | None = None
         self.synthesis_sha256: str | None = None
         name, realism = parse_decoder(decoder)
@@ -419,10 +420,25 @@ class LearnedCodec(Codec):
         """Whether an image this size is coded unrefined although the codec has an effort."""
         return bool(self.effort) and height * width > self.effort_max_pixels
 
+    def refine_limits(self, device_type: str | None = None) -> tuple[int, float]:
+        """(padded pixels one refinement pass holds, larger images being refined tile by tile;
+        pixels above which an image is coded unrefined) on ``device_type`` ("cpu", "cuda";
+        None: where this codec runs). A driver asks for its GPU workers' limits this way."""
+        device_type = device_type or self.model.device.type
+        skip_above = self._effort_max_pixels
+        if skip_above is None:
+            skip_above = refine.max_refined_pixels(device_type)
+        return refine.pass_max_pixels(self.refine_metric is not None, device_type), skip_above
+
+    @property
+    def effort_max_pixels(self) -> float:
+        """Images above this many pixels are coded unrefined (``refine_limits``)."""
+        return self.refine_limits()[1]
+
     @property
     def refine_max_pixels(self) -> int:
-        """Padded pixels one refinement pass holds: larger images are refined tile by tile."""
-        return refine.MAX_PIXELS if self.refine_metric is None else refine.PERCEPTUAL_MAX_PIXELS
+        """Padded pixels one refinement pass holds here (``refine_limits``)."""
+        return self.refine_limits()[0]
 
     def refine_inputs(self, mean_fx: np.ndarray, index: np.ndarray
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:

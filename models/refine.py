@@ -23,6 +23,7 @@ Measured on whole Kodak images: benchmarks/perceptual/kodak-v5/.
 from __future__ import annotations
 
 import itertools
+import math
 
 import torch
 from torch import nn
@@ -47,14 +48,22 @@ MAX_PIXELS = 1 << 20
 # (latent-refinement/memory.py). Half the pixels keeps it near the faithful cap's 1.5 GiB;
 # Kodak-sized images are refined in one pass.
 PERCEPTUAL_MAX_PIXELS = 1 << 19
-# Images above this many pixels (unpadded) are coded unrefined, whatever --effort says
-# (``--effort-max-mp``). Refinement's memory is bounded by the tiles above, but its time grows
-# with the pixels: on 2 CPU cores about 30 s per MP for 20 faithful steps (12 s per Kodak
-# image, benchmarks/kodak-effort/) and about 225 s per MP for 40 steps aimed at the realistic
-# decoder (benchmarks/perceptual/wikipedia-tiled/: 1 MP photos in 4 tiles), so one 24 MP photo
-# would hold a worker for 12 or 90 minutes. 16 MP refines the usual camera and phone photos
-# (12 MP) and bounds one image's refinement to about an hour on such a CPU at the realistic
-# setting. A choice, not an optimum; a GPU worker can take a higher one.
+# On a GPU, PERCEPTUAL_MAX_PIXELS (set for a CPU worker's memory) cuts the refinement into passes
+# too small to keep the device busy. Aimed at the realistic decoder on an H200: a 4 MP photo took
+# 12.4 s in 0.52 MP tiles and 1.4 s in one pass of this size, a 16 MP photo 41.8 s against 7.1 s;
+# the passes peaked at 5.0 GB of GPU memory against 1.7 GB (latent-refinement/README.md, session
+# 21). Refinement for the faithful decoder keeps MAX_PIXELS there: not measured larger, and it
+# cost 0.2 s per MP in all at 16 MP.
+GPU_PERCEPTUAL_MAX_PIXELS = 1 << 22
+# Images above this many pixels (unpadded) are coded unrefined by a CPU worker, whatever --effort
+# says (``--effort-max-mp``'s default there). Refinement's memory is bounded by the tiles above,
+# but its time grows with the pixels: on 2 CPU cores about 30 s per MP for 20 faithful steps
+# (12 s per Kodak image, benchmarks/kodak-effort/) and about 225 s per MP for 40 steps aimed at
+# the realistic decoder (benchmarks/perceptual/wikipedia-tiled/: 1 MP photos in 4 tiles), so one
+# 24 MP photo would hold a worker for 12 or 90 minutes. 16 MP refines the usual camera and phone
+# photos (12 MP) and bounds one image's refinement to about an hour on such a CPU at the
+# realistic setting. A choice, not an optimum. A GPU worker has no such default limit
+# (``max_refined_pixels``).
 MAX_REFINED_PIXELS = 16_000_000
 # k in "+ k x LPIPS-alex" for a realistic decoder: 1 and 3 were tried on three held-out crops,
 # 3 was better by a point of DISTS (realism-trials/README.md, section 3b).
@@ -63,6 +72,22 @@ PERCEPTUAL_WEIGHT = 3.0
 # measured (40 steps at LR: realism-trials/README.md, sections 3b and 3c).
 PERCEPTUAL_STEPS = 40
 
+
+
+def pass_max_pixels(perceptual: bool, device_type: str) -> int:
+    """Padded pixels one refinement pass holds on a device ("cpu", "cuda"): larger images are
+    refined tile by tile. ``perceptual``: the refinement aims at a realistic decoder."""
+    if not perceptual:
+        return MAX_PIXELS
+    return PERCEPTUAL_MAX_PIXELS if device_type == "cpu" else GPU_PERCEPTUAL_MAX_PIXELS
+
+
+def max_refined_pixels(device_type: str) -> float:
+    """``--effort-max-mp``'s default on a device: ``MAX_REFINED_PIXELS`` on a CPU, no limit on
+    a GPU. There, with GPU_PERCEPTUAL_MAX_PIXELS, the realistic setting took 0.35-0.44 s per MP
+    on an H200 (7.1 s for 16 MP), so the largest image compress codes by default (40 MP,
+    ``--max-pixels``) would take about 18 s; a limit would only leave large photos unrefined."""
+    return MAX_REFINED_PIXELS if device_type == "cpu" else math.inf
 
 Tile = tuple[tuple[int, int, int, int], tuple[int, int, int, int]]
 

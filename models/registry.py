@@ -165,7 +165,8 @@ def get_codec(codec_id: str, quality: float | None = None, decoder: str = "faith
     codec's decoders when it has no ``decoder``. ``effort`` (encode-time optimisation steps) is
     for codecs that take it (gan-latent, the hyperprior codecs); None means the codec's default.
     ``effort_for``: the decoder a hyperprior codec's refinement aims at (``models.refine``);
-    ``effort_max_pixels``: the largest image it refines (None: ``refine.MAX_REFINED_PIXELS``)."""
+    ``effort_max_pixels``: the largest image it refines (None: the default of the device it
+    runs on, ``refine.max_refined_pixels``)."""
     cls = _codec_class(codec_id)
     kwargs: dict = {"decoder": decoder}
     if effort_for != "faithful":

@@ -273,8 +273,9 @@ def compress(
     only how well the encoder fits, never how a stream decodes, so a resumed archive may use
     another effort. ``effort_for``: the decoder a hyperprior codec's refinement aims at
     (``models.refine``: "realistic" suits the streams to that decoder; both still read them).
-    ``effort_max_pixels``: larger images are coded unrefined (default
-    ``models.refine.MAX_REFINED_PIXELS``; ``math.inf``: none), and counted as ``unrefined``.
+    ``effort_max_pixels``: larger images are coded unrefined (default: the workers' device's,
+    ``models.refine.max_refined_pixels``: 16 MP on a CPU, none on a GPU; ``math.inf``: none),
+    and counted as ``unrefined``.
     ``batching``: samples and decoded pixels per codec batch; bounds left at 0 get the
     defaults (``shard_encode.Batching``). It groups work; rows do not depend on it,
     except that a learned codec on a GPU may round g_a's floats differently in another batch
@@ -319,9 +320,12 @@ def compress(
     results: dict[str, dict[str, Any]] = {}
     workers: set[tuple] = set()
     batching = batching or Batching()
+    device = worker_device(ray_options)
+    # hyperprior codecs: the refinement's pass size and size limit where the workers run
+    tile_above, skip_above = (codec.refine_limits(device) if hasattr(codec, "refine_limits")
+                              else (None, math.inf))
     worker_args = (codec.id, codec.quality, archive, asdict(storage), asdict(guard or Guard()),
-                   metrics, effort, asdict(batching), worker_device(ray_options), effort_for,
-                   effort_max_pixels)
+                   metrics, effort, asdict(batching), device, effort_for, effort_max_pixels)
     for result in run_per_shard(CompressWorker, worker_args, tasks, ray_options):
         workers.add((result.get("node"), result.get("pid")))
         name = result["shard"]
@@ -341,7 +345,7 @@ def compress(
     report.interrupted = sorted(interrupted_before + _remove_stale_temp_files(archive, storage))
     unrefined = sum(r.get("unrefined", 0) for r in results.values())
     if unrefined:  # --effort was asked for; say where it was not spent
-        log.note(f"{unrefined} image(s) above {codec.effort_max_pixels / 1e6:g} MP were coded "
+        log.note(f"{unrefined} image(s) above {skip_above / 1e6:g} MP were coded "
                  f"without --effort {codec.effort} (--effort-max-mp)")
     for shard in todo:  # a result that never came back is a failure too, never a silent gap
         if shard.name not in results and shard.name not in report.failed:
@@ -367,9 +371,8 @@ def compress(
                 # (padded pixels) images were refined tile by tile, and above which (pixels;
                 # null: none) they were coded unrefined
                 **({"effort_for": codec.effort_for,
-                    "refine_tile_above_pixels": codec.refine_max_pixels,
-                    "refine_skip_above_pixels": (None if math.isinf(codec.effort_max_pixels)
-                                                 else codec.effort_max_pixels)}
+                    "refine_tile_above_pixels": tile_above,
+                    "refine_skip_above_pixels": None if math.isinf(skip_above) else skip_above}
                    if hasattr(codec, "effort_for") else {}),
                 "done": report.done,
                 "skipped": report.skipped,

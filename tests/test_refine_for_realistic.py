@@ -7,6 +7,7 @@ codec, that the refinement lowers the very objective it aims at, through the dec
 """
 
 import json
+import math
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -95,6 +96,22 @@ def test_effort_defaults_and_the_tiling_cap(realistic, monkeypatch):
     get_codec(realistic.id, 3.0, effort=1, effort_for="realistic").encode_batch([image])
     get_codec(realistic.id, 3.0, effort=1).encode_batch([image])
     assert caps == [refine.PERCEPTUAL_MAX_PIXELS, refine.MAX_PIXELS]
+
+
+def test_refinement_limits_depend_on_the_workers_device(realistic):
+    """A GPU refines in larger passes and has no default size limit; a CPU keeps both caps. The
+    compress driver (on a CPU) asks the codec for its GPU workers' limits to record them."""
+    perceptual = get_codec(realistic.id, 3.0, effort=2, effort_for="realistic")
+    faithful = get_codec(realistic.id, 3.0, effort=2)
+    assert perceptual.refine_limits() == perceptual.refine_limits("cpu") == (
+        refine.PERCEPTUAL_MAX_PIXELS, refine.MAX_REFINED_PIXELS)
+    assert perceptual.refine_limits("cuda") == (refine.GPU_PERCEPTUAL_MAX_PIXELS, math.inf)
+    assert refine.GPU_PERCEPTUAL_MAX_PIXELS > refine.PERCEPTUAL_MAX_PIXELS
+    assert faithful.refine_limits("cuda") == (refine.MAX_PIXELS, math.inf)  # not measured larger
+    # --effort-max-mp, when given, holds on every device
+    capped = get_codec(realistic.id, 3.0, effort=2, effort_for="realistic", effort_max_pixels=4e6)
+    assert capped.refine_limits("cuda")[1] == capped.refine_limits("cpu")[1] == 4e6
+    assert capped.skips_effort(2001, 2000) and not perceptual.skips_effort(2001, 2000)
 
 
 def test_effort_for_a_decoder_the_codec_lacks_is_refused():
