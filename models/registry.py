@@ -189,6 +189,12 @@ def get_codec(codec_id: str, quality: float | None = None, decoder: str = "faith
     return cls(quality, **kwargs)
 
 
+def uses_gpu(codec_id: str) -> bool:
+    """Whether a codec's network runs on a GPU actor's device (``Codec.to``): the learned
+    codecs' does; gan-latent and the Pillow codecs stay on the CPU. Known without building it."""
+    return _codec_class(codec_id).kind == "learned"
+
+
 def codec_decoders(codec_id: str) -> tuple[str, ...]:
     """The decoders a codec has, known without building it (no torch import)."""
     return _codec_class(codec_id).decoders

@@ -48,16 +48,33 @@ def _add_storage(p: argparse.ArgumentParser) -> None:
                    help="JSON file of fsspec options (endpoint_url, region, ...)")
 
 
+def _auto_number(text: str) -> float | None:
+    """A resource option's value: a number >= 0, or "auto" (None: derived from the cluster)."""
+    if text == "auto":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes a number or auto, not {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value
+
+
 def _add_ray(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("Ray")
     g.add_argument("--ray-address", help="cluster address (default: RAY_ADDRESS, else in-process Ray)")
     g.add_argument("--actors", type=int,
-                   help="codec actors (default: one per cluster CPU, at most one per shard)")
-    g.add_argument("--cpus-per-actor", type=float, default=0.5,
-                   help="CPUs reserved per actor (default 0.5: with the default actor count, one per "
-                        "CPU, each actor's torch gets one thread)")
-    g.add_argument("--gpus-per-actor", type=float, default=0.0,
-                   help="GPUs per actor; fractions share one device (default 0)")
+                   help="codec actors (default: one per cluster CPU, or per GPU share with GPU "
+                        "actors; at most one per shard)")
+    g.add_argument("--cpus-per-actor", type=_auto_number, default=None, metavar="N|auto",
+                   help="CPUs reserved per actor (default auto: 0.5 for CPU actors, so that with "
+                        "the default count, one per CPU, each actor's torch gets one thread; for "
+                        "GPU actors an equal share of their node's CPUs, less half a CPU)")
+    g.add_argument("--gpus-per-actor", type=_auto_number, default=None, metavar="N|auto",
+                   help="GPUs per actor; fractions share one device (default auto: 0.5, two "
+                        "actors per GPU, for the learned codecs where the cluster has GPUs; "
+                        "else 0). 0 keeps every actor on CPUs")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
 
 

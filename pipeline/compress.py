@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from models.allocator import keep_freed_memory
-from models.registry import DEFAULT_CODEC, get_codec
+from models.registry import DEFAULT_CODEC, get_codec, uses_gpu
 from pipeline.archive import write_index
 from pipeline.archive_format import (
     MANIFEST,
@@ -36,6 +36,8 @@ from pipeline.runner import (
     RayOptions,
     check_fits,
     default_actors,
+    describe,
+    resolve,
     run_per_shard,
     shard_task,
     use_reserved_cpus,
@@ -312,7 +314,9 @@ def compress(
         log.note(f"redoing shard {name}: its file is {reason}")
     todo = [s for s in shards if s.name not in finished]
     if todo:
+        ray_options = resolve(ray_options, uses_gpu(codec.id))
         check_fits(ray_options)  # a refusal leaves the archive as it was
+        log.note(describe(ray_options))
         remove(manifest_url, storage)  # the archive is incomplete until this run finishes
     log.total = len(todo)
     log.started = time.monotonic()

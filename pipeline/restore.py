@@ -15,6 +15,7 @@ from typing import Any
 
 from models.allocator import keep_freed_memory, release_freed_memory
 from models.codec import CodecError
+from models.registry import uses_gpu
 from pipeline.archive_format import (
     STATUS_OK,
     FormatError,
@@ -32,7 +33,15 @@ from pipeline.ordered_map import ordered_map
 from pipeline.prefetch import prefetch
 from pipeline.progress import Progress
 from pipeline.rows import READ_BATCH_ROWS, RowDecoder, check_decoder_for, iter_rows
-from pipeline.runner import RayOptions, run_per_shard, shard_task, use_reserved_cpus, worker_device
+from pipeline.runner import (
+    RayOptions,
+    describe,
+    resolve,
+    run_per_shard,
+    shard_task,
+    use_reserved_cpus,
+    worker_device,
+)
 from pipeline.storage import (
     StorageOptions,
     join,
@@ -240,6 +249,16 @@ class RestoreWorker:
                              self.writers)
 
 
+
+def _uses_gpu(codec_id: str | None) -> bool:
+    """Whether restoring this archive's codec wants GPU actors where the cluster has GPUs; a
+    codec this installation does not know decodes nothing anyway (its rows are refused)."""
+    try:
+        return codec_id is not None and uses_gpu(codec_id)
+    except CodecError:
+        return False
+
+
 def restore(
     archive: str,
     destination: str,
@@ -302,6 +321,9 @@ def restore(
     log = Progress("restore", len(tasks), progress)
     found_pairs: set[tuple[str, str]] = set()
     ray_options = ray_options or RayOptions()
+    if tasks:
+        ray_options = resolve(ray_options, _uses_gpu(manifest.get("codec")))
+        log.note(describe(ray_options))
     args = (archive, destination, image_format, jpeg_quality, asdict(storage), where, layout,
             decoder, worker_device(ray_options))
     for result in run_per_shard(RestoreWorker, args, tasks, ray_options):

@@ -22,7 +22,7 @@ import re
 import sys
 import traceback
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pipeline.errors import Refused
@@ -30,20 +30,79 @@ from pipeline.errors import Refused
 log = logging.getLogger(__name__)
 
 
+# What a CPU actor reserves by default: with one actor per CPU, each actor's torch gets one
+# thread, and Ray Data-free scheduling keeps the cores busy (ARCHITECTURE.md).
+CPU_ACTOR_CPUS = 0.5
+# Codec actors per GPU by default: two codecs resident on one device, so that one's entropy
+# coding and I/O overlap the other's transforms. Two actors against one on an H200, small
+# shards: compress 1.48x and 1.78x, restore 1.40x and 1.66x (runs 5 and 6,
+# benchmarks/pipeline/gpu/README.md); with one big shard the second has nothing to do. On a
+# node of 16 CPUs and one GPU the defaults give what those runs measured: 0.5 GPU, 7.75 CPUs.
+ACTORS_PER_GPU = 2
+# CPUs of a GPU node that GPU actors leave unreserved by default, for the raylet and the driver.
+NODE_CPUS_LEFT = 0.5
+
+
 @dataclass(frozen=True)
 class RayOptions:
-    """How work is spread over the cluster. ``actors=None`` derives it from cluster CPUs."""
+    """How work is spread over the cluster. None derives the value from the cluster
+    (``resolve``): ``actors`` one per CPU or per GPU share, ``num_cpus``/``num_gpus`` by
+    ``auto_resources``."""
 
     address: str | None = None
     actors: int | None = None
-    num_cpus: float = 0.5
-    num_gpus: float = 0.0
+    num_cpus: float | None = None
+    num_gpus: float | None = None
+
+
+def auto_resources(nodes: list[dict[str, float]], options: RayOptions,
+                   uses_gpu: bool) -> dict[str, float]:
+    """Per-actor CPUs and GPUs for the options left at None, from the live nodes' resources.
+
+    A codec with a network (``uses_gpu``) gets GPU actors when the cluster has GPUs:
+    ``ACTORS_PER_GPU`` per GPU, each with an equal share of its node's CPUs less
+    ``NODE_CPUS_LEFT`` (the smallest share over the GPU nodes, so that every GPU node can place
+    its actors). Otherwise actors run on CPUs, ``CPU_ACTOR_CPUS`` each. A GPU node's cores are
+    what a GPU worker runs short of (range coding, source decoding: benchmarks/pipeline/gpu/),
+    hence the whole share rather than the CPU actors' half CPU."""
+    gpu_nodes = [r for r in nodes if r.get("GPU", 0) > 0]
+    num_gpus = options.num_gpus
+    if num_gpus is None:
+        num_gpus = 1 / ACTORS_PER_GPU if uses_gpu and gpu_nodes else 0.0
+    num_cpus = options.num_cpus
+    if num_cpus is None:
+        num_cpus = CPU_ACTOR_CPUS
+        if num_gpus > 0 and gpu_nodes:
+            share = min((r.get("CPU", 0) - NODE_CPUS_LEFT) / (r["GPU"] / num_gpus)
+                        for r in gpu_nodes)
+            num_cpus = max(CPU_ACTOR_CPUS, math.floor(share * 100) / 100)
+    return {"num_cpus": num_cpus, "num_gpus": num_gpus}
+
+
+def resolve(options: RayOptions, uses_gpu: bool) -> RayOptions:
+    """``options`` with per-actor resources left at None derived from the cluster (which this
+    starts or joins, ``ensure_ray``); see ``auto_resources``."""
+    if options.num_cpus is not None and options.num_gpus is not None:
+        return options
+    ensure_ray(options)
+    import ray
+
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    return replace(options, **auto_resources(nodes, options, uses_gpu))
+
+
+def describe(options: RayOptions) -> str:
+    """One line for the job log: what each actor reserves, and where its codec runs."""
+    where = "GPU" if worker_device(options) == "cuda" else "CPU"
+    return (f"codec actors on {where}s, each reserving {options.num_cpus or 0:g} CPU and "
+            f"{options.num_gpus or 0:g} GPU")
 
 
 def worker_device(options: RayOptions) -> str:
     """Where actors run their codec's network: "cuda" when they are given GPUs (Ray makes
-    an actor's GPUs cuda:0.. through CUDA_VISIBLE_DEVICES), else "cpu"."""
-    return "cuda" if options.num_gpus > 0 else "cpu"
+    an actor's GPUs cuda:0.. through CUDA_VISIBLE_DEVICES), else "cpu" (also while
+    ``num_gpus`` is still None: ``resolve`` first)."""
+    return "cuda" if (options.num_gpus or 0) > 0 else "cpu"
 
 
 THREADS_ENV = "LATENTARC_THREADS"
@@ -146,9 +205,10 @@ def check_fits(options: RayOptions) -> None:
     (no --ray-address), e.g. ``--gpus-per-actor 0.25`` on a machine without a GPU, that wait has
     no end, and the job would hang with only Ray's warning in the log. On a cluster an
     autoscaler may yet add such a node, so there it is a warning, not a refusal."""
-    if options.num_cpus < 0 or options.num_gpus < 0:
+    if (options.num_cpus or 0) < 0 or (options.num_gpus or 0) < 0:
         raise Refused("--cpus-per-actor and --gpus-per-actor must not be negative")
     ensure_ray(options)
+    options = resolve(options, uses_gpu=False)  # (resolved already where a codec decides)
     import ray
 
     need = {"CPU": options.num_cpus, "GPU": options.num_gpus}
@@ -236,14 +296,17 @@ def run_per_shard(
     a restore in one Ray session finds its CPUs free."""
     if not tasks:
         return
-    check_fits(options)  # first: it starts Ray, setting what Ray reads when it is imported
+    # first: it starts Ray, setting what Ray reads when it is imported. Callers whose workers
+    # hold a codec resolve the options before, saying whether it uses a GPU.
+    check_fits(options)
+    options = resolve(options, uses_gpu=False)
     import ray
 
     env = worker_env()
     actor_cls = ray.remote(worker_cls).options(
         **({"runtime_env": {"env_vars": env}} if env else {}),  # merged with the job's
         num_cpus=options.num_cpus,
-        num_gpus=options.num_gpus or 0,
+        num_gpus=options.num_gpus,
         max_restarts=-1,  # a killed actor comes back for the next shard
         max_task_retries=TASK_RETRIES,
         scheduling_strategy="SPREAD",  # over every node, not the driver's first

@@ -106,6 +106,15 @@ def run_in_process(monkeypatch) -> None:
     for module in (pipeline.compress, pipeline.restore, pipeline.verify):
         monkeypatch.setattr(module, "run_per_shard", run)
     monkeypatch.setattr(pipeline.compress, "check_fits", lambda options: None)  # no Ray to ask
+    # ... nor for the per-actor resources: those of a CPU-only node of 2 CPUs
+    from dataclasses import replace
+
+    def resolve(options, uses_gpu):
+        auto = pipeline.runner.auto_resources([{"CPU": 2.0}], options, uses_gpu)
+        return replace(options, **auto)
+
+    for module in (pipeline.compress, pipeline.restore):
+        monkeypatch.setattr(module, "resolve", resolve)
     monkeypatch.setattr(pipeline.compress, "default_actors", lambda options, n: 1)
     # Outside a Ray worker, asking Ray for the node id would start Ray in this process.
     monkeypatch.setattr(pipeline.runner, "_node_id", lambda: None)
