@@ -777,11 +777,28 @@ def derive(summary: dict[str, Any]) -> dict[str, Any]:
                                     "speedup": round(base / by[(layout, a)][f"{op}_seconds"], 3)})
     headline = next((p for p in pipeline_rows if p["op"] == "compress" and p["layout"] == "big"
                      and p["actors"] == 1), None)
-    # What `latentarc compress` does by default on this machine: as many actors as the cluster
-    # has CPUs (pipeline.runner.default_actors), over an archive of many shards.
-    cores = summary["settings"].get("cluster_cpus") or summary["machine"]["cores"]
+    # What `latentarc compress` does by default on this machine, over an archive of many
+    # shards: as many actors as the cluster has CPUs, or with GPUs ACTORS_PER_GPU per GPU, each
+    # with 1 / ACTORS_PER_GPU of it (pipeline.runner.auto_resources, default_actors). A run
+    # with other per-actor shares has no such row.
+    from pipeline.runner import ACTORS_PER_GPU
+
+    settings = summary["settings"]
+    shares = {int(a): g for a, g in (settings.get("gpus_per_actor") or {}).items()}
+    if settings.get("device") == "cuda" and shares:
+        actors, share = next(iter(shares.items()))
+        gpus = round(actors * share)  # "auto" gives each actor GPUs / actors
+        default_count = ACTORS_PER_GPU * gpus
+        default_what = (f"{default_count} actors, {1 / ACTORS_PER_GPU:g} GPU each (the CLI's "
+                        "default count and share with GPUs)")
+        default_share: float | None = 1 / ACTORS_PER_GPU
+    else:
+        default_count = settings.get("cluster_cpus") or summary["machine"]["cores"]
+        default_what = f"{default_count} actors (one per cluster CPU: the CLI's default count)"
+        default_share = None  # CPU actors: any reservation
     by_default = next((p for p in pipeline_rows if p["op"] == "compress" and p["layout"] == "small"
-                       and p["actors"] == min(cores, p["shards"])), None)
+                       and p["actors"] == min(default_count, p["shards"])
+                       and default_share in (None, shares.get(p["actors"]))), None)
     big_overhead = summary["overhead"]["big"]["overhead_bytes_per_row"]
     targets = {
         "efficiency_ge_0.9": {
@@ -791,8 +808,7 @@ def derive(summary: dict[str, Any]) -> dict[str, Any]:
         "efficiency_ge_0.9_default_actors": {
             "value": None if by_default is None else by_default["efficiency"],
             "what": f"compress, {summary['settings']['rows_small']}-row shards, "
-                    f"{cores} actors (one per cluster CPU: the CLI's default count), vs bare "
-                    "encode+decode+PSNR",
+                    f"{default_what}, vs bare encode+decode+PSNR",
             "met": None if by_default is None else by_default["efficiency"] >= 0.9},
         "cpu_efficiency_ge_0.9": {
             "value": None if headline is None else headline["cpu_efficiency"],

@@ -2,6 +2,7 @@
 measurement with plausible values (the real figures are in benchmarks/pipeline/)."""
 
 import json
+from pathlib import Path
 
 import pytest
 from conftest import encode_image, synthetic_image
@@ -187,3 +188,19 @@ def test_shard_files_spend_fewer_bytes_per_row_than_pyarrows_defaults(tmp_path):
                    write_page_checksum=True, row_group_size=table.num_rows)
     saved = (tmp_path / "defaults.parquet").stat().st_size - path.stat().st_size
     assert saved >= 5 * rows, saved
+
+
+def test_the_default_count_target_on_a_gpu_is_two_actors_per_gpu():
+    """On a GPU machine the CLI's default is ACTORS_PER_GPU actors per GPU (auto resources): the
+    target reads that row of a GPU run (run 6, H200), and no row of a run with other shares."""
+    from jobs.pipeline_benchmark import derive
+    from pipeline.runner import ACTORS_PER_GPU
+
+    path = Path(__file__).parents[1] / "benchmarks/pipeline/gpu/run6-h200/results.json"
+    summary = json.loads(path.read_text())
+    default = derive(summary)["targets"]["efficiency_ge_0.9_default_actors"]
+    row = next(r for r in summary["derived"]["pipeline"] if r["op"] == "compress"
+               and r["layout"] == "small" and r["actors"] == ACTORS_PER_GPU)
+    assert default["value"] == row["efficiency"] and "0.5 GPU each" in default["what"]
+    summary["settings"]["gpus_per_actor"] = {"1": 2.0, "2": 1.0}  # two GPUs: no 4-actor row
+    assert derive(summary)["targets"]["efficiency_ge_0.9_default_actors"]["value"] is None
