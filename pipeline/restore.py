@@ -249,7 +249,6 @@ class RestoreWorker:
                              self.writers)
 
 
-
 def _uses_gpu(codec_id: str | None) -> bool:
     """Whether restoring this archive's codec wants GPU actors where the cluster has GPUs; a
     codec this installation does not know decodes nothing anyway (its rows are refused)."""

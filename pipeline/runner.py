@@ -30,8 +30,9 @@ from pipeline.errors import Refused
 log = logging.getLogger(__name__)
 
 
-# What a CPU actor reserves by default: with one actor per CPU, each actor's torch gets one
-# thread, and Ray Data-free scheduling keeps the cores busy (ARCHITECTURE.md).
+# What a CPU actor reserves by default: with the default count, one actor per CPU
+# (``default_actors``), each actor's torch gets one thread (``use_reserved_cpus``), and half of
+# the cluster's CPUs stay unreserved for Ray's own tasks.
 CPU_ACTOR_CPUS = 0.5
 # Codec actors per GPU by default: two codecs resident on one device, so that one's entropy
 # coding and I/O overlap the other's transforms. Two actors against one on an H200, small
