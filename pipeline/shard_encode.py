@@ -143,8 +143,11 @@ class Batching:
     # actors already fill every core it costs msh-n96-v2 4 % (two actors), and webp nothing
     # (benchmarks/pipeline/check-thread). Against that, fresh processes one after another had
     # msh-n96-v2 with two torch threads 6 % slower with it (batch-memory/README.md, session
-    # 20), and it costs about 290 MiB there. On by default for GPU actors, whose device it
-    # keeps busy while the CPU checks the previous batch (not measured yet).
+    # 20) and four alternated reps in one process alike with and without it (session 21), and
+    # it costs about 290 MiB there. On by default for GPU actors, whose device it keeps busy
+    # while the CPU checks the previous batch: on an H200 the reader and check threads together
+    # took encode_shard from 7.41 to 12.57 images/s (benchmarks/pipeline/gpu, run 6; the check
+    # thread alone not isolated).
     check_thread: bool = True
 
     def resolved(self, codec: Codec | None = None) -> tuple[int, int]:
