@@ -73,7 +73,6 @@ PERCEPTUAL_WEIGHT = 3.0
 PERCEPTUAL_STEPS = 40
 
 
-
 def pass_max_pixels(perceptual: bool, device_type: str) -> int:
     """Padded pixels one refinement pass holds on a device ("cpu", "cuda"): larger images are
     refined tile by tile. ``perceptual``: the refinement aims at a realistic decoder."""
@@ -88,6 +87,7 @@ def max_refined_pixels(device_type: str) -> float:
     on an H200 (7.1 s for 16 MP), so the largest image compress codes by default (40 MP,
     ``--max-pixels``) would take about 18 s; a limit would only leave large photos unrefined."""
     return MAX_REFINED_PIXELS if device_type == "cpu" else math.inf
+
 
 Tile = tuple[tuple[int, int, int, int], tuple[int, int, int, int]]
 
