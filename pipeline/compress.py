@@ -326,8 +326,8 @@ def compress(
     batching = batching or Batching()
     device = worker_device(ray_options)
     # hyperprior codecs: the refinement's pass size and size limit where the workers run
-    tile_above, skip_above = (codec.refine_limits(device) if hasattr(codec, "refine_limits")
-                              else (None, math.inf))
+    limits = codec.refine_limits(device) if hasattr(codec, "refine_limits") else None
+    skip_above = limits[1] if limits else math.inf
     worker_args = (codec.id, codec.quality, archive, asdict(storage), asdict(guard or Guard()),
                    metrics, effort, asdict(batching), device, effort_for, effort_max_pixels)
     for result in run_per_shard(CompressWorker, worker_args, tasks, ray_options):
@@ -375,9 +375,9 @@ def compress(
                 # (padded pixels) images were refined tile by tile, and above which (pixels;
                 # null: none) they were coded unrefined
                 **({"effort_for": codec.effort_for,
-                    "refine_tile_above_pixels": tile_above,
+                    "refine_tile_above_pixels": limits[0],
                     "refine_skip_above_pixels": None if math.isinf(skip_above) else skip_above}
-                   if hasattr(codec, "effort_for") else {}),
+                   if limits else {}),
                 "done": report.done,
                 "skipped": report.skipped,
                 "redone": report.redone,

@@ -200,7 +200,8 @@ def ensure_ray(options: RayOptions) -> None:
 
 
 def check_fits(options: RayOptions) -> None:
-    """Refuse actors that no node of the cluster can place, before anything is changed.
+    """Refuse actors that no node of the cluster can place, before anything is changed
+    (``options`` resolved: ``resolve``).
 
     Ray queues an actor it cannot place and waits for the cluster to grow: with in-process Ray
     (no --ray-address), e.g. ``--gpus-per-actor 0.25`` on a machine without a GPU, that wait has
@@ -209,7 +210,6 @@ def check_fits(options: RayOptions) -> None:
     if (options.num_cpus or 0) < 0 or (options.num_gpus or 0) < 0:
         raise Refused("--cpus-per-actor and --gpus-per-actor must not be negative")
     ensure_ray(options)
-    options = resolve(options, uses_gpu=False)  # (resolved already where a codec decides)
     import ray
 
     need = {"CPU": options.num_cpus, "GPU": options.num_gpus}
@@ -297,10 +297,10 @@ def run_per_shard(
     a restore in one Ray session finds its CPUs free."""
     if not tasks:
         return
-    # first: it starts Ray, setting what Ray reads when it is imported. Callers whose workers
-    # hold a codec resolve the options before, saying whether it uses a GPU.
-    check_fits(options)
+    # first: both start Ray, setting what Ray reads when it is imported. Callers whose workers
+    # hold a codec resolve the options before, saying whether it uses a GPU (verify's do not).
     options = resolve(options, uses_gpu=False)
+    check_fits(options)
     import ray
 
     env = worker_env()
