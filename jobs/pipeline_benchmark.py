@@ -245,18 +245,6 @@ def _psutil():
     return importlib.import_module("psutil")
 
 
-def _vm_hwm(pid: int) -> int | None:
-    """The kernel's peak resident set of a process (Linux ``VmHWM``), bytes; None elsewhere."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
 def _tree_cpu() -> tuple[float, float]:
     """(CPU seconds used so far by this process and its descendants, wall clock).
 
@@ -280,17 +268,20 @@ def _busy_cpu() -> float:
     return sum(t) - t.idle - getattr(t, "iowait", 0.0)
 
 
-def _contention(tree0: tuple[float, float], busy0: float, mine: float | None = None) -> dict[str, float]:
+def _contention(tree0: tuple[float, float], busy0: float, mine: float | None = None,
+                sampler: float = 0.0) -> dict[str, float]:
     """How much of the machine this benchmark had during an interval: its own CPU use (this
-    process and its descendants, Ray included; ``mine`` when the caller counted it) and that
-    of every other process, both as a share of all cores. A large ``others`` share means the
-    wall-clock figures are inflated."""
+    process and its descendants, Ray included; ``mine`` when the caller counted it), less the
+    ``sampler`` seconds the measuring thread spent, and that of every other process, both as a
+    share of all cores. A large ``others`` share means the wall-clock figures are inflated."""
     tree1, busy1 = _tree_cpu(), _busy_cpu()
     capacity = (tree1[1] - tree0[1]) * (os.cpu_count() or 1)
     mine = tree1[0] - tree0[0] if mine is None else mine
     others = max(0.0, (busy1 - busy0) - mine)
-    return {"cpu_seconds": round(mine, 2), "ours": round(mine / capacity, 3) if capacity else 0.0,
+    ours = max(0.0, mine - sampler)
+    return {"cpu_seconds": round(ours, 2), "ours": round(ours / capacity, 3) if capacity else 0.0,
             "others": round(others / capacity, 3) if capacity else 0.0,
+            "sampler_cpu_seconds": round(sampler, 3),
             "loadavg_1min": round(os.getloadavg()[0], 2)}
 
 
@@ -305,6 +296,31 @@ class WorkerMemory:
     samples: int = 1
 
 
+def _proc_status(pid: int) -> tuple[int, int] | None:
+    """(VmRSS, VmHWM) of a living process in bytes, from one read of ``/proc/PID/status``;
+    None when it is gone (or off Linux)."""
+    rss = hwm = None
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    hwm = int(line.split()[1]) * 1024
+                elif line.startswith("VmRSS:"):
+                    rss = int(line.split()[1]) * 1024
+                    break  # VmRSS follows VmHWM
+    except OSError:
+        return None
+    return None if rss is None or hwm is None else (rss, hwm)
+
+
+def _proc_title(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return None
+
+
 @dataclass
 class RssSampler:
     """Samples, from the driver, the RSS of every Ray actor process while a job runs.
@@ -314,12 +330,22 @@ class RssSampler:
     (``ray::CompressWorker``, ``ray::CompressWorker.__call__`` while it works). For each one:
     the largest RSS sampled, and the kernel's own peak (VmHWM, read at every sample, so short
     spikes between samples count). Actors of an earlier run that are still shutting down are left out.
+
+    Two cadences, because the sampler shares the cores with what it measures: every
+    ``interval`` it reads ``/proc/PID/status`` and ``cmdline`` of the actors it knows (well
+    under a millisecond); every ``walk_every`` it walks all descendants with psutil, to find
+    new actors and to add up CPU time (at every sample until it has found an actor). Until session 22 it walked every 0.1 s, which cost the
+    driver 10-11 % of one core at nice 0, beside nice-15 actors
+    (benchmarks/pipeline/sampler-cost/). Its own CPU time is counted (``sampler_cpu_seconds``)
+    and left out of the pipeline's.
     """
 
     worker_class: str
     interval: float = 0.1
+    walk_every: float = 1.0
     workers: dict[int, WorkerMemory] = field(default_factory=dict)
     contention: dict[str, float] | None = None
+    sampler_cpu_seconds: float = 0.0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -339,15 +365,23 @@ class RssSampler:
         if self._thread is not None:
             self._thread.join()
         mine = sum(last - self._cpu_base.get(pid, 0.0) for pid, last in self._cpu_last.items())
-        self.contention = _contention(self._tree0, self._busy0, mine)
+        self.contention = _contention(self._tree0, self._busy0, mine, self.sampler_cpu_seconds)
 
     def _loop(self) -> None:
+        cpu0 = time.thread_time()
         psutil = _psutil()
         me = psutil.Process()
+        next_walk = 0.0
         while not self._stop.is_set():
-            self.sample(psutil, me)
+            if time.monotonic() >= next_walk:
+                self.sample(psutil, me)
+                # until the first actor is found (while they start), walk at every sample
+                next_walk = time.monotonic() + (self.walk_every if self.workers else 0.0)
+            else:
+                self.sample_known()
             self._stop.wait(self.interval)
         self.sample(psutil, me)
+        self.sampler_cpu_seconds = time.thread_time() - cpu0
 
     @property
     def marker(self) -> str:
@@ -370,28 +404,42 @@ class RssSampler:
         return dict(self._cpu_last)
 
     def sample(self, psutil, me) -> None:
+        """The full walk: CPU times of every descendant, new actors, then every actor's RSS."""
         self._cpu_seen(psutil, me)
         for p, title in _actors(psutil, me, self.marker):
             if p.pid in self._earlier:
                 continue
-            try:
-                rss = p.memory_info().rss
-            except psutil.Error:  # gone between listing and reading
-                continue
-            hwm = _vm_hwm(p.pid)
-            ready = None if title.rstrip().endswith("__init__") else rss
-            w = self.workers.get(p.pid)
-            if w is None:
+            if p.pid not in self.workers:
                 try:
                     nice = p.nice()
                 except psutil.Error:
                     nice = None
-                self.workers[p.pid] = WorkerMemory(p.pid, title.strip()[:80], rss, hwm, ready, nice)
-            else:
-                w.peak_rss = max(w.peak_rss, rss)
-                w.hwm = hwm if hwm is not None else w.hwm
-                w.ready_rss = w.ready_rss if w.ready_rss is not None else ready
-                w.samples += 1
+                if self._record(p.pid, title) and nice is not None:
+                    self.workers[p.pid].nice = nice
+        self.sample_known()
+
+    def sample_known(self) -> None:
+        """RSS and VmHWM of the actors found so far: two small reads of /proc per actor."""
+        for pid in list(self.workers):
+            title = _proc_title(pid)
+            if title is not None:
+                self._record(pid, title)
+
+    def _record(self, pid: int, title: str) -> bool:
+        status = _proc_status(pid)
+        if status is None:  # gone between listing and reading
+            return False
+        rss, hwm = status
+        ready = None if title.rstrip().endswith("__init__") else rss
+        w = self.workers.get(pid)
+        if w is None:
+            self.workers[pid] = WorkerMemory(pid, title.strip()[:80], rss, hwm, ready)
+        else:
+            w.peak_rss = max(w.peak_rss, rss)
+            w.hwm = max(w.hwm or 0, hwm)
+            w.ready_rss = w.ready_rss if w.ready_rss is not None else ready
+            w.samples += 1
+        return True
 
     def summary(self) -> dict[str, Any]:
         ws = list(self.workers.values())
@@ -691,7 +739,8 @@ def run(settings: Settings, command: str) -> dict[str, Any]:
                      "codec": bare["codec"], "quality": bare["quality"], "rows_small": s.rows_small,
                      "rows_big": s.rows_big, "big_shards": s.big_shards, "budget_mib": s.budget_mib,
                      "big_shard_pixel_mib": _mib(big_shard_pixels), "actors": list(s.actors),
-                     "sample_interval_s": s.interval, "driver_nice": os.nice(0),
+                     "sample_interval_s": s.interval, "walk_every_s": RssSampler.walk_every,
+                     "driver_nice": os.nice(0),
                      "prefetch": s.prefetch, "cluster_cpus": cluster_cpus,
                      "check_thread": Batching().check_thread,  # the Ray runs: the default
                      # models.allocator's settings, inherited by the workers (Ray starts them)
@@ -991,17 +1040,18 @@ def to_markdown(summary: dict[str, Any]) -> str:
         f"{s['big_shard_pixel_mib']:.1f} MiB of decoded pixels ({s['big_shard_pixel_mib'] / budget:.1f}x the "
         f"budget), a small one {s['big_shard_pixel_mib'] * s['rows_small'] / s['rows_big']:.1f} MiB.",
         "",
-        f"Method: a thread in the driver lists, every {s['sample_interval_s']:g} s, the descendants of the "
-        "driver process (in-process Ray: driver -> raylet -> worker processes) with psutil, keeps those "
-        "whose process title contains `ray::CompressWorker` / `ray::RestoreWorker` (the codec "
-        "actors) and reads their RSS; it also reads each one's `VmHWM` from /proc (the kernel's "
-        "own peak RSS since the process started, so spikes between samples count). Actors of the "
-        "previous call are waited out before each call. Figures are the largest over the call's "
-        "actors. Ready = an actor's RSS at the first sample after its `__init__` (imports done, "
-        "codec loaded, before or at the start of its first shard); growth = peak sampled RSS - "
-        "ready. RSS counts shared pages the process touched (libraries, Ray's object store "
-        "mapping). Ours / others = share of all cores used by this benchmark's processes / by "
-        "everything else during the call.",
+        f"Method: a thread in the driver lists, every {s.get('walk_every_s', s['sample_interval_s']):g} s, "
+        "the descendants of the driver process (in-process Ray: driver -> raylet -> worker "
+        "processes) with psutil and keeps those whose process title contains "
+        "`ray::CompressWorker` / `ray::RestoreWorker` (the codec actors); every "
+        f"{s['sample_interval_s']:g} s it reads each known actor's RSS and `VmHWM` from /proc "
+        "(the kernel's own peak RSS since the process started, so spikes between samples count). "
+        "Actors of the previous call are waited out before each call. Figures are the largest "
+        "over the call's actors. Ready = an actor's RSS at the first sample after its `__init__` "
+        "(imports done, codec loaded, before or at the start of its first shard); growth = peak "
+        "sampled RSS - ready. RSS counts shared pages the process touched (libraries, Ray's "
+        "object store mapping). Ours / others = share of all cores used by this benchmark's "
+        "processes, less the sampling thread's own CPU / by everything else during the call.",
         "",
         "| op | shards x rows | actors | actors seen | peak RSS MiB | VmHWM MiB | ready MiB "
         "| growth MiB | CPU ours / others |",
