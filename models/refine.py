@@ -22,7 +22,6 @@ Measured on whole Kodak images: benchmarks/perceptual/kodak-v5/.
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import torch
@@ -30,7 +29,7 @@ from torch import nn
 
 from models.entropy_models import gaussian_likelihood
 from models.layers import ste_round
-from models.tiling import HALO_LATENTS
+from models.tiling import HALO_LATENTS, Tile, tile_plan
 
 # Adam step on the latent (gain units). 0.006 lost PSNR at low qualities, and 0.01 and 0.05 were
 # worse in earlier trials (benchmarks/kodak/latent-refinement/).
@@ -87,54 +86,6 @@ def max_refined_pixels(device_type: str) -> float:
     on an H200 (7.1 s for 16 MP), so the largest image compress codes by default (40 MP,
     ``--max-pixels``) would take about 18 s; a limit would only leave large photos unrefined."""
     return MAX_REFINED_PIXELS if device_type == "cpu" else math.inf
-
-
-Tile = tuple[tuple[int, int, int, int], tuple[int, int, int, int]]
-
-
-def _bands(n: int, parts: int, halo: int) -> list[tuple[int, int, int, int]]:
-    """``n`` latents in ``parts`` even cores: (core start, end, context start, end)."""
-    cuts = [n * k // parts for k in range(parts + 1)]
-    return [(a, b, max(0, a - halo), min(n, b + halo)) for a, b in itertools.pairwise(cuts)]
-
-
-def tile_plan(n_h: int, n_w: int, max_pixels: int, halo: int) -> list[Tile] | None:
-    """Cores and contexts, in latents ``((a, b, c, d), (ia, ib, ic, id))``, covering an
-    ``n_h`` x ``n_w`` latent grid so that no context (core plus ``halo`` latents on every side,
-    clipped at the border) exceeds ``max_pixels`` full-resolution pixels; None when the whole
-    image fits in one pass.
-
-    Of the even splits into rows x columns of cores that respect the cap, the one with the
-    least context area in all, which is what a step costs: a 1024 x 1024 image aimed at the
-    realistic decoder (halo 9, 0.52 MP) goes in 2 x 2 tiles, 1.6x its own area, where square
-    cores sized for an interior tile would take 3 x 3, 3.3x."""
-    if n_h * n_w * 256 <= max_pixels:
-        return None
-    if n_h > n_w:  # the search below loops over row counts: make that the shorter side
-        return [((c, d, a, b), (ic, id_, ia, ib))
-                for (a, b, c, d), (ia, ib, ic, id_) in tile_plan(n_w, n_h, max_pixels, halo)]
-    cap = max_pixels // 256  # latents
-    best: tuple[int, list, list] | None = None
-    for parts_h in range(1, n_h + 1):
-        rows = _bands(n_h, parts_h, halo)
-        tall = max(ib - ia for _, _, ia, ib in rows)
-        if tall > cap:
-            continue
-        # the fewest columns that fit is the cheapest; a context is at least its core
-        for parts_w in range(-(-n_w // max(1, cap // tall)), n_w + 1):
-            cols = _bands(n_w, parts_w, halo)
-            if tall * max(id_ - ic for _, _, ic, id_ in cols) <= cap:
-                break
-        else:
-            continue
-        area = sum(ib - ia for _, _, ia, ib in rows) * sum(id_ - ic for _, _, ic, id_ in cols)
-        if best is None or area < best[0]:
-            best = (area, rows, cols)
-    if best is None:
-        raise ValueError(f"refinement tiles: no tiling of {n_h} x {n_w} latents with a halo of "
-                         f"{halo} fits in {max_pixels} pixels")
-    _, rows, cols = best
-    return [((a, b, c, d), (ia, ib, ic, id_)) for a, b, ia, ib in rows for c, d, ic, id_ in cols]
 
 
 def _whole_gradient(g_s: nn.Module, x: torch.Tensor, y: torch.Tensor, mean: torch.Tensor,

@@ -14,7 +14,7 @@ from conftest import shared_path, synthetic_image
 from learned_fixtures import tiny_codec
 from PIL import Image
 
-from models import refine
+from models import refine, tiling
 from models.bitstream import unpack
 
 
@@ -22,7 +22,7 @@ from models.bitstream import unpack
                          [(54, 80, 1 << 19, 9), (40, 12, 20 * 20 * 256, 4), (100, 1, 9 * 9 * 256, 4),
                           (5, 200, 30 * 30 * 256, 9)])
 def test_tiles_cover_the_latent_once_and_no_pass_exceeds_the_cap(n_h, n_w, max_pixels, halo):
-    tiles = refine.tile_plan(n_h, n_w, max_pixels, halo)
+    tiles = tiling.tile_plan(n_h, n_w, max_pixels, halo)
     assert tiles is not None
     covered = np.zeros((n_h, n_w), int)
     for (a, b, c, d), (ia, ib, ic, id_) in tiles:
@@ -33,7 +33,7 @@ def test_tiles_cover_the_latent_once_and_no_pass_exceeds_the_cap(n_h, n_w, max_p
     assert (covered == 1).all()
     sides = {b - a for (a, b, _, _), _ in tiles}
     assert max(sides) - min(sides) <= 1, "cores are not split evenly"
-    assert refine.tile_plan(4, 4, 4 * 4 * 256, halo) is None  # fits: one whole-image pass
+    assert tiling.tile_plan(4, 4, 4 * 4 * 256, halo) is None  # fits: one whole-image pass
 
 
 def _setup(codec, image: np.ndarray):
@@ -50,7 +50,7 @@ def _setup(codec, image: np.ndarray):
 
 def _gradients(g_s, x, y, mean, scale, inv_gain, lmbda, metric, max_pixels):
     halo = int(getattr(g_s, "halo_latents", refine.HALO_LATENTS))
-    tiles = refine.tile_plan(y.shape[2], y.shape[3], max_pixels, halo)
+    tiles = tiling.tile_plan(y.shape[2], y.shape[3], max_pixels, halo)
     assert tiles is not None and len(tiles) > 1
     with torch.enable_grad():
         whole = refine._whole_gradient(g_s, x, y.clone().requires_grad_(True), mean, scale,
@@ -108,7 +108,7 @@ def test_a_large_image_is_refined_in_tiles_to_the_symbols_of_a_whole_pass(monkey
     monkeypatch.setattr(refine, "MAX_PIXELS", cap)
     tiled = codec.encode_batch([image])[0]
     assert sizes and max(sizes) <= cap
-    assert len(sizes) == 30 * len(refine.tile_plan(12, 16, cap, refine.HALO_LATENTS))
+    assert len(sizes) == 30 * len(tiling.tile_plan(12, 16, cap, refine.HALO_LATENTS))
     assert tiled != plain, "the large image was not refined"
     assert unpack(tiled)[0] == unpack(plain)[0]
     plain, whole, tiled = (np.frombuffer(tiny_codec(4.0).decode_batch([s])[0].content[10:], "<i4")

@@ -67,3 +67,16 @@ def test_a_tiling_codec_codes_like_the_whole_pass(model, monkeypatch):
     assert tiled_decode.content == whole.content
     diff = np.abs(tiled_decode.image.astype(int) - whole.image.astype(int))
     assert diff.max() <= 1
+
+
+@pytest.mark.parametrize(("n_h", "n_w", "core", "halo"), [(7, 5, 2, 4), (64, 64, 64, 4), (130, 3, 64, 9)])
+def test_square_tiles_cover_the_grid_once_with_clipped_halos(n_h, n_w, core, halo):
+    """The transforms' tile geometry: square cores from the top-left corner (the last ones
+    shorter), each with its halo clipped at the border."""
+    covered = np.zeros((n_h, n_w), int)
+    for (a, b, c, d), (ia, ib, ic, id_) in tiling.square_tiles(n_h, n_w, core, halo):
+        covered[a:b, c:d] += 1
+        assert a % core == 0 and c % core == 0 and b - a <= core and d - c <= core
+        assert (ia, ib, ic, id_) == (max(0, a - halo), min(n_h, b + halo), max(0, c - halo),
+                                     min(n_w, d + halo))
+    assert (covered == 1).all()

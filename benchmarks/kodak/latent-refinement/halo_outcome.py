@@ -27,7 +27,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))
 
-from models import refine  # noqa: E402
+from models import refine, tiling  # noqa: E402
 from models.perceptual import perceptual_scores  # noqa: E402
 from models.registry import DEFAULT_CODEC, get_codec  # noqa: E402
 from pipeline.images import psnr  # noqa: E402
@@ -50,7 +50,7 @@ def main() -> None:
 
     def fixed_grid(halo: int):
         def tiles(n_h: int, n_w: int, max_pixels: int, _halo: int):
-            rows, cols = refine._bands(n_h, parts_h, halo), refine._bands(n_w, parts_w, halo)
+            rows, cols = tiling.bands(n_h, parts_h, halo), tiling.bands(n_w, parts_w, halo)
             return [((a, b, c, d), (ia, ib, ic, id_))
                     for a, b, ia, ib in rows for c, d, ic, id_ in cols]
         return tiles

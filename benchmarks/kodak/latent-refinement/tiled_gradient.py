@@ -4,7 +4,7 @@
 
 For msh-n96-v2 at quality 0 on one Kodak image, computes ``models.refine._whole_gradient`` once
 and ``_tiled_gradient`` under two pass caps (26 x 26 and 34 x 34 latents for the realistic
-g_s, 16 x 16 and 26 x 26 for the faithful one; ``refine.tile_plan`` picks the tiles) and loss
+g_s, 16 x 16 and 26 x 26 for the faithful one; ``tiling.tile_plan`` picks the tiles) and loss
 margins of half the halo, 6 latents and the whole halo, for three aims: the faithful g_s (rate
 + MSE), the realistic g_s with LPIPS-alex (what --effort-for realistic runs) and the realistic
 g_s without it. Prints the relative error and the cosine against the whole-image gradient.
@@ -27,7 +27,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))
 
-from models import refine  # noqa: E402
+from models import refine, tiling  # noqa: E402
 from models.learned import _lpips_alex  # noqa: E402
 from models.registry import DEFAULT_CODEC, get_codec  # noqa: E402
 
@@ -61,7 +61,7 @@ def main() -> None:
         if args.realistic_halos and metric is None:
             continue
         for side in () if args.realistic_halos else (26, 34) if halo > 4 else (16, 26):
-            tiles = refine.tile_plan(y.shape[2], y.shape[3], side * side * 256, halo)
+            tiles = tiling.tile_plan(y.shape[2], y.shape[3], side * side * 256, halo)
             for margin in sorted({halo // 2, 6, halo}):
                 with torch.enable_grad():
                     tiled = refine._tiled_gradient(g_s, x, y.clone(), mean, scale, inv_gain,
@@ -82,8 +82,8 @@ def main() -> None:
 def _report(name, g_s, x, y, mean, scale, inv_gain, lmbda, metric, whole, grid, halo) -> None:
     """The tiled gradient over a fixed ``grid`` of cores with ``halo`` (margin = halo) against
     the whole-image one, and what its tiles' contexts cost: their latent area over the image's."""
-    rows = refine._bands(y.shape[2], grid[0], halo)
-    cols = refine._bands(y.shape[3], grid[1], halo)
+    rows = tiling.bands(y.shape[2], grid[0], halo)
+    cols = tiling.bands(y.shape[3], grid[1], halo)
     tiles = [((a, b, c, d), (ia, ib, ic, id_)) for a, b, ia, ib in rows for c, d, ic, id_ in cols]
     with torch.enable_grad():
         tiled = refine._tiled_gradient(g_s, x, y.clone(), mean, scale, inv_gain, lmbda, metric,
