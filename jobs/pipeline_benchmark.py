@@ -334,10 +334,10 @@ class RssSampler:
     Two cadences, because the sampler shares the cores with what it measures: every
     ``interval`` it reads ``/proc/PID/status`` and ``cmdline`` of the actors it knows (well
     under a millisecond); every ``walk_every`` it walks all descendants with psutil, to find
-    new actors and to add up CPU time (at every sample until it has found an actor). Until session 22 it walked every 0.1 s, which cost the
-    driver 10-11 % of one core at nice 0, beside nice-15 actors
-    (benchmarks/pipeline/sampler-cost/). Its own CPU time is counted (``sampler_cpu_seconds``)
-    and left out of the pipeline's.
+    new actors and to add up CPU time (at every sample until it has found an actor). Until
+    session 22 it walked every 0.1 s, which cost the driver 10-11 % of one core at nice 0,
+    beside nice-15 actors (benchmarks/pipeline/sampler-cost/). Its own CPU time is counted
+    (``sampler_cpu_seconds``) and left out of the pipeline's.
     """
 
     worker_class: str
