@@ -333,8 +333,8 @@ class RssSampler:
 
     Two cadences, because the sampler shares the cores with what it measures: every
     ``interval`` it reads ``/proc/PID/status`` and ``cmdline`` of the actors it knows (well
-    under a millisecond); every ``walk_every`` it walks all descendants with psutil, to find
-    new actors and to add up CPU time (at every sample until it has found an actor). Until
+    under a millisecond); every ``walk_every`` it walks all descendants with psutil, once, to
+    find new actors and to add up CPU time (at every sample until it has found an actor). Until
     session 22 it walked every 0.1 s, which cost the driver 10-11 % of one core at nice 0,
     beside nice-15 actors (benchmarks/pipeline/sampler-cost/). Its own CPU time is counted
     (``sampler_cpu_seconds``) and left out of the pipeline's.
@@ -387,12 +387,13 @@ class RssSampler:
     def marker(self) -> str:
         return f"ray::{self.worker_class}"
 
-    def _cpu_seen(self, psutil, me) -> dict[int, float]:
-        """CPU seconds (user + system) of this process and each descendant, remembered per PID
-        so that a process that exits keeps what it used up to the last sample (a dead process's
-        time is not reliably added to any living one's)."""
+    def _cpu_seen(self, psutil, me, children: list | None = None) -> dict[int, float]:
+        """CPU seconds (user + system) of this process and each descendant (``children``, when
+        the caller has listed them), remembered per PID so that a process that exits keeps what
+        it used up to the last sample (a dead process's time is not reliably added to any
+        living one's)."""
         try:
-            procs = [me, *me.children(recursive=True)]
+            procs = [me, *(me.children(recursive=True) if children is None else children)]
         except psutil.Error:
             return dict(self._cpu_last)
         for p in procs:
@@ -404,23 +405,29 @@ class RssSampler:
         return dict(self._cpu_last)
 
     def sample(self, psutil, me) -> None:
-        """The full walk: CPU times of every descendant, new actors, then every actor's RSS."""
-        self._cpu_seen(psutil, me)
-        for p, title in _actors(psutil, me, self.marker):
-            if p.pid in self._earlier:
+        """The full walk, once over the descendants: their CPU times, new actors (recorded as
+        found), then the RSS of the actors known before."""
+        try:
+            children = me.children(recursive=True)
+        except psutil.Error:
+            children = []
+        self._cpu_seen(psutil, me, children)
+        known = list(self.workers)
+        for p, title in _actors(psutil, me, self.marker, children):
+            if p.pid in self._earlier or p.pid in self.workers:
                 continue
-            if p.pid not in self.workers:
-                try:
-                    nice = p.nice()
-                except psutil.Error:
-                    nice = None
-                if self._record(p.pid, title) and nice is not None:
-                    self.workers[p.pid].nice = nice
-        self.sample_known()
+            try:
+                nice = p.nice()
+            except psutil.Error:
+                nice = None
+            if self._record(p.pid, title) and nice is not None:
+                self.workers[p.pid].nice = nice
+        self.sample_known(known)
 
-    def sample_known(self) -> None:
-        """RSS and VmHWM of the actors found so far: two small reads of /proc per actor."""
-        for pid in list(self.workers):
+    def sample_known(self, pids: list[int] | None = None) -> None:
+        """RSS and VmHWM of the actors found so far (or of ``pids``): two small reads of /proc
+        per actor."""
+        for pid in list(self.workers) if pids is None else pids:
             title = _proc_title(pid)
             if title is not None:
                 self._record(pid, title)
@@ -460,14 +467,16 @@ class RssSampler:
         }
 
 
-def _actors(psutil, me, marker: str) -> list[tuple[Any, str]]:
-    """Descendant processes whose title contains ``marker``, with the title, leaving out the
-    children of such a process: a child forked by an actor carries the actor's title until it
-    execs (session 13: under load the sampler caught one and counted 3 workers for 2 actors)."""
-    try:
-        children = me.children(recursive=True)
-    except psutil.Error:
-        return []
+def _actors(psutil, me, marker: str, children: list | None = None) -> list[tuple[Any, str]]:
+    """Descendant processes (``children``, when the caller has listed them) whose title contains
+    ``marker``, with the title, leaving out the children of such a process: a child forked by
+    an actor carries the actor's title until it execs (session 13: under load the sampler
+    caught one and counted 3 workers for 2 actors)."""
+    if children is None:
+        try:
+            children = me.children(recursive=True)
+        except psutil.Error:
+            return []
     found = {}
     for p in children:
         try:

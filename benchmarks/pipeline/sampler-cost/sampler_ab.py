@@ -21,6 +21,7 @@ pipeline's efficiency (``../msh-n96-v2/README.md``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import statistics
@@ -104,14 +105,9 @@ def main() -> None:
                 walk = WAYS[way]
                 sampler = RssSampler("CompressWorker", 0.1, walk) if walk else None
                 started = time.perf_counter()
-                if sampler:
-                    sampler.__enter__()
-                try:
+                with sampler or contextlib.nullcontext():
                     report = compress([str(src)], str(archive), args.codec, ray_options=options,
                                       progress=False, guard=Guard(size=False), batching=Batching())
-                finally:
-                    if sampler:
-                        sampler.__exit__(None, None, None)
                 wall = time.perf_counter() - started
                 if not report.ok:
                     raise SystemExit(f"compress failed: {report.failed}")
