@@ -286,6 +286,10 @@ def _cmd_restore(args: argparse.Namespace) -> int:
           f"{report.destination}{decoder} in {report.seconds:.1f} s{pushed}")
     for name, error in report.failed.items():
         print(f"FAILED {name}: {error}", file=sys.stderr)
+    if report.excluded_keys:
+        shown = ", ".join(report.excluded_keys[:10])
+        print(f"restore: {len(report.excluded_keys)} requested key(s) excluded by --where: "
+              f"{shown}")
     if report.missing_keys:
         shown = ", ".join(report.missing_keys[:10])
         print(f"latentarc: {len(report.missing_keys)} requested key(s) not in the archive: {shown}",

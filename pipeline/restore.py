@@ -9,6 +9,7 @@ atomically, and not at all if any of its rows fails its checks.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -32,7 +33,7 @@ from pipeline.images import (
 from pipeline.ordered_map import ordered_map
 from pipeline.prefetch import prefetch
 from pipeline.progress import Progress
-from pipeline.rows import READ_BATCH_ROWS, RowDecoder, check_decoder_for, iter_rows
+from pipeline.rows import READ_BATCH_ROWS, RowDecoder, RowError, check_decoder_for, iter_rows, shard_keys
 from pipeline.runner import (
     RayOptions,
     describe,
@@ -61,6 +62,8 @@ class RestoreReport:
     written: dict[str, int] = field(default_factory=dict)  # shard -> samples written
     failed: dict[str, str] = field(default_factory=dict)
     missing_keys: list[str] = field(default_factory=list)
+    # requested keys that are in the archive but that --where excluded: not a failure
+    excluded_keys: list[str] = field(default_factory=list)
     row_groups_skipped: int = 0  # by --where statistics pushdown
     seconds: float = 0.0
 
@@ -74,7 +77,7 @@ def read_keys_file(path: str) -> tuple[set[str], set[tuple[str, str]]]:
     any_shard: set[str] = set()
     pairs: set[tuple[str, str]] = set()
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # a byte-order mark is not part of a key
             lines = [line.removesuffix("\r") for line in f.read().split("\n")]  # CRLF too
     except (OSError, UnicodeDecodeError) as exc:  # a bad argument: refused, exit 2
         raise Refused(f"--keys {path}: {exc}") from exc
@@ -138,7 +141,18 @@ def restore_shard(
         if row["status"] == STATUS_OK and decoded.source is not None and image_format is None:
             sample.members.append((row["image_name"], decoded.source))  # the exact original
         elif row["status"] == STATUS_OK:
-            sample.members.append(_image_member(row, decoded.image, image_format, jpeg_quality))
+            try:
+                member = _image_member(row, decoded.image, image_format, jpeg_quality)
+            except Exception as exc:  # e.g. a size the output format cannot hold
+                raise RowError(row["shard"], row["key"], "cannot write the restored image as "
+                               f"{image_format or row['format']}: {type(exc).__name__}: {exc}"
+                               ) from exc
+            if member[0] != row["image_name"] and any(m["name"] == member[0]
+                                                      for m in row["members"]):
+                raise RowError(row["shard"], row["key"], f"--image-format {image_format} would "
+                               f"name the image {member[0]!r}, as another member of this sample "
+                               "is named; restore this shard without --image-format")
+            sample.members.append(member)
         sample.members.extend((m["name"], m["data"]) for m in row["members"])
         return sample
 
@@ -152,15 +166,24 @@ def restore_shard(
 
     if layout == "files":
         written: set[str] = set()
-        size = sum(_write_image_file(destination_url, sample, storage, written)
-                   for sample in samples())
+        try:
+            size = sum(_write_image_file(destination_url, sample, storage, written)
+                       for sample in samples())
+        except BaseException:  # not at all if any row fails: remove what this shard wrote
+            for name in written:
+                with contextlib.suppress(Exception):  # the shard's own error is the one to see
+                    remove(join(destination_url, name), storage)
+            raise
     else:
         size = write_atomic(destination_url, lambda f: write_samples(f, samples()), storage)
         if not found and (where or keys is not None):  # nothing selected: no empty shard
             remove(destination_url, storage)
             size = 0
+    excluded: list[str] = []
+    if keys is not None and where:  # tell "filtered out" from "not in this shard"
+        excluded = sorted(shard_keys(archive, shard, storage) & (keys - set(found)))
     return {"shard": shard, "samples": len(found), "keys": found, "bytes_out": size,
-            "row_groups_skipped": len(skipped)}
+            "row_groups_skipped": len(skipped), "excluded_keys": excluded}
 
 
 # Decoded pixels a restore worker holds, at most (one row always passes each bound): those read
@@ -298,7 +321,9 @@ def restore(
         except CodecError as exc:
             raise Refused(str(exc)) from exc
     entries = {e["shard"]: e for e in manifest["shards"]}
-    chosen = list(entries) if not shards else shards
+    if shards is not None and not shards:
+        raise Refused("no shards selected (an empty shard list)")
+    chosen = list(entries) if shards is None else shards
     unknown = [s for s in chosen if s not in entries]
     if unknown:
         raise Refused(f"archive has no shard(s) {', '.join(unknown)}; it has {len(entries)} shards")
@@ -319,6 +344,7 @@ def restore(
     ]
     log = Progress("restore", len(tasks), progress)
     found_pairs: set[tuple[str, str]] = set()
+    excluded_pairs: set[tuple[str, str]] = set()
     ray_options = ray_options or RayOptions()
     if tasks:
         ray_options = resolve(ray_options, _uses_gpu(manifest.get("codec")))
@@ -331,6 +357,7 @@ def restore(
             report.written[name] = result["samples"]
             report.row_groups_skipped += result["row_groups_skipped"]
             found_pairs.update((name, k) for k in result["keys"])
+            excluded_pairs.update((name, k) for k in result["excluded_keys"])
             log.update(name, result["samples"], 0, result["bytes_out"])
         else:
             report.failed[name] = result["error"]
@@ -340,9 +367,15 @@ def restore(
             report.failed[task["shard"]] = "no result returned by the worker"
     if keys_file:
         found_keys = {k for _, k in found_pairs}
+        excluded_keys = {k for _, k in excluded_pairs} - found_keys
+        report.excluded_keys = sorted(
+            [k for k in any_shard if k in excluded_keys]
+            + [f"{s}\t{k}" for s, k in pairs if (s, k) in excluded_pairs]
+        )
         report.missing_keys = sorted(
-            [k for k in any_shard if k not in found_keys]
-            + [f"{s}\t{k}" for s, k in pairs if (s, k) not in found_pairs and s in report.written]
+            [k for k in any_shard if k not in found_keys and k not in excluded_keys]
+            + [f"{s}\t{k}" for s, k in pairs if (s, k) not in found_pairs
+               and (s, k) not in excluded_pairs and s in report.written]
             + [f"{s}\t{k}" for s, k in pairs if s not in entries]
         )
     report.seconds = round(time.monotonic() - started, 3)

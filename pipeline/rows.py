@@ -73,6 +73,14 @@ def iter_rows(
                         yield row
 
 
+def shard_keys(archive: str, shard: str, storage: StorageOptions | None = None) -> set[str]:
+    """Every key of a shard file, from its key column alone (no bitstreams are read)."""
+    fs, path = filesystem(shard_url(archive, shard), storage)
+    with fs.open(path, "rb") as f:
+        parquet = pq.ParquetFile(f, page_checksum_verification=True)
+        return set(parquet.read(columns=["key"], use_threads=False).column("key").to_pylist())
+
+
 class RowDecoder:
     """Decodes rows with codecs instantiated once per codec id.
 
@@ -103,11 +111,16 @@ class RowDecoder:
             raise RowError(shard, key, "row has status ok but no bitstream")
         if crc32c.crc32c(stream) != row["crc32c"]:
             raise RowError(shard, key, "bitstream CRC32C mismatch (the stored bytes are damaged)")
-        codec = self.codec(row["codec"])
-        if row["weights"] is not None and row["weights"] != codec.weights_sha256():
+        try:
+            codec = self.codec(row["codec"])
+        except CodecError as exc:  # e.g. a codec id this installation does not know
+            raise RowError(shard, key, f"cannot decode: {exc}") from exc
+        # A learned codec's row must name its weights; a Pillow codec's names none.
+        if row["weights"] != codec.weights_sha256():
+            written = f"{row['weights'][:16]}..." if row["weights"] else "none"
             raise RowError(
                 shard, key,
-                f"written with weights sha256 {row['weights'][:16]}..., but codec {codec.id} here has "
+                f"written with weights sha256 {written}, but codec {codec.id} here has "
                 f"{(codec.weights_sha256() or 'none')[:16]}...; refusing to decode with other weights",
             )
         try:

@@ -73,7 +73,9 @@ class ArchiveDataset(IterableDataset):
         if decoder != "faithful":
             check_decoder_for(manifest["codec"], decoder)  # refuse now, not in a worker
         self.decoder = decoder
-        self.shards = shards or [e["shard"] for e in manifest["shards"]]
+        if shards is not None and not shards:  # not "every shard": an empty split is a mistake
+            raise ValueError("shards=[] selects nothing; pass None for every shard")
+        self.shards = shards if shards is not None else [e["shard"] for e in manifest["shards"]]
         self.where = where
         self.include_passthrough = include_passthrough
         self.transform = transform

@@ -42,13 +42,20 @@ def verify_shard(archive: str, shard: str, expected_rows: int, storage: StorageO
         return {"shard": shard, "rows": 0, "problems": [f"shard {shard}: file is {reason}"]}
     problems: list[str] = []
     rows = 0
-    for row in iter_rows(archive, shard, storage):
-        rows += 1
-        try:
-            decoder.check(row)
-        except RowError as exc:
-            if len(problems) < MAX_PROBLEMS_PER_SHARD:
-                problems.append(str(exc))
+    key = None
+    try:
+        for row in iter_rows(archive, shard, storage):
+            rows += 1
+            key = row["key"]
+            try:
+                decoder.check(row)
+            except RowError as exc:
+                if len(problems) < MAX_PROBLEMS_PER_SHARD:
+                    problems.append(str(exc))
+    except Exception as exc:  # the file itself (a damaged page): no later row can be read
+        where = f"after key {key!r}" if key is not None else "before its first row"
+        problems.append(f"shard {shard}: unreadable {where} ({rows} rows read): "
+                        f"{type(exc).__name__}: {exc}")
     if rows != expected_rows:
         problems.append(f"shard {shard}: has {rows} rows, the manifest says {expected_rows}")
     return {"shard": shard, "rows": rows, "problems": problems}
@@ -93,7 +100,7 @@ def verify(
             log.update(result["shard"], result["rows"],
                        error="; ".join(result["problems"][:1]) or None)
         else:
-            report.problems.append(f"shard {result['shard']}: {result['error']}")
+            report.problems.append(result["error"])  # runner's errors name the shard
             log.update(result["shard"], error=result["error"])
     report.problems.extend(
         f"shard {t['shard']}: no result returned by the worker" for t in tasks if t["shard"] not in seen

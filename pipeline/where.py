@@ -52,9 +52,30 @@ class Condition:
         }[self.op]
 
 
+_AND = re.compile(r"\s+and\s+", re.IGNORECASE)
+
+
+def _split_and(text: str) -> list[str]:
+    """Split on ``and`` outside quotes: a key may hold the word (``key == 'cat and dog'``)."""
+    parts, start, quote, i = [], 0, None, 0
+    while i < len(text):
+        char = text[i]
+        if quote is not None:
+            quote = None if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif match := _AND.match(text, i):
+            parts.append(text[start:i])
+            start = i = match.end()
+            continue
+        i += 1
+    parts.append(text[start:])
+    return parts
+
+
 def parse_where(text: str) -> list[Condition]:
     conditions = []
-    for part in re.split(r"\s+and\s+", text.strip(), flags=re.IGNORECASE):
+    for part in _split_and(text.strip()):
         match = _COND.match(part)
         if not match:
             raise Refused(f"--where: cannot parse {part!r}; use COLUMN OP VALUE [and ...], "

@@ -144,6 +144,11 @@ def test_learned_codec_through_the_pipeline(small_shards, tmp_path):
     rows = pq.read_table(archive / "shards").to_pylist()
     assert {r["weights"] for r in rows if r["status"] == "ok"} == {manifest["weights_sha256"]}
     assert verify(str(archive), progress=False).ok
+    from pipeline.rows import RowDecoder, RowError
+
+    row = next(r for r in rows if r["status"] == "ok")
+    with pytest.raises(RowError, match="written with weights sha256 none, but codec test-tiny-msh"):
+        RowDecoder().check({**row, "weights": None})  # a learned row must name its weights
     back = restore(str(archive), str(tmp_path / "out"), progress=False)
     assert back.ok and sum(back.written.values()) == 6
     # --effort (latent refinement) reaches the workers' codec and is recorded; its streams

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import fsspec
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import read_tar, sample, write_shards
@@ -174,3 +175,73 @@ def test_get_reads_the_index_and_one_shard_file_only(archive):
         meta = pq.ParquetFile(path).metadata
         largest_group = max(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
         assert touched[name] <= 64 * 1024 + largest_group, name
+
+
+def test_keys_with_where_tell_filtered_out_keys_from_missing_ones(archive, tmp_path, capsys):
+    """A listed key that --where excludes is in the archive: reported as excluded, not as
+    missing, and the restore succeeds; a key in no shard still fails it. The keys file may
+    start with a byte-order mark (Windows editors write one)."""
+    keys = tmp_path / "keys.txt"
+    keys.write_text("b0\nbad\n", encoding="utf-8-sig")
+    report = restore(archive, str(tmp_path / "ok"), keys_file=str(keys),
+                     where="status == 'ok'", progress=False)
+    assert report.ok and report.excluded_keys == ["bad"] and not report.missing_keys
+    assert list(read_tar(tmp_path / "ok" / "shard-000001.tar")) == ["b0"]
+    keys.write_text("b0\nbad\nnope\nshard-000001\tb1\n")
+    args = ["restore", archive, str(tmp_path / "o2"), "-q", "--keys", str(keys)]
+    assert main([*args, "--where", "status == 'ok' and key != 'b1'"]) != EXIT_OK
+    out = capsys.readouterr()
+    assert "2 requested key(s) excluded by --where: bad, shard-000001\tb1" in out.out
+    assert "1 requested key(s) not in the archive: nope" in out.err
+
+
+def test_an_empty_shard_list_selects_nothing_rather_than_everything(archive, tmp_path):
+    from pipeline.errors import Refused
+    from pipeline.torch_dataset import ArchiveDataset
+
+    with pytest.raises(Refused, match="no shards selected"):
+        restore(archive, str(tmp_path / "o"), shards=[], progress=False)
+    with pytest.raises(ValueError, match="selects nothing"):
+        ArchiveDataset(archive, shards=[])
+
+
+def test_files_layout_writes_nothing_of_a_shard_that_fails(archive, tmp_path):
+    """The docstring's promise for both layouts: a shard is not written at all if a row fails.
+    Here the second sample of shard-000001 has a damaged bitstream (CRC mismatch)."""
+    path = Path(archive) / "shards" / "shard-000001.parquet"
+    table = pq.read_table(path)
+    meta = pq.ParquetFile(path).metadata.metadata
+    rows = table.to_pylist()
+    assert rows[1]["key"] == "b1"
+    rows[1]["crc32c"] ^= 1
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema.with_metadata(meta)), path)
+    out = tmp_path / "files"
+    report = restore(archive, str(out), shards=["shard-000001"], layout="files", progress=False)
+    assert "key 'b1': bitstream CRC32C mismatch" in report.failed["shard-000001"]
+    assert not list(out.rglob("*.*"))  # b0's file, written first, is gone again
+
+
+def test_restore_errors_name_the_key_and_never_write_two_members_of_one_name(tmp_path):
+    """--image-format that would rename the image onto another member of its sample (k.jpg
+    restored as png beside a k.png mask) fails the row; so does an image the output format
+    cannot hold (WebP stops at 16383 pixels a side). Both name shard and key."""
+    src = tmp_path / "src"
+    jpeg = io.BytesIO()
+    Image.fromarray(np.zeros((8, 17000, 3), np.uint8)).save(jpeg, "JPEG")
+    write_shards(src, [[{"__key__": "k", "jpg": sample("k", 1, "jpg")["jpg"],
+                         "png": sample("m", 2)["png"]},
+                        {"__key__": "wide", "jpg": jpeg.getvalue()}]])
+    archive = str(tmp_path / "arc")
+    assert compress([str(src)], archive, "jpeg", 50, progress=False, guard=Guard(size=False)).ok
+    rows = {r["key"]: r for r in pq.read_table(Path(archive) / "shards").to_pylist()}
+    assert rows["k"]["image_name"] == "jpg" and rows["wide"]["status"] == "ok"
+    keys = tmp_path / "keys.txt"
+    keys.write_text("k\n")
+    png = restore(archive, str(tmp_path / "png"), keys_file=str(keys), image_format="png",
+                  progress=False)
+    assert "key 'k': --image-format png would name the image 'png'" in png.failed["shard-000000"]
+    assert not (tmp_path / "png" / "shard-000000.tar").exists()
+    keys.write_text("wide\n")
+    webp = restore(archive, str(tmp_path / "webp"), keys_file=str(keys), image_format="webp",
+                   progress=False)
+    assert "key 'wide': cannot write the restored image as webp" in webp.failed["shard-000000"]

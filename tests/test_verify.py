@@ -124,3 +124,19 @@ def test_damaged_shard_files_are_caught_or_harmless(small_shards, tmp_path):
     assert not report.ok and "shard shard-000000: file is unreadable" in report.problems[0]
     print(f"bit flips: {caught} caught, {harmless} harmless")
     assert caught >= 6
+
+
+def test_a_row_of_an_unknown_codec_is_one_problem_and_the_rest_are_still_checked(small_shards,
+                                                                                 tmp_path):
+    """An archive row written by a codec this installation lacks names its key; before, the
+    codec lookup's error ended the shard's check there and named no key."""
+    archive = tmp_path / "arc"
+    assert compress([str(small_shards)], str(archive), "webp", progress=False, guard=NO_GUARD).ok
+    path = archive / "shards" / "shard-000001.parquet"
+    rewrite_row(path, "b0", lambda row: row.update(codec="future-codec"))
+    rewrite_row(path, "b2", flip_bit_keep_crc)
+    report = verify(str(archive), progress=False)
+    assert report.rows == 6 and len(report.problems) == 2
+    assert report.problems[0].startswith("shard shard-000001 key 'b0': cannot decode: unknown "
+                                         "codec 'future-codec'")
+    assert report.problems[1].startswith("shard shard-000001 key 'b2': ")

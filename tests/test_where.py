@@ -47,3 +47,11 @@ def test_pushdown_never_skips_a_row_that_matches(groups, op, value):
 def test_nan_and_null_match_nothing():
     (cond,) = parse_where("psnr != 30")
     assert not cond.test(math.nan) and not cond.test(None) and cond.test(31.0)
+
+
+def test_and_inside_quotes_is_part_of_the_value():
+    conditions = parse_where("key == 'cat and dog' AND reason != \"a and b\" and bpp < 1")
+    assert [(c.column, c.value) for c in conditions] == [
+        ("key", "cat and dog"), ("reason", "a and b"), ("bpp", 1.0)]
+    with pytest.raises(Refused, match="cannot parse"):
+        parse_where("key == 'open and bpp < 1")
