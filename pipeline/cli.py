@@ -250,6 +250,9 @@ def _cmd_compress(args: argparse.Namespace) -> int:
 
     if args.batch_size < 0 or args.batch_mp < 0:
         raise Refused("--batch-size and --batch-mp must be positive")
+    if not math.isfinite(args.max_pixels) or args.max_pixels < 1:
+        raise Refused("--max-pixels must be a finite number of pixels, at least 1: it bounds "
+                      "what one image may take of a worker's memory")
     # 0 = the default bound (shard_encode.Batching)
     batching = Batching(args.batch_size, int(args.batch_mp * 1e6), prefetch=not args.no_prefetch,
                         check_thread=not args.no_check_thread)

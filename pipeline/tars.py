@@ -82,6 +82,24 @@ class _TailReader:
         block = self.tail[start:start + tarfile.BLOCKSIZE] if start >= 0 else b""
         return len(block) == tarfile.BLOCKSIZE and block.count(0) == tarfile.BLOCKSIZE
 
+    def nonzero_after(self, offset: int) -> int | None:
+        """Read to the end of the file; the offset of the first non-zero byte at or after
+        ``offset`` (where tarfile stopped), or None when only zero padding follows.
+
+        tarfile stops at the first zero block, so a tar with members after one (two tars
+        concatenated, or a header zeroed in the middle) would otherwise lose them silently."""
+        start = max(0, offset - (self.pos - len(self.tail)))
+        base = self.pos - len(self.tail)
+        chunk = self.tail[start:]
+        while True:
+            stripped = chunk.lstrip(b"\0")
+            if stripped:
+                return base + start + len(chunk) - len(stripped)
+            base, start = self.pos, 0
+            chunk = self.read(1 << 16)
+            if not chunk:
+                return None
+
 
 def iter_samples(fileobj: IO[bytes], shard: str) -> Iterator[Sample]:
     """Stream samples out of an open tar file object; a truncated tar raises."""
@@ -103,6 +121,13 @@ def iter_samples(fileobj: IO[bytes], shard: str) -> Iterator[Sample]:
                         "files can be archived (write the file's bytes into the shard instead)")
                 reading = info.name
                 key, suffix = split_member_name(info.name)
+                try:
+                    info.name.encode("utf-8")
+                except UnicodeEncodeError:  # tarfile's surrogate escapes of non-UTF-8 bytes
+                    raise ShardReadError(
+                        f"shard {shard}: member {info.name!r} (key {key!r}) has a name that is "
+                        "not UTF-8; the archive stores names as UTF-8 text, so this shard is not "
+                        "archived (write the shard again with UTF-8 member names)") from None
                 handle = stream.extractfile(info)
                 data = handle.read() if handle is not None else b""
                 if current is not None and (key != current.key or suffix in current.suffixes()):
@@ -116,6 +141,10 @@ def iter_samples(fileobj: IO[bytes], shard: str) -> Iterator[Sample]:
             end = stream.offset
         if not reader.ends_with_zero_block_at(end):
             raise tarfile.ReadError("tar ends without its end-of-archive block (truncated)")
+        if (extra := reader.nonzero_after(end)) is not None:
+            raise tarfile.ReadError(
+                f"data at byte {extra} follows the end-of-archive block at byte {end} (tars "
+                "concatenated, or a member header zeroed): the members after it cannot be read")
     except ShardReadError:
         raise
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:

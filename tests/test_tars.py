@@ -95,3 +95,33 @@ def test_a_name_ending_in_a_dot_is_written_back_under_that_name(tmp_path):
     write_samples(buf, samples)
     with tarfile.open(fileobj=io.BytesIO(buf.getvalue())) as tar:
         assert tar.getnames() == ["a.png", "b."]
+
+
+def test_members_after_a_zero_block_fail_the_shard_instead_of_vanishing():
+    """tarfile stops at the first zero block: what follows must be zero padding, or the shard
+    fails naming the last key read (two tars concatenated; a member header zeroed)."""
+    first, second = _tar([("a.png", b"1"), ("b.png", b"2")]), _tar([("c.png", b"3")])
+    with pytest.raises(ShardReadError, match=r"shard s: tar is damaged after key 'b': data at"):
+        list(iter_samples(io.BytesIO(first + second), "s"))
+    three = bytearray(_tar([("a.png", b"1"), ("b.png", b"2"), ("c.png", b"3")]))
+    three[1024:1536] = bytes(512)  # b's header: a zero block in the middle
+    with pytest.raises(ShardReadError, match=r"after key 'a': data at byte 1536 "):
+        list(iter_samples(io.BytesIO(bytes(three)), "s"))
+    # zero padding of any length (none at all: writers that skip the record padding) is fine
+    end = first.rstrip(b"\0")
+    for tail in (1024, 1024 + 512 * 7, len(first) - len(end) + 10240):
+        assert len(list(iter_samples(io.BytesIO(end.ljust(len(end) + tail, b"\0")), "s"))) == 2
+
+
+def test_a_member_name_that_is_not_utf8_fails_the_shard_naming_it():
+    name = b"caf\xe9".decode("utf-8", "surrogateescape")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT, encoding="utf-8",
+                      errors="surrogateescape") as tar:
+        for member in (f"{name}.png", "ok.png"):
+            info = tarfile.TarInfo(member)
+            info.size = 1
+            tar.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(ShardReadError, match=r"shard s: member 'caf\\udce9.png' \(key "
+                                             r"'caf\\udce9'\) has a name that is not UTF-8"):
+        list(iter_samples(io.BytesIO(buf.getvalue()), "s"))
