@@ -105,6 +105,11 @@ class PillowCodec(Codec):
         streams = []
         for image in images:
             check_image(image)
+            h, w, _ = image.shape
+            bomb = Image.MAX_IMAGE_PIXELS
+            if bomb is not None and h * w > 2 * bomb:  # what Image.open refuses as a bomb
+                raise CodecError(f"{self.id} cannot encode a {w}x{h} image: Pillow would refuse "
+                                 f"to decode it (above {2 * bomb} pixels)")
             buf = io.BytesIO()
             try:
                 Image.fromarray(image, "RGB").save(buf, format=self.pil_format, **self.save_options())

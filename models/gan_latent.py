@@ -42,6 +42,10 @@ from models.bitstream import Header, pack
 from models.codec import Codec, CodecError, Decoded, check_image
 
 SIZE = 64
+# Largest output a stream may ask for. The decoder resizes the generator's 64x64 face to the
+# header's size before the row's content hash can be checked, so a damaged header must not be
+# able to ask for gigabytes; encode refuses the same (the pipeline's default per-image budget).
+MAX_PIXELS = 40_000_000
 NZ = 100
 LEVELS = 8
 # Quantization step per quality level, in units of the latent (z ~ N(0, 1) for the generator).
@@ -281,6 +285,9 @@ class GanLatentCodec(Codec):
         step = STEPS[level - 1]
         for image in images:
             check_image(image)
+            if image.shape[0] * image.shape[1] > MAX_PIXELS:
+                raise CodecError(f"gan-latent codes images of up to {MAX_PIXELS / 1e6:g} MP, not "
+                                 f"{image.shape[1]}x{image.shape[0]}")
             x = to_tensor(image)
             with torch.enable_grad():
                 z = fit_latents(self.model, x, step, self.effort, self.perceptual)
@@ -300,6 +307,9 @@ class GanLatentCodec(Codec):
             raise CodecError("gan-latent payload has no valid quality level")
         if header.pad_h or header.pad_w:
             raise CodecError("gan-latent streams carry no padding")
+        if header.height * header.width > MAX_PIXELS:
+            raise CodecError(f"gan-latent header asks for {header.width}x{header.height}, above "
+                             f"the codec's {MAX_PIXELS / 1e6:g} MP")
         level = payload[0]
         try:
             symbols = entropy_decode(self.model, level, payload[1:])

@@ -66,6 +66,8 @@ class JpegLosslessCodec(Codec):
             with Image.open(io.BytesIO(jpeg), formats=["JPEG"]) as im:
                 if im.size != (header.width, header.height):
                     raise CodecError("reconstructed JPEG size differs from the header")
+                if header.channels != (1 if im.mode == "L" else 3):
+                    raise CodecError("reconstructed JPEG channels differ from the header")
                 image = np.asarray(im.convert("RGB"))
         except CodecError:
             raise

@@ -105,6 +105,20 @@ def test_a_side_the_header_cannot_carry_is_a_codec_error():
         get_codec("png").encode_batch([np.zeros((1, (1 << 20) + 1, 3), np.uint8)])
 
 
+@pytest.mark.parametrize("codec_id", ["png", "jpeg"])
+def test_an_image_pillow_would_refuse_to_decode_is_not_encoded(codec_id, monkeypatch):
+    """Pillow's decoder refuses more than 2 * MAX_IMAGE_PIXELS as a decompression bomb: png and
+    jpeg encoded such images (about 179 MP by default) into streams they then could not read.
+    The bound is lowered here so the test needs no 500 MB image."""
+    from PIL import Image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)
+    codec = get_codec(codec_id)
+    codec.encode_batch([np.zeros((20, 50, 3), np.uint8)])  # 1000 pixels: still decodes
+    with pytest.raises(CodecError, match="50x21 image: Pillow would refuse to decode it"):
+        codec.encode_batch([np.zeros((21, 50, 3), np.uint8)])
+
+
 def test_png_payload_with_a_flipped_bit_inside_a_chunk_is_refused():
     """Pillow checks neither chunk CRCs nor zlib's checksum: a flip inside IDAT decoded to
     other pixels, with no error, from the lossless codec."""

@@ -68,6 +68,20 @@ def test_rate_falls_with_quality():
     assert sizes[0] < sizes[1] < sizes[2], sizes
 
 
+def test_a_header_asking_for_a_huge_output_is_refused_before_decoding(codec):
+    """The decoder resizes its 64x64 face to the header's size before any content check, so
+    a damaged size once allocated gigabytes (or raised MemoryError, which no caller expects)."""
+    from models.bitstream import Header, pack
+    from models.gan_latent import MAX_PIXELS
+
+    header, payload = unpack(codec.encode_batch([generator_face(13)])[0])
+    side = int(MAX_PIXELS ** 0.5) + 1
+    with pytest.raises(CodecError, match="header asks for .* above the codec's 40 MP"):
+        codec.decode_batch([pack(Header(header.codec_code, side, side, 3), payload)])
+    with pytest.raises(CodecError, match="up to 40 MP"):
+        codec.encode_batch([np.zeros((6400, 6251, 3), np.uint8)])  # 40.0064 MP, untouched pages
+
+
 @pytest.mark.parametrize("damage", ["truncate", "extend", "level"])
 def test_damaged_streams_are_refused(codec, damage):
     stream = codec.encode_batch([generator_face(13)])[0]

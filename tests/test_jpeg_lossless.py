@@ -24,6 +24,17 @@ def test_roundtrip_is_byte_exact_and_smaller():
     assert decoded.image.shape == (240, 320, 3)
 
 
+def test_a_stream_whose_channels_byte_lies_is_refused():
+    from models.bitstream import Header, pack, unpack
+
+    codec = get_codec("jpeg-lossless")
+    header, payload = unpack(codec.encode_sources([encode_image(synthetic_image(3), "JPEG")])[0])
+    assert header.channels == 3
+    grey = Header(header.codec_code, header.height, header.width, 1)
+    with pytest.raises(CodecError, match="channels differ"):
+        codec.decode_batch([pack(grey, payload)])
+
+
 def test_other_formats_are_refused_with_a_reason():
     codec = get_codec("jpeg-lossless")
     with pytest.raises(CodecError, match="only JPEG"):
