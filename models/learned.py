@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 import struct
 from collections.abc import Sequence
 from pathlib import Path
@@ -84,6 +85,9 @@ class _Tables:
     def __init__(self, halves: torch.Tensor, freqs: torch.Tensor) -> None:
         self.halves = halves.numpy().astype(np.int64)
         self.models = [_categorical(freqs[i, : 2 * h + 2].numpy()) for i, h in enumerate(self.halves)]
+        # The fewest bits any symbol of these tables costs: no table gives one symbol all of
+        # 2**PRECISION (every symbol keeps a frequency of at least 1, tables.quantize_pmf).
+        self.min_bits = -math.log2(int(freqs.max()) / (1 << tables.PRECISION))
 
 
 class LearnedModel:
@@ -472,6 +476,23 @@ class LearnedCodec(Codec):
     def decode_batch(self, streams: Sequence[bytes]) -> list[Decoded]:
         return [self._decode(s) for s in streams]
 
+    def _check_length(self, payload: bytes, hp: int, wp: int) -> None:
+        """Refuse a payload too short to hold the header's symbols, before decoding them.
+
+        A range decoder reads past the end of its data as if zeros followed, so a damaged size
+        in a header (or a stream framed for another image) would otherwise decode a large
+        image's worth of symbols, for minutes and gigabytes, before the canonical re-encode
+        refuses it. Each symbol costs at least its tables' ``min_bits``; 64 bits of slack
+        cover the coder's word granularity."""
+        m = self.model
+        needed = (hp // 16) * (wp // 16) * m.M * m.y.min_bits
+        if not m.factorized:
+            needed += (hp // STRIDE) * (wp // STRIDE) * m.N * m.z.min_bits
+        if 8 * (len(payload) - 2) + 64 < needed:
+            raise CodecError(f"learned payload of {len(payload)} bytes is too short for a "
+                             f"{wp}x{hp} (padded) image: its symbols need at least "
+                             f"{math.ceil(needed / 8) - 8} bytes")
+
     def _decode(self, stream: bytes) -> Decoded:
         header, payload = self.read_header(stream)
         if len(payload) < 2 or (len(payload) - 2) % 4:
@@ -484,6 +505,7 @@ class LearnedCodec(Codec):
         hp, wp = header.height + header.pad_h, header.width + header.pad_w
         if hp % STRIDE or wp % STRIDE or header.pad_h >= STRIDE or header.pad_w >= STRIDE:
             raise CodecError("padded size in header is not a multiple of the codec's stride")
+        self._check_length(payload, hp, wp)
         words = np.frombuffer(payload[2:], dtype="<u4").astype(np.uint32)
         decoder = constriction.stream.queue.RangeDecoder(words)
         try:
