@@ -8,6 +8,8 @@ Every returned image is checked (CRC, framing, content hash) like a restore.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -40,6 +42,38 @@ class ArchiveKeyError(KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0])
+
+
+def index_digest(entries: Iterable[tuple[str, int]]) -> str:
+    """An order-independent digest of (key, row group) pairs: one shard's entries in
+    ``_index.parquet``, or the same pairs read from the shard file, which ``verify`` compares."""
+    total = 0
+    for key, row_group in entries:
+        h = hashlib.blake2b(f"{row_group}\0{key}".encode(), digest_size=16).digest()
+        total = (total + int.from_bytes(h, "big")) % (1 << 128)
+    return f"{total:032x}"
+
+
+def shard_index_entries(parquet: pq.ParquetFile) -> Iterator[tuple[str, int]]:
+    """(key, row group) of every row of an open shard file, from its key column alone."""
+    for rg in range(parquet.num_row_groups):
+        for key in parquet.read_row_group(rg, columns=["key"]).column("key").to_pylist():
+            yield key, rg
+
+
+def index_digests(archive: str, storage: StorageOptions | None = None) -> dict[str, str]:
+    """``index_digest`` of each shard's entries in ``_index.parquet`` (FormatError if none)."""
+    fs, path = filesystem(join(archive, INDEX), storage)
+    if not fs.exists(path):
+        raise FormatError(f"{archive} has no {INDEX} (Archive.get needs it); rerun the compress "
+                          "command to build it")
+    with fs.open(path, "rb") as f:
+        table = pq.read_table(f, columns=["key", "shard", "row_group"])
+    by_shard: dict[str, list[tuple[str, int]]] = {}
+    for key, shard, rg in zip(*(table.column(c).to_pylist() for c in ("key", "shard", "row_group")),
+                              strict=True):
+        by_shard.setdefault(shard, []).append((key, rg))
+    return {shard: index_digest(entries) for shard, entries in by_shard.items()}
 
 
 def write_index(archive: str, shards: list[str], storage: StorageOptions | None = None) -> int:
@@ -124,6 +158,11 @@ class Archive:
             for rg in groups:
                 table = parquet.read_row_group(rg)
                 rows += table.filter(pc.equal(table.column("key"), key)).to_pylist()
+        if not rows:
+            raise FormatError(f"{INDEX} places key {key!r} in row group(s) {groups} of shard "
+                              f"{shard}, but it is not there: the index is stale or damaged "
+                              "(`latentarc verify` checks it); rerun the compress command to "
+                              "rebuild it")
         if index is not None:
             rows = [r for r in rows if r["index"] == index]
             if not rows:

@@ -2,7 +2,8 @@
 
 Checks, per row: CRC32C, bitstream framing, decode, content hash, shape; per passthrough row:
 the sha256 of the stored original. Per archive: every shard in the manifest has a readable
-file with the row count it claims. Each problem names shard and key.
+file with the row count it claims, and ``_index.parquet`` (what ``Archive.get`` looks keys up
+in) lists each shard's keys and row groups as its file has them. Each problem names shard and key.
 """
 
 from __future__ import annotations
@@ -11,7 +12,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pipeline.archive_format import FormatError, read_manifest, validate_shard_file
+from pipeline.archive import index_digest, index_digests, shard_index_entries
+from pipeline.archive_format import (
+    INDEX,
+    FormatError,
+    open_shard_file,
+    read_manifest,
+    validate_shard_file,
+)
 from pipeline.errors import Refused
 from pipeline.progress import Progress
 from pipeline.rows import RowDecoder, RowError, iter_rows
@@ -58,7 +66,13 @@ def verify_shard(archive: str, shard: str, expected_rows: int, storage: StorageO
                         f"{type(exc).__name__}: {exc}")
     if rows != expected_rows:
         problems.append(f"shard {shard}: has {rows} rows, the manifest says {expected_rows}")
-    return {"shard": shard, "rows": rows, "problems": problems}
+    try:  # what _index.parquet should say about this shard (verify compares)
+        f, parquet = open_shard_file(archive, shard, storage)
+        with f:
+            digest: str | None = index_digest(shard_index_entries(parquet))
+    except Exception:  # an unreadable file is already a problem above
+        digest = None
+    return {"shard": shard, "rows": rows, "problems": problems, "index_digest": digest}
 
 
 class VerifyWorker:
@@ -91,11 +105,13 @@ def verify(
     report = VerifyReport(archive, shards=len(tasks))
     log = Progress("verify", len(tasks), progress)
     seen: set[str] = set()
+    digests: dict[str, str | None] = {}
     for result in run_per_shard(VerifyWorker, (archive, asdict(storage)), tasks,
                                 ray_options or RayOptions()):
         seen.add(result["shard"])
         if result["ok"]:
             report.rows += result["rows"]
+            digests[result["shard"]] = result.get("index_digest")
             report.problems.extend(result["problems"])
             log.update(result["shard"], result["rows"],
                        error="; ".join(result["problems"][:1]) or None)
@@ -105,5 +121,24 @@ def verify(
     report.problems.extend(
         f"shard {t['shard']}: no result returned by the worker" for t in tasks if t["shard"] not in seen
     )
+    report.problems.extend(_index_problems(archive, storage, digests, {t["shard"] for t in tasks}))
     report.seconds = round(time.monotonic() - started, 3)
     return report
+
+
+def _index_problems(archive: str, storage: StorageOptions,
+                    digests: dict[str, str | None], shards: set[str]) -> list[str]:
+    """``_index.parquet`` against the shard files: ``Archive.get`` finds keys through it, so a
+    stale or damaged index would miss keys or send a lookup to the wrong row group."""
+    try:
+        indexed = index_digests(archive, storage)
+    except (FormatError, OSError) as exc:
+        return [f"{INDEX}: {exc}"]
+    empty = index_digest([])
+    stale = sorted(s for s, d in digests.items() if d is not None and indexed.get(s, empty) != d)
+    problems = [f"shard {s}: {INDEX} does not list this shard's keys and row groups as its file "
+                "has them (a stale or damaged index: Archive.get would miss or misread keys); "
+                "rerun the compress command to rebuild it" for s in stale]
+    if extra := sorted(set(indexed) - shards):
+        problems.append(f"{INDEX} lists shard(s) the archive does not have: {', '.join(extra)}")
+    return problems

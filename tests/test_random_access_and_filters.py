@@ -245,3 +245,30 @@ def test_restore_errors_name_the_key_and_never_write_two_members_of_one_name(tmp
     webp = restore(archive, str(tmp_path / "webp"), keys_file=str(keys), image_format="webp",
                    progress=False)
     assert "key 'wide': cannot write the restored image as webp" in webp.failed["shard-000000"]
+
+
+def test_verify_checks_the_index_that_get_relies_on(archive):
+    """A stale index (here: a1 listed in the wrong shard) made get raise a bare IndexError, and
+    verify did not look at the index at all."""
+    from pipeline.archive_format import FormatError
+    from pipeline.verify import verify
+
+    assert verify(archive, progress=False).ok
+    path = Path(archive) / "_index.parquet"
+    table = pq.read_table(path)
+    rows = table.to_pylist()
+    for row in rows:
+        if row["key"] == "a1":
+            row["shard"] = "shard-000001"
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), path)
+    with pytest.raises(FormatError, match="places key 'a1' in row group.* of shard shard-000001, "
+                                          "but it is not there: the index is stale"):
+        Archive.open(archive).get("a1")
+    problems = verify(archive, progress=False).problems
+    assert [p.split(":")[0] for p in problems] == ["shard shard-000000", "shard shard-000001"]
+    assert "_index.parquet does not list this shard's keys" in problems[0]
+    path.unlink()
+    assert "has no _index.parquet" in verify(archive, progress=False).problems[0]
+    assert main(["compress", str(Path(archive).parent / "src"), archive, "--codec", "webp",
+                 "--quality", "80", "--no-size-guard", "-q"]) == EXIT_OK  # rebuilds it
+    assert verify(archive, progress=False).ok
