@@ -168,6 +168,8 @@ def validate_shard_file(
         return None, f"unreadable ({type(exc).__name__}: {exc})"
     if rows != meta.get("samples"):
         return None, f"has {rows} rows, metadata says {meta.get('samples')}"
+    if meta.get("shard", shard) != shard:  # a copied or renamed file: two entries, one source
+        return None, f"named {shard} but holds shard {meta.get('shard')!r} (renamed or copied)"
     # The file's size is known only once it is written, so its metadata cannot hold it;
     # without it the totals of a resumed run counted 0 bytes for every skipped shard.
     return ShardFile(shard, url, {**meta, "archive_bytes": size}), ""

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from models.codec import CodecError
-from pipeline.archive_format import MANIFEST, STATS, FormatError, read_json
+from pipeline.archive_format import MANIFEST, STATS, FormatError, check_version, read_json
 from pipeline.errors import Refused
 from pipeline.runner import RayOptions
 from pipeline.sources import SourceError
@@ -217,6 +217,9 @@ def _storage(args: argparse.Namespace) -> StorageOptions:
 
 
 def _ray(args: argparse.Namespace) -> RayOptions:
+    if args.actors is not None and args.actors < 1:
+        raise Refused(f"--actors must be 1 or more, not {args.actors} (leave it out for the "
+                      "default count)")
     return RayOptions(args.ray_address, args.actors, args.cpus_per_actor, args.gpus_per_actor)
 
 
@@ -270,8 +273,14 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     if report.failed:
         for name, error in report.failed.items():
             print(f"FAILED {name}: {error}", file=sys.stderr)
-        print(f"latentarc: {len(report.failed)} of {len(report.shards)} shards not compressed; "
-              "rerun the same command to retry them", file=sys.stderr)
+        mine = [n for n in report.failed if n in set(report.shards)]
+        if mine:
+            print(f"latentarc: {len(mine)} of {len(report.shards)} shards not compressed; "
+                  "rerun the same command to retry them", file=sys.stderr)
+        if others := len(report.failed) - len(mine):
+            print(f"latentarc: {others} shard file(s) in the archive from other sources are "
+                  "damaged (FAILED above): compress again with their sources, or delete them",
+                  file=sys.stderr)
         return EXIT_INCOMPLETE
     return EXIT_OK
 
@@ -319,6 +328,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
     archive = args.archive.rstrip("/")
     complete = exists(join(archive, MANIFEST), storage)
     manifest = read_json(join(archive, MANIFEST), storage) if complete else None
+    if manifest is not None:
+        check_version(manifest, join(archive, MANIFEST))  # FormatError: refused, exit 2
     stats = read_json(join(archive, STATS), storage) if exists(join(archive, STATS), storage) else None
     if manifest is None and stats is None:
         raise Refused(f"{archive} is not a latentarc archive (no {MANIFEST} or {STATS})")

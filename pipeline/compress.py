@@ -25,6 +25,7 @@ from pipeline.archive_format import (
     STATS,
     FormatError,
     ShardFile,
+    check_version,
     codec_meta,
     read_json,
     validate_shard_file,
@@ -303,7 +304,12 @@ def compress(
 
     manifest_url = join(archive, MANIFEST)
     if exists(manifest_url, storage):
-        _check_same_codec(read_json(manifest_url, storage), codec, archive)
+        manifest = read_json(manifest_url, storage)
+        try:  # an archive of another format version is not ours to add to (or rewrite)
+            check_version(manifest, manifest_url)
+        except FormatError as exc:
+            raise Refused(str(exc)) from exc
+        _check_same_codec(manifest, codec, archive)
     report = CompressReport(archive, codec.id, codec.quality, [s.name for s in shards])
     log = Progress("compress", len(shards), progress)
 
@@ -317,6 +323,7 @@ def compress(
         ray_options = resolve(ray_options, uses_gpu(codec.id))
         check_fits(ray_options)  # a refusal leaves the archive as it was
         log.note(describe(ray_options))
+    if todo or report.failed:  # a damaged file of another run's shard leaves it incomplete too
         remove(manifest_url, storage)  # the archive is incomplete until this run finishes
     log.total = len(todo)
     log.started = time.monotonic()
@@ -331,7 +338,8 @@ def compress(
     worker_args = (codec.id, codec.quality, archive, asdict(storage), asdict(guard or Guard()),
                    metrics, effort, asdict(batching), device, effort_for, effort_max_pixels)
     for result in run_per_shard(CompressWorker, worker_args, tasks, ray_options):
-        workers.add((result.get("node"), result.get("pid")))
+        if result.get("pid") is not None:  # not the runner's own "worker died" results
+            workers.add((result.get("node"), result["pid"]))
         name = result["shard"]
         if result["ok"]:
             results[name] = result

@@ -52,6 +52,10 @@ def test_refusals_exit_2_with_one_line(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "refused" in err[0], (argv, err)
         assert "pw@" not in err[0] and "abc" not in err[0]
+    for argv in (["compress", str(src), str(tmp_path / "a"), "--actors", "0"],
+                 ["verify", str(tmp_path / "a"), "--actors", "-3"]):  # ran with 1 actor, exit 0
+        assert main(argv) == EXIT_REFUSED
+        assert "--actors must be 1 or more" in capsys.readouterr().err
 
 
 def test_console_script_and_job_modules_run():
@@ -59,3 +63,25 @@ def test_console_script_and_job_modules_run():
     for cmd in ([latentarc, "codecs"], [sys.executable, "-m", "jobs.verify", "--help"]):
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
+
+
+def test_an_archive_of_another_format_version_is_refused_by_info_and_compress(tmp_path, capsys):
+    """info printed "status complete" for a version-2 manifest, and compress rewrote it as
+    version 1 while skipping every shard; both now refuse it (exit 2), as --help says."""
+    import json
+
+    from conftest import sample, write_shards
+
+    src = tmp_path / "src"
+    write_shards(src, [[sample("a", 1)]])
+    archive = tmp_path / "arc"
+    archive.mkdir()
+    manifest = {"format": "latentarc-archive", "format_version": 2, "codec": "webp",
+                "quality": 80.0, "shards": [], "totals": {}}
+    (archive / "_archive.json").write_text(json.dumps(manifest))
+    for argv in (["info", str(archive)], ["info", str(archive), "--json"],
+                 ["compress", str(src), str(archive), "--codec", "webp", "--quality", "80"]):
+        assert main(argv) == EXIT_REFUSED, argv
+        assert "has archive format version 2; this latentarc reads version 1" in \
+            capsys.readouterr().err
+    assert json.loads((archive / "_archive.json").read_text()) == manifest

@@ -151,9 +151,26 @@ def test_resumed_totals_count_every_file_and_a_damaged_file_of_another_run_fails
     code = main(["compress", str(small_shards / "shard-000000.tar"), str(archive), "--codec",
                  "webp", "--quality", "70", "-q"])
     assert code == EXIT_INCOMPLETE
-    assert "FAILED shard-000001: shard shard-000001: its file is unreadable" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "FAILED shard-000001: shard shard-000001: its file is unreadable" in err
+    assert "1 shard file(s) in the archive from other sources are damaged" in err
+    assert "rerun the same command" not in err  # this run's one shard was fine
     stats = json.loads((archive / "_stats.json").read_text())
     assert "its source is not among this run's" in stats["run"]["failed"]["shard-000001"]
+    # this run had nothing to do, and the manifest (listing the damaged shard) stayed: info
+    # then called the archive complete
+    assert not (archive / "_archive.json").exists()
+
+
+def test_a_shard_file_copied_under_another_name_is_not_a_second_shard(small_shards, tmp_path):
+    """shards/extra.parquet holding shard-000000's rows was accepted: the manifest listed
+    shard-000000.tar twice, verify passed, and restore wrote one tar over the other."""
+    archive = tmp_path / "arc"
+    assert compress([str(small_shards)], str(archive), "webp", 70, progress=False).ok
+    shutil.copy(archive / "shards" / "shard-000000.parquet", archive / "shards" / "extra.parquet")
+    again = compress([str(small_shards)], str(archive), "webp", 70, progress=False)
+    assert not again.ok and "named extra but holds shard 'shard-000000'" in again.failed["extra"]
+    assert not (archive / "_archive.json").exists()
 
 
 def test_a_source_whose_name_looks_like_a_temp_file_is_kept(small_shards, tmp_path):
