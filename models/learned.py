@@ -222,6 +222,13 @@ def _entropy_encode(m: LearnedModel, z_sym: np.ndarray | None, y_sym: np.ndarray
     return encoder.get_compressed().astype("<u4").tobytes()
 
 
+def stream_length(code: int, height: int, width: int, pad_h: int, pad_w: int,
+                  words: bytes) -> int:
+    """Bytes of the stream codec ``code`` writes around these range-coder words (frame header,
+    2-byte quality, words): what bpp counts."""
+    return len(pack(Header(code, height, width, 3, pad_h, pad_w), bytes(2 + len(words))))
+
+
 def _device_of(module: torch.nn.Module) -> torch.device:
     """Where a module's tensors are: parameters, or buffers for a metric that has none."""
     return next(itertools.chain(module.parameters(), module.buffers())).device

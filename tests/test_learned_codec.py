@@ -326,3 +326,16 @@ def test_other_priors_roundtrip_exactly(tmp_path, prior):
     header, payload = unpack(streams[0])
     with pytest.raises(CodecError):
         codec.decode_batch([pack(header, payload + b"\0\0\0\0")])
+
+
+def test_stream_length_counts_every_byte_a_stream_has():
+    """The GAN eval and the realism trials count bpp from range-coder words; stream_length
+    adds what the codec writes around them (it once left 15 bytes out)."""
+    from models.learned import stream_length
+
+    codec = tiny_codec()
+    for h, w in ((64, 64), (37, 130)):
+        stream = codec.encode_batch([synthetic_image(5, h, w)])[0]
+        header, payload = unpack(stream)
+        assert stream_length(codec.code, h, w, header.pad_h, header.pad_w, payload[2:]) == \
+            len(stream)

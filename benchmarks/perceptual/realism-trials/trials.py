@@ -149,7 +149,7 @@ def refine(args: argparse.Namespace) -> int:
 
     from models import intnet, realistic
     from models.entropy_models import scale_table
-    from models.learned import LearnedModel, _entropy_encode
+    from models.learned import LearnedModel, _entropy_encode, stream_length
     from models.perceptual import DISTS, LPIPS
     from models.refine import refine_latent
 
@@ -191,7 +191,8 @@ def refine(args: argparse.Namespace) -> int:
                 latent = (y_sym + mean).float() * inv_gain
                 row = {"image": image, "quality": quality, "refine": how, "k": k,
                        "steps": 0 if how == "none" else args.steps, "lr": args.lr,
-                       "bpp": len(words) * 8 / (c * c), "refine_seconds": round(seconds, 1)}
+                       "bpp": stream_length(13, c, c, -c % 64, -c % 64, words) * 8 / (c * c),  # msh-n96-v2
+                       "refine_seconds": round(seconds, 1)}
                 with torch.no_grad():
                     for name, g_s in (("faithful", net.g_s), ("realistic", real)):
                         img = (g_s(latent)[..., :c, :c].clamp(0, 1) * 255).round() / 255
