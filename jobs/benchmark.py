@@ -57,6 +57,16 @@ def pack_images(images: Path, out: Path, shards: int) -> int:
     return len(files)
 
 
+def trained_on(codec_id: str, images: Path) -> bool:
+    """Whether a learned codec was trained on this folder's images: the hyperprior codecs are
+    trained by ``jobs.train`` on every image of its ``TRAIN_SETS`` folders, so a benchmark on
+    one of them measures images the codec has seen, not an archive it has not."""
+    from jobs.train import TRAIN_SETS
+
+    kinds = {c.id: c.kind for c in list_codecs()}
+    return kinds.get(codec_id) == "learned" and images.resolve().name in TRAIN_SETS
+
+
 def run_codecs(images: Path, out: Path, codecs: list[str], shards: int, quality: dict,
                guard: Guard | None = None) -> dict:
     work = Path(tempfile.mkdtemp(prefix="latentarc-bench-"))
@@ -87,6 +97,7 @@ def run_codecs(images: Path, out: Path, codecs: list[str], shards: int, quality:
                 "ratio": t["ratio"], "mean_bpp": t["mean_bpp"], "mean_psnr": t["mean_psnr"],
                 "compress_seconds": round(compress_s, 2), "restore_seconds": round(restore_s, 2),
                 "restored_ok": back.ok, "verify_ok": checked.ok,
+                "trained_on_these_images": trained_on(codec, images),
             })
             print(f"{codec}: ratio {t['ratio']:.2f}, {t['compressed']}/{t['samples']} coded, "
                   f"bpp {t['mean_bpp']}, PSNR {t['mean_psnr']}", flush=True)
@@ -145,6 +156,11 @@ def to_markdown(summary: dict, command: str) -> str:
         "| mean PSNR (dB) | overhead B/row | compress s | restore s | verify |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    seen = [r["codec"] for r in summary["results"] if r.get("trained_on_these_images")]
+    if seen:
+        lines[1:1] = ["", f"**In-sample: {', '.join(seen)} trained on every image of this "
+                      "folder** (`jobs.train`'s training sets), so its figures here are not those "
+                      "of an archive it has not seen."]
     for r in summary["results"]:
         if not r["compressed"]:
             psnr = "-"

@@ -60,3 +60,24 @@ def test_perceptual_benchmark_compares_realistic_and_refined_specs_with_the_fait
         section = md.split(f"## {spec} against {REALISTIC_CODEC} (faithful) at the same bpp")[1]
         row = section.strip().split("\n")[2]  # after the table's head: a row on the curve
         assert re.match(r"\| \d+\.\d{3} \| 0\.\d{4} \| 0\.\d{4} \| [+-]\d", row), row
+
+
+def test_a_learned_codec_benchmarked_on_its_training_folder_is_labelled_in_sample(tmp_path):
+    """msh-n96-v2's archive-of-JPEGs figure was measured on imagenet_samples, every file of
+    which it trained on, with nothing in the table saying so."""
+    from pathlib import Path
+
+    from jobs.benchmark import to_markdown, trained_on
+
+    assert trained_on("msh-n96-v2", Path("../shared/datasets/imagenet_samples"))
+    assert not trained_on("msh-n96-v2", Path("../shared/datasets/kodak"))
+    assert not trained_on("jpeg-lossless", Path("../shared/datasets/imagenet_samples"))
+    row = {"codec": "msh-n96-v2", "quality": 7.0, "images": 1, "compressed": 1,
+           "source_bytes": 1, "archive_bytes": 1, "ratio": 1.0, "image_ratio": 1.0,
+           "largest_row_vs_original": 1.0, "mean_bpp": 1.0, "mean_psnr": 40.0,
+           "overhead_bytes_per_row": 1.0, "compress_seconds": 1.0, "restore_seconds": 1.0,
+           "verify_ok": True}
+    summary = {"images": 1, "image_dir": "imagenet_samples", "guard": None}
+    assert "In-sample" not in to_markdown({**summary, "results": [row]}, "cmd")
+    text = to_markdown({**summary, "results": [{**row, "trained_on_these_images": True}]}, "cmd")
+    assert "**In-sample: msh-n96-v2 trained on every image of this folder**" in text
