@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import braceexpand
 
@@ -30,7 +31,10 @@ class Shard:
 
 
 def shard_name(url: str) -> tuple[str, str]:
-    file_name = url.rstrip("/").rsplit("/", 1)[-1]
+    # An http(s) URL's query string is not part of its file name; in an object store's key
+    # (s3://b/q?x#y.tar) ? and # are just characters.
+    path = urlsplit(url).path if url.startswith(("http://", "https://")) else url
+    file_name = path.rstrip("/").rsplit("/", 1)[-1]
     name = file_name[: -len(SHARD_SUFFIX)] if file_name.endswith(SHARD_SUFFIX) else file_name
     if not name or name.startswith("."):
         raise SourceError(f"cannot name a shard after {url!r}")
@@ -43,20 +47,29 @@ def _full_url(fs, path: str) -> str:
     return fs.unstrip_protocol(path)
 
 
+def _hidden(path: str) -> bool:
+    """A dot-name (macOS's ``._shard.tar``): passed over in listings, as a shell does."""
+    return path.rstrip("/").rsplit("/", 1)[-1].startswith(".")
+
+
 def _expand_one(src: str, storage: StorageOptions | None) -> list[str]:
     fs, path = filesystem(src, storage)
-    if any(ch in path for ch in "*?["):
-        found = sorted(fs.glob(path))
+    # A file whose name holds [ ] or ? is that file, not a pattern (a[1].tar matched a1.tar).
+    if any(ch in path for ch in "*?[") and not fs.isfile(path):
+        found = sorted(p for p in fs.glob(path) if not _hidden(p))
         if not found:
             raise SourceError(f"no files match {src}")
         return [_full_url(fs, p) for p in found]
     if fs.isdir(path):
-        found = sorted(
-            p for p in fs.ls(path, detail=False) if p.endswith(SHARD_SUFFIX) and fs.isfile(p)
-        )
+        # One listing with types: checking each entry cost a request per object on S3.
+        found = sorted(e["name"] for e in fs.ls(path, detail=True)
+                       if e.get("type") == "file" and e["name"].endswith(SHARD_SUFFIX)
+                       and not _hidden(e["name"]))
         if not found:
             raise SourceError(f"no *{SHARD_SUFFIX} shards under {src}")
         return [_full_url(fs, p) for p in found]
+    if src.endswith("/"):  # meant as a directory or prefix: a missing one is no shard
+        raise SourceError(f"{src} is not a directory or prefix (or its bucket does not exist)")
     # A single named shard is taken as given: a missing one fails as that shard, not the job.
     return [_full_url(fs, path)]
 

@@ -27,8 +27,15 @@ try:
 except ImportError:  # not POSIX: the PID check alone decides
     fcntl = None  # type: ignore[assignment]
 
-_SECRET_WORDS = ("key", "secret", "token", "password", "passwd", "credential", "session")
-_ALLOWED_WITH_SECRET_WORD = {"use_listings_cache"}  # none today; keep the check strict
+_SECRET_WORDS = ("key", "secret", "token", "password", "passwd", "credential", "session",
+                 "authorization", "connection_string", "signature")
+# Options whose names hold a secret word but whose values are not secrets: the listing cache,
+# and the id (not the key material) of a KMS key for server-side encryption.
+_ALLOWED_WITH_SECRET_WORD = {"use_listings_cache", "ssekmskeyid"}
+# Query parameters that carry a credential (presigned S3/GCS URLs, Azure SAS, bearer tokens).
+_SECRET_QUERY = re.compile(r"(^|&)(x-amz-(credential|signature|security-token)|x-goog-"
+                           r"(credential|signature)|signature|awsaccesskeyid|sig|"
+                           r"access_token|token)=", re.IGNORECASE)
 
 
 # The name of write_atomic's local temp file beside its destination: a crashed writer's is
@@ -41,9 +48,15 @@ class StorageError(ValueError):
     """A URL or storage option is refused (for example, it carries a credential)."""
 
 
+# gcsfs's ``token`` may name a way to find credentials instead of holding one.
+_TOKEN_MODES = {"anon", "google_default", "cloud", "cache", "browser"}
+
+
 def _check_non_secret(options: Mapping[str, Any], where: str) -> None:
     for name, value in options.items():
         lowered = str(name).lower()
+        if lowered == "token" and value in _TOKEN_MODES:
+            continue
         if lowered not in _ALLOWED_WITH_SECRET_WORD and any(w in lowered for w in _SECRET_WORDS):
             raise StorageError(
                 f"storage option {where}{name!r} looks like a credential; credentials are taken "
@@ -51,13 +64,22 @@ def _check_non_secret(options: Mapping[str, Any], where: str) -> None:
             )
         if isinstance(value, Mapping):
             _check_non_secret(value, f"{where}{name}.")
+        elif isinstance(value, str) and ("url" in lowered or "endpoint" in lowered):
+            check_url(value)  # e.g. --storage-option endpoint_url=http://KEY:SECRET@host
 
 
 def check_url(url: str) -> None:
-    """Refuse URLs that embed credentials (``s3://KEY:SECRET@bucket``)."""
-    parts = urlsplit(url)
-    if parts.scheme and "@" in parts.netloc:
-        raise StorageError("URLs must not carry credentials (found '@' in the host part)")
+    """Refuse URLs that embed credentials: ``s3://KEY:SECRET@bucket``, in any part of a
+    chained URL (``simplecache::s3://...``), or a presigned URL's signature in its query."""
+    for part in url.split("::"):
+        parts = urlsplit(part)
+        if parts.scheme and "@" in parts.netloc:
+            raise StorageError("URLs must not carry credentials (found '@' in the host part)")
+        if parts.scheme in ("http", "https") and _SECRET_QUERY.search(parts.query):
+            raise StorageError(
+                "URLs must not carry credentials (a signature or token in the query string, as "
+                "in a presigned URL, would be stored in the archive and in Ray's job table); "
+                "give the object's s3:// or gs:// URL, with credentials from the environment")
 
 
 @dataclass(frozen=True)
@@ -169,7 +191,7 @@ def write_atomic(
         directory = os.path.dirname(path) or "."
         os.makedirs(directory, exist_ok=True)
         # Named as TEMP_NAME expects, so that a crashed writer's file is found by that alone.
-        tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex}")
+        tmp = os.path.join(directory, f".{_short(os.path.basename(path))}.tmp-{uuid.uuid4().hex}")
         try:
             with open(tmp, "wb") as f:
                 write(f)
@@ -191,6 +213,13 @@ def write_atomic(
         size = tmp.tell()
         fs.put_file(tmp.name, path)
     return size
+
+
+def _short(name: str, limit: int = 200) -> str:
+    """``name`` cut to ``limit`` bytes of UTF-8, so that the temp name's 39 more bytes stay
+    within the 255 bytes a file name may have (a 233-byte shard name failed every write)."""
+    data = name.encode()
+    return name if len(data) <= limit else data[:limit].decode(errors="ignore")
 
 
 _PART_PREFIX, _PART_SUFFIX = "latentarc-", ".part"
@@ -267,7 +296,7 @@ def remove(url: str, storage: StorageOptions | None = None) -> None:
     """Delete one file if it exists."""
     fs, path = filesystem(url, storage)
     if fs.exists(path):
-        fs.rm(path)
+        fs.rm_file(path)  # this key only: s3fs's rm() expands [ ] ? * in a path as a glob
 
 
 def remove_tree(url: str, storage: StorageOptions | None = None) -> None:

@@ -121,3 +121,31 @@ def test_wrong_credentials_give_a_clear_error_without_the_secret(s3_bucket, smal
     assert code != EXIT_OK
     assert "wrong-secret-do-not-print" not in err
     assert f"refused: cannot list the shards of {bucket}/src: The access key ID" in err
+
+
+def test_names_with_glob_characters_are_files_not_patterns_on_s3(s3_bucket, tmp_path):
+    """s3fs's rm() and glob() read [ ] ? in a key as a pattern: removing arc[1]/_archive.json
+    deleted arc1/_archive.json, and the source a[1].tar was compressed as a1.tar. Dot-names
+    in a listing (macOS's ._x.tar) are passed over, and a missing prefix is refused."""
+    from pipeline.sources import SourceError, expand_sources
+    from pipeline.storage import remove
+
+    bucket, storage = s3_bucket
+    fs = s3fs.S3FileSystem(endpoint_url=storage.endpoint_url)
+    root = bucket[len("s3://"):]
+    for name in ("a1.tar", "a[1].tar", "bX.tar", "b?.tar", "._a1.tar"):
+        fs.pipe_file(f"{root}/src/{name}", b"x")
+    fs.pipe_file(f"{root}/arc1/_archive.json", b"{}")
+    fs.pipe_file(f"{root}/arc[1]/_archive.json", b"{}")
+    remove(f"{bucket}/arc[1]/_archive.json", storage)
+    assert fs.exists(f"{root}/arc1/_archive.json")
+    assert not fs.exists(f"{root}/arc[1]/_archive.json")
+
+    def names(*sources):
+        return [s.name for s in expand_sources(list(sources), storage)]
+
+    assert names(f"{bucket}/src/a[1].tar", f"{bucket}/src/b?.tar") == ["a[1]", "b?"]
+    assert names(f"{bucket}/src/a*.tar") == ["a1", "a[1]"]  # a real pattern still globs
+    assert names(f"{bucket}/src") == ["a1", "a[1]", "b?", "bX"]  # sorted keys
+    with pytest.raises(SourceError, match="is not a directory or prefix"):
+        expand_sources([f"{bucket}/no-such-prefix/"], storage)

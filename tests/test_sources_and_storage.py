@@ -55,3 +55,35 @@ def test_endpoint_and_region_map_to_s3fs_options(monkeypatch):
     assert opts.fsspec_options("file") == {}
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:2")
     assert StorageOptions().fsspec_options("s3") == {"endpoint_url": "http://127.0.0.1:2"}
+
+
+def test_credentials_are_refused_under_other_names_and_in_chained_or_presigned_urls(tmp_path):
+    from pipeline.sources import shard_name
+    from pipeline.storage import StorageError, StorageOptions, check_url
+
+    for url in ("simplecache::s3://AKIA:SECRET@bucket/x.tar",
+                "https://h/x.tar?X-Amz-Credential=AKIA&X-Amz-Signature=abc",
+                "https://acct.blob.core.windows.net/c/x.tar?sv=1&sig=abc"):
+        with pytest.raises(StorageError, match="must not carry credentials"):
+            check_url(url)
+    for pairs in (["endpoint_url=http://AKIA:SECRET@127.0.0.1:1"],
+                  ['client_kwargs={"endpoint_url": "http://u:p@h"}'],
+                  ['headers={"Authorization": "Bearer SECRET"}'],
+                  ["connection_string=AccountName=a;AccountKey=SECRET"], ["token=abc"]):
+        with pytest.raises(StorageError):
+            StorageOptions.from_config(pairs=pairs)
+    # names that hold a secret word without holding a secret
+    StorageOptions.from_config(pairs=['s3_additional_kwargs={"SSEKMSKeyId": "alias/k"}',
+                                      "token=anon"])
+    # an http(s) URL's query string is not part of the shard's name; in an S3 key, ? is a letter
+    assert shard_name("https://h/d/shard-01.tar?download=1") == ("shard-01", "shard-01.tar")
+    assert shard_name("s3://b/d/q?x.tar") == ("q?x", "q?x.tar")
+
+
+def test_a_shard_name_near_the_file_name_limit_can_be_written(tmp_path):
+    """The temp file beside it added 39 bytes: a 233-byte name failed every write."""
+    from pipeline.storage import write_bytes_atomic
+
+    name = "漢" * 75 + ".parquet"  # 233 bytes of UTF-8
+    write_bytes_atomic(str(tmp_path / name), b"data")
+    assert (tmp_path / name).read_bytes() == b"data" and len(list(tmp_path.iterdir())) == 1
