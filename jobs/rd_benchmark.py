@@ -293,7 +293,11 @@ def _learned_qualities(codec_id: str) -> list[float]:
     beyond the lowest trained level) so that the curve reaches down to about 0.15 bpp on Kodak,
     the low end of the range that the issue's comparison asks for."""
     codec_id = codec_id.partition(EFFORT_SUFFIX)[0]
-    info = None if codec_id.startswith("learned:") else next(c for c in list_codecs() if c.id == codec_id)
+    info = None if codec_id.startswith("learned:") else next(
+        (c for c in list_codecs() if c.id == codec_id), None)
+    if not codec_id.startswith("learned:") and (info is None or info.quality_range is None):
+        raise SystemExit(f"rd: {codec_id} is {'not a codec id' if info is None else 'lossless'}; "
+                         "a rate-distortion curve needs a lossy codec with a quality range")
     if info is None or info.kind == "learned":
         return [0.0, 0.5, *(float(q) for q in range(1, 8))]
     lo, hi = info.quality_range

@@ -359,8 +359,9 @@ class LearnedCodec(Codec):
         return self
 
     def versions(self) -> dict[str, str]:
-        return {"torch": torch.__version__, "constriction": constriction.__version__
-                if hasattr(constriction, "__version__") else "unknown"}
+        from importlib.metadata import version  # constriction has no __version__
+
+        return {"torch": torch.__version__, "constriction": version("constriction")}
 
     # -------------------------------------------------------------- encode
 

@@ -44,6 +44,16 @@ class ArchiveKeyError(KeyError):
         return str(self.args[0])
 
 
+def passthrough_pixels(row: dict[str, Any]) -> np.ndarray | None:
+    """A passthrough row's original image as uint8 RGB pixels (``Unsupported`` where it is
+    not 8-bit RGB or grey: alpha, 16-bit, animated, undecodable), or None without an image
+    member. Whatever its size: the caller asked for this image; Pillow's bomb limit holds."""
+    for member in row["members"]:
+        if member["name"] == row["image_name"]:
+            return prepare(member["data"], max_pixels=PASSTHROUGH_MAX_PIXELS)[0]
+    return None
+
+
 def index_digest(entries: Iterable[tuple[str, int]]) -> str:
     """An order-independent digest of (key, row group) pairs: one shard's entries in
     ``_index.parquet``, or the same pairs read from the shard file, which ``verify`` compares."""
@@ -204,15 +214,14 @@ class Archive:
         if row["status"] == STATUS_OK:
             return decoded.image
         where = f"sample {key!r} in shard {row['shard']} (index {row['index']})"
-        for member in row["members"]:
-            if member["name"] == row["image_name"]:
-                try:
-                    image, _, _ = prepare(member["data"], max_pixels=PASSTHROUGH_MAX_PIXELS)
-                except Unsupported as exc:
-                    why = "" if str(exc) == row["reason"] else f" ({exc})"
-                    raise ArchiveKeyError(
-                        f"{where} is stored as it was ({row['reason']}), and get cannot return "
-                        f"it as RGB pixels{why}; row(...)['members'] has its original bytes"
-                    ) from None
-                return image
-        raise ArchiveKeyError(f"{where} has no image ({row['reason']})")
+        try:
+            image = passthrough_pixels(row)
+        except Unsupported as exc:
+            why = "" if str(exc) == row["reason"] else f" ({exc})"
+            raise ArchiveKeyError(
+                f"{where} is stored as it was ({row['reason']}), and get cannot return "
+                f"it as RGB pixels{why}; row(...)['members'] has its original bytes"
+            ) from None
+        if image is None:
+            raise ArchiveKeyError(f"{where} has no image ({row['reason']})")
+        return image

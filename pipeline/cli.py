@@ -26,10 +26,12 @@ EXIT_OK, EXIT_INCOMPLETE, EXIT_REFUSED = 0, 1, 2
 
 EXIT_CODES = """exit codes:
   0  done: every input shard is accounted for (verify: every row checks out)
-  1  ran, but some shard failed or some row is bad (each is named with shard and key)
+  1  ran, but some shard failed or some row is bad (each is named with shard and key), or a
+     key that --keys asked for was not found
   2  refused: bad arguments (a missing --keys or --storage-config file, actors that no
      node can place), changed codec, quality or weights on resume, a shard of the same
-     name from another source, unknown archive version
+     name from another source, unknown archive version, restore over existing output
+     without --overwrite
 
 object stores: URLs are fsspec URLs (s3://bucket/prefix, gs://..., file paths). Only
 non-secret options are taken by flag or config (--endpoint-url, --region, --storage-option,
@@ -61,7 +63,7 @@ def _auto_number(text: str) -> float | None:
     return value
 
 
-def _add_ray(p: argparse.ArgumentParser) -> None:
+def _add_ray(p: argparse.ArgumentParser, gpus: bool = True) -> None:
     g = p.add_argument_group("Ray")
     g.add_argument("--ray-address", help="cluster address (default: RAY_ADDRESS, else in-process Ray)")
     g.add_argument("--actors", type=int,
@@ -71,10 +73,11 @@ def _add_ray(p: argparse.ArgumentParser) -> None:
                    help="CPUs reserved per actor (default auto: 0.5 for CPU actors, so that with "
                         "the default count, one per CPU, each actor's torch gets one thread; for "
                         "GPU actors an equal share of their node's CPUs, less half a CPU)")
-    g.add_argument("--gpus-per-actor", type=_auto_number, default=None, metavar="N|auto",
-                   help="GPUs per actor; fractions share one device (default auto: 0.5, two "
-                        "actors per GPU, for the learned codecs where the cluster has GPUs; "
-                        "else 0). 0 keeps every actor on CPUs")
+    if gpus:  # verify decodes on CPUs: a GPU it reserved would sit idle
+        g.add_argument("--gpus-per-actor", type=_auto_number, default=None, metavar="N|auto",
+                       help="GPUs per actor; fractions share one device (default auto: 0.5, "
+                            "two actors per GPU, for the learned codecs where the cluster has "
+                            "GPUs; else 0). 0 keeps every actor on CPUs")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
 
 
@@ -180,6 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write every decoded image in this format (png: the exact decoded "
                    "pixels); passthrough samples keep their original bytes and format")
     p.add_argument("--jpeg-quality", type=int, default=95, help="quality for JPEG output (default 95)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace shards (or, with --layout files, shard directories) that DST "
+                   "already has; without it such a restore is refused (exit 2), so that restoring "
+                   "into the source folder cannot replace the originals")
     p.add_argument("--decoder", default="faithful", metavar="faithful|realistic[:R]",
                    help="which decoder turns the stored bitstreams into pixels. faithful (default): "
                    "the decoder the codec was trained and measured with (the archive's PSNR); "
@@ -200,9 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("archive", metavar="ARCHIVE")
     _add_storage(p)
-    _add_ray(p)
+    _add_ray(p, gpus=False)
 
-    p = sub.add_parser("info", help="show an archive's manifest and figures")
+    p = sub.add_parser("info", help="show an archive's manifest and figures",
+                       epilog="exit codes: 0 complete archive; 1 compress has not finished (the "
+                       "last run's failures are listed); 2 not a latentarc archive, or an "
+                       "unknown format version")
     p.add_argument("archive", metavar="ARCHIVE")
     p.add_argument("--json", action="store_true", help="print the manifest and stats as JSON")
     _add_storage(p)
@@ -220,7 +230,8 @@ def _ray(args: argparse.Namespace) -> RayOptions:
     if args.actors is not None and args.actors < 1:
         raise Refused(f"--actors must be 1 or more, not {args.actors} (leave it out for the "
                       "default count)")
-    return RayOptions(args.ray_address, args.actors, args.cpus_per_actor, args.gpus_per_actor)
+    return RayOptions(args.ray_address, args.actors, args.cpus_per_actor,
+                      getattr(args, "gpus_per_actor", None))
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -290,7 +301,8 @@ def _cmd_restore(args: argparse.Namespace) -> int:
 
     report = restore(args.archive, args.destination, args.shards, args.keys, args.image_format,
                      args.jpeg_quality, _storage(args), _ray(args), progress=not args.quiet,
-                     where=args.where, layout=args.layout, decoder=args.decoder)
+                     where=args.where, layout=args.layout, decoder=args.decoder,
+                     overwrite=args.overwrite)
     samples = sum(report.written.values())
     pushed = f"; {report.row_groups_skipped} row group(s) skipped by --where" if args.where else ""
     decoder = f" ({args.decoder} decoder)" if args.decoder != "faithful" else ""
@@ -304,7 +316,8 @@ def _cmd_restore(args: argparse.Namespace) -> int:
               f"{shown}")
     if report.missing_keys:
         shown = ", ".join(report.missing_keys[:10])
-        print(f"latentarc: {len(report.missing_keys)} requested key(s) not in the archive: {shown}",
+        where = "the selected shards" if args.shards else "the archive"
+        print(f"latentarc: {len(report.missing_keys)} requested key(s) not in {where}: {shown}",
               file=sys.stderr)
     if report.failed:
         print(f"latentarc: {len(report.failed)} shard(s) not restored", file=sys.stderr)

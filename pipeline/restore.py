@@ -45,6 +45,7 @@ from pipeline.runner import (
 )
 from pipeline.storage import (
     StorageOptions,
+    exists,
     join,
     remove,
     write_atomic,
@@ -294,6 +295,7 @@ def restore(
     where: str | None = None,
     layout: str = "webdataset",
     decoder: str = "faithful",
+    overwrite: bool = False,
 ) -> RestoreReport:
     """Restore ``archive`` (or the chosen shards/keys/rows) into WebDataset shards at
     ``destination``, or into plain image files (``layout="files"``: DST/<shard>/<key>.<ext>).
@@ -301,6 +303,10 @@ def restore(
     ``decoder``: "faithful" (the pixels compress measured) or another decoder of the archive's
     codec, e.g. "realistic" (same bitstream, a synthesis trained for appearance); refused when
     the codec has none. Passthrough and jpeg-lossless rows come back byte-identical either way.
+
+    Refused when ``destination`` already holds a shard (or, with ``layout="files"``, a shard
+    directory) this restore would write, unless ``overwrite``: restoring into the source
+    folder would replace the original shards with decoded ones.
     """
     storage = storage or StorageOptions()
     started = time.monotonic()
@@ -342,6 +348,14 @@ def restore(
         }
         for s in chosen
     ]
+    if not overwrite:
+        there = [name for t in tasks
+                 if exists(join(destination, name := t["shard"] if layout == "files"
+                                else t["file_name"]), storage)]
+        if there:
+            raise Refused(f"{destination} already has {len(there)} of what this restore would "
+                          f"write ({', '.join(there[:5])}{', ...' if len(there) > 5 else ''}); "
+                          "restore elsewhere, or pass --overwrite to replace them")
     log = Progress("restore", len(tasks), progress)
     found_pairs: set[tuple[str, str]] = set()
     excluded_pairs: set[tuple[str, str]] = set()
@@ -377,6 +391,8 @@ def restore(
             + [f"{s}\t{k}" for s, k in pairs if (s, k) not in found_pairs
                and (s, k) not in excluded_pairs and s in report.written]
             + [f"{s}\t{k}" for s, k in pairs if s not in entries]
+            # a listed shard that --shards left out: not restored, so not found either
+            + [f"{s}\t{k}" for s, k in pairs if s in entries and s not in report.shards]
         )
     report.seconds = round(time.monotonic() - started, 3)
     return report

@@ -258,18 +258,19 @@ def _encode(codec: Codec, items: list[_Prepared]) -> Iterator[tuple[bytes, Any]]
 
 
 def _jpeg_fallback(p: _Prepared, shard: str, guard_reason: str,
-                   metrics: tuple[str, ...] = ()) -> dict[str, Any] | None:
-    """A JPEG that the guard keeps out is still recompressed losslessly, byte-exact on restore."""
+                   metrics: tuple[str, ...] = ()) -> dict[str, Any] | str:
+    """A JPEG that the guard keeps out is still recompressed losslessly, byte-exact on restore,
+    where that makes it smaller; else why not, for the passthrough row's reason."""
     from models.registry import get_codec
 
     codec = get_codec("jpeg-lossless")
     try:
         ((stream, decoded),) = _encode(codec, [p])
-    except CodecError:
-        return None
-    row = _ok_row(p, shard, codec, stream, decoded, metrics)
+    except CodecError as exc:
+        return f"jpeg-lossless failed too: {exc}"
     if len(stream) >= len(p.sample.members[p.image_pos][1]):
-        return None
+        return "jpeg-lossless was not smaller either"
+    row = _ok_row(p, shard, codec, stream, decoded, metrics)
     row["reason"] = f"stored with jpeg-lossless: {guard_reason}"
     return row
 
@@ -314,9 +315,10 @@ def _check_stage(chunk: list[_Prepared], streams: list[bytes] | None, shard: str
                 continue
             if guard.jpeg_fallback and p.fmt == "JPEG" and codec.id != "jpeg-lossless":
                 fallback = _jpeg_fallback(p, shard, p.reason, metrics)
-                if fallback is not None:
+                if isinstance(fallback, dict):
                     rows.append(fallback)
                     continue
+                p.reason = f"{p.reason}; {fallback}"
         rows.append(_passthrough_row(p, shard))
     return rows
 

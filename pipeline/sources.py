@@ -70,7 +70,8 @@ def _expand_one(src: str, storage: StorageOptions | None) -> list[str]:
         return [_full_url(fs, p) for p in found]
     if src.endswith("/"):  # meant as a directory or prefix: a missing one is no shard
         raise SourceError(f"{src} is not a directory or prefix (or its bucket does not exist)")
-    # A single named shard is taken as given: a missing one fails as that shard, not the job.
+    # A single named shard is taken as given: a missing one fails as that shard, not the job
+    # (one missing file of a brace list of a thousand should not stop the other 999).
     return [_full_url(fs, path)]
 
 

@@ -3,7 +3,8 @@
 Samples stream out of the shard files and are decoded on the fly (each row checked like a
 restore). The unit of work is one row group of one shard file; units are dealt over the slots
 (Ray Train rank x DataLoader worker), so every sample is seen exactly once per epoch across all
-of them, or, with ``drop_last``, every slot yields the same number of samples.
+of them (the compressed ones; passthrough ones too with ``include_passthrough``), or, with
+``drop_last``, every slot yields the same number of samples.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from pipeline.archive import passthrough_pixels
 from pipeline.archive_format import STATUS_OK, open_shard_file, read_manifest
+from pipeline.images import Unsupported
 from pipeline.rows import RowDecoder, check_decoder_for
 from pipeline.storage import StorageOptions
 from pipeline.where import parse_where, row_group_may_match, row_matches
@@ -35,7 +38,10 @@ def _ray_train_rank() -> tuple[int, int]:
 class ArchiveDataset(IterableDataset):
     """Yields ``{"shard", "key", "image": uint8 HxWx3 numpy, "members": {name: bytes}}``.
 
-    Passthrough samples are skipped unless ``include_passthrough`` (their ``image`` is None).
+    Passthrough samples (stored as they came: the size guard kept them, or the codec could not
+    take them) are skipped unless ``include_passthrough``; then ``image`` holds their pixels
+    where they are 8-bit RGB or grey, as ``Archive.get`` returns them, else None, and
+    ``reason`` says why they were kept.
     ``decoder="realistic"`` trains on the codec's realistic decodes of the same rows.
     ``transform`` maps each sample dict to whatever the training loop wants.
 
@@ -160,14 +166,25 @@ class ArchiveDataset(IterableDataset):
                 sample = {
                     "shard": shard,
                     "key": row["key"],
-                    "image": decoded.image if decoded is not None else None,
+                    "image": decoded.image if decoded is not None else _passthrough_image(row),
                     "members": {m["name"]: m["data"] for m in row["members"]},
                 }
+                if row["status"] != STATUS_OK:
+                    sample["reason"] = row["reason"]
                 yield self.transform(sample) if self.transform else sample
             if limit is not None and taken < limit:
                 raise ValueError(f"drop_last: {shard} row group {rg} yielded {taken} sample(s), "
                                  f"{limit} were counted when the dataset was made; was the "
                                  "archive rewritten meanwhile?")
+
+
+def _passthrough_image(row: dict[str, Any]) -> np.ndarray | None:
+    """Pixels of a passthrough sample where they are 8-bit RGB or grey (an image the size
+    guard kept, say), as ``Archive.get`` returns them; None where there are none to give."""
+    try:
+        return passthrough_pixels(row)
+    except Unsupported:
+        return None
 
 
 def even_deal(counts: dict[tuple[str, int], int],

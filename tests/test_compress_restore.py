@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import read_tar
+from conftest import read_tar, write_shards
 from PIL import Image
 
 from pipeline.archive_format import read_manifest
@@ -98,6 +98,13 @@ def test_restore_selected_shards_and_keys(small_shards, tmp_path):
     keys.write_text("a1\nnot-there\n")
     missing = restore(archive, str(tmp_path / "miss"), keys_file=str(keys), progress=False)
     assert not missing.ok and missing.missing_keys == ["not-there"]
+    # --shards leaves out a shard the keys file names: reported like a key in any shard (the
+    # shard<TAB>key line was once ignored without a word)
+    keys.write_text("a1\nb0\nshard-000001\tb2\n")
+    some = restore(archive, str(tmp_path / "some"), shards=["shard-000000"], keys_file=str(keys),
+                   progress=False)
+    assert some.missing_keys == ["b0", "shard-000001\tb2"]
+    assert sorted(read_tar(tmp_path / "some" / "shard-000000.tar")) == ["a1"]
 
 
 def test_stats_file_accounts_for_every_sample(small_shards, tmp_path):
@@ -116,6 +123,16 @@ def test_guard_keeps_originals_that_coding_would_make_worse(small_shards, tmp_pa
     rows = {r["key"]: r for r in pq.read_table(archive / "shards").to_pylist()}
     assert rows["a0"]["status"] == "passthrough" and "not smaller" in rows["a0"]["reason"]
     assert verify(str(archive), progress=False).ok
+    # a JPEG of noise: jpeg-lossless (the fallback for JPEGs) is larger too, and the reason
+    # says it was tried
+    noise = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (16, 16, 3), np.uint8)).save(
+        noise, "JPEG", quality=20)
+    write_shards(tmp_path / "noise", [[{"__key__": "n", "jpg": noise.getvalue()}]])
+    assert compress([str(tmp_path / "noise")], str(tmp_path / "arc-n"), "png", progress=False).ok
+    (row,) = pq.read_table(tmp_path / "arc-n" / "shards").to_pylist()
+    assert row["status"] == "passthrough" and row["reason"].endswith(
+        "; jpeg-lossless was not smaller either")
 
     low = tmp_path / "low"
     assert compress([str(small_shards)], str(low), "jpeg", 5, progress=False,

@@ -272,3 +272,18 @@ def test_verify_checks_the_index_that_get_relies_on(archive):
     assert main(["compress", str(Path(archive).parent / "src"), archive, "--codec", "webp",
                  "--quality", "80", "--no-size-guard", "-q"]) == EXIT_OK  # rebuilds it
     assert verify(archive, progress=False).ok
+
+
+def test_restore_does_not_replace_what_dst_has_unless_told(archive, small_shards, tmp_path,
+                                                          capsys):
+    """Restoring into the source folder replaced the original tars with decoded ones, silently."""
+    before = {p.name: p.read_bytes() for p in small_shards.iterdir()}
+    args = ["restore", archive, str(small_shards), "-q"]
+    assert main(args) == EXIT_REFUSED
+    assert "already has 3 of what this restore would write" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in small_shards.iterdir()} == before
+    assert main([*args, "--shards", "shard-000001", "--overwrite"]) == EXIT_OK
+    assert (small_shards / "shard-000001.tar").read_bytes() != before["shard-000001.tar"]
+    files = tmp_path / "files"
+    assert main(["restore", archive, str(files), "--layout", "files", "-q"]) == EXIT_OK
+    assert main(["restore", archive, str(files), "--layout", "files", "-q"]) == EXIT_REFUSED

@@ -42,6 +42,20 @@ def test_two_dataloader_workers_see_every_sample_once(tmp_path):
     assert only == [("shard-000001", "s1-3")]
 
 
+def test_passthrough_samples_come_with_their_pixels_where_they_have_some(small_shards, tmp_path):
+    """With include_passthrough, an RGB image the size guard kept came with image=None (so a
+    transform such as to_tensor failed), though Archive.get returns its pixels."""
+    from pipeline.archive import Archive
+
+    archive = str(tmp_path / "arc")
+    assert compress([str(small_shards)], archive, "png", progress=False).ok  # guard keeps PNGs
+    samples = {s["key"]: s for s in ArchiveDataset(archive, include_passthrough=True)}
+    assert "not smaller" in samples["a0"]["reason"]
+    assert (samples["a0"]["image"] == Archive.open(archive).get("a0")).all()
+    assert samples["bad"]["image"] is None and "does not decode" in samples["bad"]["reason"]
+    assert "bad" not in {s["key"] for s in ArchiveDataset(archive)}
+
+
 @pytest.mark.parametrize("slots", [1, 2, 3, 4, 7])
 def test_even_deal_gives_every_slot_the_same_count_from_whole_units(slots):
     counts = {(f"s{i}", rg): (7 * i + 3 * rg) % 11 for i in range(6) for rg in range(2)}
