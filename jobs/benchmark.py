@@ -117,9 +117,12 @@ def _image_bytes(archive: Path) -> dict:
 
     original = stored = rows = 0
     worst = 0.0
-    table = pq.read_table(archive / "shards", columns=["status", "bytes", "orig_size"])
+    by_codec: dict[str, int] = {}  # ok rows by the codec that coded them (guard fallbacks too)
+    table = pq.read_table(archive / "shards", columns=["status", "bytes", "orig_size", "codec"])
     for row in table.to_pylist():
         rows += 1
+        if row["status"] == "ok":
+            by_codec[row["codec"]] = by_codec.get(row["codec"], 0) + 1
         if row["orig_size"]:
             kept = row["bytes"] if row["status"] == "ok" else row["orig_size"]
             original += row["orig_size"]
@@ -131,6 +134,7 @@ def _image_bytes(archive: Path) -> dict:
         part = stored_payload(path)
         payload += part["stored_bitstream_bytes"] + part["stored_member_bytes"]
     return {"original_image_bytes": original, "stored_image_bytes": stored,
+            "rows_by_codec": dict(sorted(by_codec.items())),
             "image_ratio": original / stored if stored else None, "largest_row_vs_original": worst,
             # everything in the shard files but bitstreams and kept members (as stored), per row
             "overhead_bytes_per_row": (files - payload) / rows if rows else None}
@@ -148,6 +152,8 @@ def to_markdown(summary: dict, command: str) -> str:
         "Image MB = the original image members; image ratio = original image bytes / stored image bytes",
         "(bitstreams, or the original bytes of passthrough samples); worst row = largest stored/original;",
         "overhead = shard-file bytes beyond bitstreams and kept members as stored, per row (Parquet, zstd).",
+        "Coded / all = rows stored as a bitstream, by the codec or, where the guard kept a JPEG out,",
+        "by jpeg-lossless (the split in brackets).",
         "MB in = the source WebDataset shards; MB out = the archive's Parquet files (bitstreams,",
         "kept members, row metadata). Seconds include starting each codec's actors (Ray itself is "
         "started before the first codec); compare ratios.",
@@ -169,9 +175,12 @@ def to_markdown(summary: dict, command: str) -> str:
         quality = "-" if r["quality"] is None else f"{r['quality']:g}"
         image_ratio = r["image_ratio"] or float("nan")
         bpp = "-" if r["mean_bpp"] is None else f"{r['mean_bpp']:.3f}"
+        split = r.get("rows_by_codec") or {}
+        coded = f"{r['compressed']}/{r['images']}" + (
+            " (" + ", ".join(f"{n} {c}" for c, n in split.items()) + ")" if len(split) > 1 else "")
         lines.append(
             f"| {r['codec']} | {quality} | {r['source_bytes'] / 1e6:.2f} | {r['archive_bytes'] / 1e6:.2f} "
-            f"| {r['ratio']:.2f} | {r['compressed']}/{r['images']} | {image_ratio:.2f} "
+            f"| {r['ratio']:.2f} | {coded} | {image_ratio:.2f} "
             f"| {r['largest_row_vs_original']:.2f} | {bpp} | {psnr} | {r['overhead_bytes_per_row']:.0f} "
             f"| {r['compress_seconds']:.1f} "
             f"| {r['restore_seconds']:.1f} | {'OK' if r['verify_ok'] else 'FAILED'} |"
