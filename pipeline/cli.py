@@ -426,6 +426,10 @@ def main(argv: Sequence[str] | None = None) -> int:
               "permissions", file=sys.stderr)
         return EXIT_REFUSED
     except Exception as exc:
+        if type(exc).__name__ == "ParamValidationError":  # botocore: e.g. an invalid bucket name
+            first = str(exc).splitlines()[1:2] or [str(exc)]  # without the regex that follows
+            print(f"latentarc {args.verb}: refused: {first[0].split(':')[0]}", file=sys.stderr)
+            return EXIT_REFUSED
         if os.environ.get("LATENTARC_DEBUG"):
             traceback.print_exc()
         print(f"latentarc {args.verb}: error: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -46,6 +46,8 @@ def test_refusals_exit_2_with_one_line(tmp_path, capsys):
         ["restore", str(tmp_path / "not-an-archive"), str(tmp_path / "o")],
         ["verify", str(tmp_path / "not-an-archive")],
         ["info", str(tmp_path / "not-an-archive")],
+        # botocore's multi-line ParamValidationError (exit 1) for a bucket name S3 forbids
+        ["info", "s3://my bucket/x", "--endpoint-url", "http://127.0.0.1:1"],
     ]
     for argv in cases:
         assert main(argv) == EXIT_REFUSED, argv
