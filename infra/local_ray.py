@@ -116,15 +116,19 @@ def _wait_for_job_agent(dashboard: str, deadline: float) -> None:
         time.sleep(0.5)
 
 
-def _pids_naming(text: str) -> list[int]:
+def _pids_naming(directory: str) -> list[int]:
+    """Processes with an argument that is ``directory`` or a path in it (``--temp-dir=D``,
+    ``--session-dir=D/session_...``): not a mere prefix, so /tmp/rh spares a head in /tmp/rh2."""
+    root = directory.rstrip("/")
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and int(entry.name) != os.getpid():
             try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                args = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
             except OSError:
                 continue
-            if text in cmdline:
+            values = [a.split("=", 1)[-1] for a in args]
+            if any(v == root or v.startswith(root + "/") for v in values):
                 pids.append(int(entry.name))
     return pids
 

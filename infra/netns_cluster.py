@@ -52,6 +52,16 @@ def _wait_http(ns: str, url: str, deadline: float) -> None:
 
 
 def start(directory: str, head_cpus: int = 2, node_cpus: int = 2, timeout: float = 180.0) -> dict:
+    """Two namespaces, a Ray head in one and a node in the other; on any failure everything
+    started so far (namespaces, the head) is stopped before the error goes on."""
+    try:
+        return _start(directory, head_cpus, node_cpus, timeout)
+    except BaseException:
+        stop(directory)
+        raise
+
+
+def _start(directory: str, head_cpus: int, node_cpus: int, timeout: float) -> dict:
     d = Path(directory).resolve()
     d.mkdir(parents=True, exist_ok=True)
     tag = f"{os.getpid() % 10000}{random.randrange(100)}"
@@ -99,7 +109,6 @@ def start(directory: str, head_cpus: int = 2, node_cpus: int = 2, timeout: float
             break
         time.sleep(1.0)
     else:
-        stop(directory)
         raise RuntimeError("the second node did not join")
     (d / "cluster.json").write_text(json.dumps(info))
     return info

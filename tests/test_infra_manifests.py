@@ -119,6 +119,13 @@ def test_cluster_launcher_yaml_uses_known_fields_and_no_keys():
         assert set(node) <= NODE_TYPE, (name, set(node) - NODE_TYPE)
         assert "IamInstanceProfile" in node["node_config"]  # credentials from a role
     assert "aws_secret" not in (INFRA / "cluster-launcher/aws-gpu.yaml").read_text().lower()
+    # Ray's own check of the launcher schema (worker_run_options and the like)
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    validate_config(prepare_config(config))
+    docker = config["docker"]
+    assert "--gpus all" not in docker["run_options"], "the head has no GPU: workers only"
+    assert "/" in docker["image"], "a bare name is pulled from Docker Hub"
 
 
 @pytest.mark.parametrize("name", ["docker/Dockerfile"])
@@ -127,3 +134,19 @@ def test_container_installs_the_pinned_torch_with_cuda(name):
     pinned = re.search(r'"torch==([\d.]+)"', (INFRA.parent / "pyproject.toml").read_text()).group(1)
     assert f"torch=={pinned} --index-url https://download.pytorch.org/whl/cu" in text
     assert "pip install --no-cache-dir ." in text
+
+
+def test_a_plain_install_has_every_package_and_the_shipped_weights():
+    """The container installs with `pip install .` (not editable): models.weights, the shipped
+    weights and their registry, was left out, and `import models.registry` failed there."""
+    import fnmatch
+    import tomllib
+
+    root = INFRA.parent
+    setup = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = {".".join(p.parent.relative_to(root).parts)
+             for top in ("pipeline", "models", "jobs") for p in (root / top).rglob("__init__.py")}
+    assert found <= set(setup["packages"]), found - set(setup["packages"])
+    patterns = setup["package-data"]["models.weights"]
+    shipped = [p.name for p in (root / "models" / "weights").iterdir() if p.suffix != ".py"]
+    assert shipped and all(any(fnmatch.fnmatch(n, pat) for pat in patterns) for n in shipped)
