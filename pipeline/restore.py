@@ -17,9 +17,11 @@ from typing import Any
 from models.allocator import keep_freed_memory, release_freed_memory
 from models.codec import CodecError
 from models.registry import uses_gpu
+from pipeline.archive import shard_index_entries
 from pipeline.archive_format import (
     STATUS_OK,
     FormatError,
+    open_shard_file,
     read_manifest,
 )
 from pipeline.errors import Refused
@@ -33,7 +35,7 @@ from pipeline.images import (
 from pipeline.ordered_map import ordered_map
 from pipeline.prefetch import prefetch
 from pipeline.progress import Progress
-from pipeline.rows import READ_BATCH_ROWS, RowDecoder, RowError, check_decoder_for, iter_rows, shard_keys
+from pipeline.rows import READ_BATCH_ROWS, RowDecoder, RowError, check_decoder_for, iter_rows
 from pipeline.runner import (
     RayOptions,
     describe,
@@ -45,7 +47,7 @@ from pipeline.runner import (
 )
 from pipeline.storage import (
     StorageOptions,
-    exists,
+    filesystem,
     join,
     remove,
     write_atomic,
@@ -182,7 +184,10 @@ def restore_shard(
             size = 0
     excluded: list[str] = []
     if keys is not None and where:  # tell "filtered out" from "not in this shard"
-        excluded = sorted(shard_keys(archive, shard, storage) & (keys - set(found)))
+        f, parquet = open_shard_file(archive, shard, storage)
+        with f:
+            present = {key for key, _ in shard_index_entries(parquet)}
+        excluded = sorted(present & (keys - set(found)))
     return {"shard": shard, "samples": len(found), "keys": found, "bytes_out": size,
             "row_groups_skipped": len(skipped), "excluded_keys": excluded}
 
@@ -273,6 +278,14 @@ class RestoreWorker:
                              self.writers)
 
 
+def _names_in(directory: str, storage: StorageOptions) -> set[str]:
+    """Names of the files and directories directly in ``directory`` (none if it is absent)."""
+    fs, path = filesystem(directory, storage)
+    if not fs.isdir(path):
+        return set()
+    return {p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)}
+
+
 def _uses_gpu(codec_id: str | None) -> bool:
     """Whether restoring this archive's codec wants GPU actors where the cluster has GPUs; a
     codec this installation does not know decodes nothing anyway (its rows are refused)."""
@@ -349,9 +362,9 @@ def restore(
         for s in chosen
     ]
     if not overwrite:
+        present = _names_in(destination, storage)  # one listing, not a request per shard
         there = [name for t in tasks
-                 if exists(join(destination, name := t["shard"] if layout == "files"
-                                else t["file_name"]), storage)]
+                 if (name := t["shard"] if layout == "files" else t["file_name"]) in present]
         if there:
             raise Refused(f"{destination} already has {len(there)} of what this restore would "
                           f"write ({', '.join(there[:5])}{', ...' if len(there) > 5 else ''}); "

@@ -73,14 +73,6 @@ def iter_rows(
                         yield row
 
 
-def shard_keys(archive: str, shard: str, storage: StorageOptions | None = None) -> set[str]:
-    """Every key of a shard file, from its key column alone (no bitstreams are read)."""
-    fs, path = filesystem(shard_url(archive, shard), storage)
-    with fs.open(path, "rb") as f:
-        parquet = pq.ParquetFile(f, page_checksum_verification=True)
-        return set(parquet.read(columns=["key"], use_threads=False).column("key").to_pylist())
-
-
 class RowDecoder:
     """Decodes rows with codecs instantiated once per codec id.
 
