@@ -142,7 +142,8 @@ def _tiled_gradient(g_s: nn.Module, x: torch.Tensor, y: torch.Tensor, mean: torc
 def refine_latent(g_s: nn.Module, x: torch.Tensor, y: torch.Tensor, mean: torch.Tensor,
                   scale: torch.Tensor, inv_gain: torch.Tensor, lmbda: float, steps: int,
                   lr: float = LR, perceptual: nn.Module | None = None,
-                  weight: float = PERCEPTUAL_WEIGHT, max_pixels: int | None = None) -> torch.Tensor:
+                  weight: float = PERCEPTUAL_WEIGHT, max_pixels: int | None = None,
+                  cosine: bool = False) -> torch.Tensor:
     """``steps`` Adam steps on one image's latent ``y`` (1, M, h, w); returns the refined latent.
 
     ``x``: the unpadded image (1, 3, H, W) in [0, 1]; ``mean``/``scale``: the entropy model's
@@ -150,7 +151,8 @@ def refine_latent(g_s: nn.Module, x: torch.Tensor, y: torch.Tensor, mean: torch.
     ``perceptual``: a distance ``(x_hat, x) -> (N,)`` (LPIPS-alex) added ``weight`` times, or
     None. ``max_pixels``: padded pixels one pass may hold; a larger image's gradient is
     computed in tiles (``tile_plan``; one Adam step on the whole latent still follows each
-    gradient, so the steps are those of the whole-image refinement). Runs with gradients even
+    gradient, so the steps are those of the whole-image refinement). ``cosine`` decays the
+    step size from ``lr`` to a tenth of it over the steps (a trial setting). Runs with gradients even
     when called under ``torch.inference_mode`` (tensors made there are copied first), and
     computes no parameter gradients, so other threads may use the same modules meanwhile."""
     halo = max(HALO_LATENTS, int(getattr(g_s, "halo_latents", HALO_LATENTS)))  # as maybe_tiled
@@ -161,7 +163,9 @@ def refine_latent(g_s: nn.Module, x: torch.Tensor, y: torch.Tensor, mean: torch.
         x = x.detach().clone() if tiles is None else x
         y = y.detach().clone().requires_grad_(True)
         opt = torch.optim.Adam([y], lr=lr)
-        for _ in range(steps):
+        for i in range(steps):
+            if cosine:
+                opt.param_groups[0]["lr"] = lr * (0.1 + 0.45 * (1 + math.cos(math.pi * i / steps)))
             if tiles is None:
                 y.grad = _whole_gradient(g_s, x, y, mean, scale, inv_gain, lmbda, perceptual,
                                          weight)

@@ -164,7 +164,7 @@ def refine(args: argparse.Namespace) -> int:
         `--effort-for realistic` ships since session 16; sessions 13-15 ran an inline copy of
         the same loss and steps, which gave the same rows: checked on kodim07, 3 steps)."""
         return refine_latent(g_s, x, y, mean, scale, inv_gain, lmbda, args.steps, args.lr,
-                             lpips_alex if k else None, k)
+                             lpips_alex if k else None, k, cosine=args.cosine)
 
     with jsonl(args.out) as f:
         for image, x0, x, c in crops(args.images):
@@ -191,6 +191,7 @@ def refine(args: argparse.Namespace) -> int:
                 latent = (y_sym + mean).float() * inv_gain
                 row = {"image": image, "quality": quality, "refine": how, "k": k,
                        "steps": 0 if how == "none" else args.steps, "lr": args.lr,
+                       "cosine": args.cosine,
                        "bpp": stream_length(13, c, c, -c % 64, -c % 64, words) * 8 / (c * c),  # msh-n96-v2
                        "refine_seconds": round(seconds, 1)}
                 with torch.no_grad():
@@ -204,29 +205,31 @@ def refine(args: argparse.Namespace) -> int:
     return 0
 
 
-def summary_refine(rows: list[dict], decode: str = "realistic") -> int:
-    """Each refined stream, decoded by ``decode``, against the faithful curve of its image at
-    the same bpp; then the mean change per setting at quality -1."""
-    print(f"| image | quality | refinement | bpp | DISTS: faithful curve at this bpp | {decode} | "
-          f"change | PSNR: faithful curve / {decode} |")
+def summary_refine(rows: list[dict], decode: str = "realistic", against: str = "faithful") -> int:
+    """Each refined stream, decoded by ``decode``, against the unrefined curve of its image,
+    decoded by ``against``, at the same bpp; then the mean change per setting at quality -1."""
+    print(f"| image | quality | refinement | bpp | DISTS: {against} curve at this bpp | {decode} | "
+          f"change | PSNR: {against} curve / {decode} |")
     print("|---|---|---|---|---|---|---|---|")
     means: dict[str, list[tuple[float, float]]] = collections.defaultdict(list)
     for r in rows:
         if r["refine"] == "none" and r["quality"] not in (-1.0, 0.0):
             continue
-        curve = sorted((c["bpp"], c["dists_faithful"], c["psnr_faithful"]) for c in rows
+        curve = sorted((c["bpp"], c[f"dists_{against}"], c[f"psnr_{against}"]) for c in rows
                        if c["image"] == r["image"] and c["refine"] == "none")
         logb = np.log([c[0] for c in curve])
         d = float(np.interp(np.log(r["bpp"]), logb, [c[1] for c in curve]))
         p = float(np.interp(np.log(r["bpp"]), logb, [c[2] for c in curve]))
         how = "none" if r["refine"] == "none" else f"{r['refine']} k={r['k']:g}, {r['steps']} steps"
+        if r["refine"] != "none" and (r.get("lr", 0.003) != 0.003 or r.get("cosine")):
+            how += f", lr {r['lr']:g}" + (" cosine" if r.get("cosine") else "")
         dists, psnr = r[f"dists_{decode}"], r[f"psnr_{decode}"]
         print(f"| {r['image']} | {r['quality']:g} | {how} | {r['bpp']:.4f} | {d:.4f} | "
               f"{dists:.4f} | {100 * (dists / d - 1):+.1f} % | {p:.2f} / {psnr:.2f} dB |")
         if r["quality"] == -1.0:
             means[how].append((dists / d - 1, psnr - p))
-    print(f"\n| quality -1: refinement | images | {decode} DISTS vs the faithful curve, mean | "
-          f"{decode} PSNR - the faithful curve's, mean |\n|---|---|---|---|")
+    print(f"\n| quality -1: refinement | images | {decode} DISTS vs the {against} curve, mean | "
+          f"{decode} PSNR - the {against} curve's, mean |\n|---|---|---|---|")
     for how, v in means.items():
         print(f"| {how} | {len(v)} | {100 * np.mean([x[0] for x in v]):+.1f} % | "
               f"{np.mean([x[1] for x in v]):+.2f} dB |")
@@ -237,7 +240,7 @@ def summary(args: argparse.Namespace) -> int:
     """Mean change against the faithful decoder's usual decode, per setting and quality."""
     rows = [json.loads(line) for line in Path(args.file).read_text().splitlines() if line]
     if rows and "refine" in rows[0]:
-        return summary_refine(rows, args.decode)
+        return summary_refine(rows, args.decode, args.against)
     base = {(r["image"], r["quality"]): r for r in rows
             if r["realism"] == 0 and r["t"] == 0 and not r.get("grain")}
     groups: dict[tuple, list] = collections.defaultdict(list)
@@ -266,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
                        "weights k (refine) or noise sigma in 8-bit levels (grain)")
         s.add_argument("--steps", type=int, default=40, help="refine: Adam steps")
         s.add_argument("--lr", type=float, default=0.003, help="refine: Adam step size")
+        s.add_argument("--cosine", action="store_true",
+                       help="refine: decay the step size from --lr to a tenth of it (session 24)")
         s.add_argument("--images", nargs="+", required=True)
         s.add_argument("--qualities", type=float, nargs="+", default=[-1, 0, 1])
         s.add_argument("--threads", type=int, default=2)
@@ -273,7 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("summary")
     s.add_argument("file")
     s.add_argument("--decode", choices=["faithful", "realistic"], default="realistic",
-                   help="refine files: which decoder's output to compare with the faithful curve")
+                   help="refine files: which decoder's output to compare with the curve")
+    s.add_argument("--against", choices=["faithful", "realistic"], default="faithful",
+                   help="refine files: which decoder's unrefined curve to compare with")
     args = p.parse_args(argv)
     if args.mode == "summary":
         return summary(args)
