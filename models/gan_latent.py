@@ -214,8 +214,9 @@ def fit_latents(model: GanLatentModel, x: torch.Tensor, step: float, effort: int
     ``cosine`` decays the learning rate from ``lr`` to a tenth of it over the steps.
     The defaults were chosen on training-split faces at the same effort
     (benchmarks/perceptual/gan-latent-refine/): against session 11's 0.1 / 0.05 / constant they
-    give 0.004-0.005 lower DISTS at the same bytes, for 0.1-0.3 dB of PSNR; a level costs more
-    bytes than before. Returns the latent in units of the step (unrounded)."""
+    give 0.004-0.007 lower DISTS at the same bytes there and on both evaluation sets, for up to
+    0.3 dB of PSNR; a level costs more bytes than before. Returns the latent in units of the
+    step (unrounded)."""
     with torch.no_grad():
         z0 = model.encoder(x)
     z = z0.clone().requires_grad_(True)
