@@ -221,11 +221,10 @@ def fit_latents(model: GanLatentModel, x: torch.Tensor, step: float, effort: int
         z0 = model.encoder(x)
     z = z0.clone().requires_grad_(True)
     opt = torch.optim.Adam([z], lr=lr)
+    decay = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(effort, 1), lr / 10) if cosine else None
     scales = model.scales
     quantize_from = effort - effort // 3
     for i in range(effort):
-        if cosine:
-            opt.param_groups[0]["lr"] = lr * (0.1 + 0.45 * (1 + np.cos(np.pi * i / effort)))
         zq = z + (torch.round(z / step) * step - z).detach() if i >= quantize_from else z
         out = model.generator(zq)
         loss = ((out - x) ** 2).mean(dim=(1, 2, 3))
@@ -236,6 +235,8 @@ def fit_latents(model: GanLatentModel, x: torch.Tensor, step: float, effort: int
         opt.zero_grad()
         loss.sum().backward()
         opt.step()
+        if decay is not None:
+            decay.step()
     return z.detach() / step
 
 
@@ -281,6 +282,8 @@ class GanLatentCodec(Codec):
         self.model = model
         self.effort = effort
         self.perceptual = perceptual
+        # fit_latents' keywords beyond its defaults (trials: benchmarks/perceptual/gan-latent-refine)
+        self.fit_options: dict = {}
 
     def weights_sha256(self) -> str:
         return self.model.sha256
@@ -299,7 +302,8 @@ class GanLatentCodec(Codec):
                                  f"{image.shape[1]}x{image.shape[0]}")
             x = to_tensor(image)
             with torch.enable_grad():
-                z = fit_latents(self.model, x, step, self.effort, self.perceptual)
+                z = fit_latents(self.model, x, step, self.effort, self.perceptual,
+                                **self.fit_options)
             symbols = torch.round(z[0]).to(torch.int64).numpy()
             payload = bytes([level]) + entropy_encode(self.model, level, symbols)
             h, w, _ = image.shape

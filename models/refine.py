@@ -163,9 +163,8 @@ def refine_latent(g_s: nn.Module, x: torch.Tensor, y: torch.Tensor, mean: torch.
         x = x.detach().clone() if tiles is None else x
         y = y.detach().clone().requires_grad_(True)
         opt = torch.optim.Adam([y], lr=lr)
-        for i in range(steps):
-            if cosine:
-                opt.param_groups[0]["lr"] = lr * (0.1 + 0.45 * (1 + math.cos(math.pi * i / steps)))
+        decay = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1), lr / 10) if cosine else None
+        for _ in range(steps):
             if tiles is None:
                 y.grad = _whole_gradient(g_s, x, y, mean, scale, inv_gain, lmbda, perceptual,
                                          weight)
@@ -173,4 +172,6 @@ def refine_latent(g_s: nn.Module, x: torch.Tensor, y: torch.Tensor, mean: torch.
                 y.grad = _tiled_gradient(g_s, x, y, mean, scale, inv_gain, lmbda, perceptual,
                                          weight, tiles, halo)
             opt.step()
+            if decay is not None:
+                decay.step()
     return y.detach()

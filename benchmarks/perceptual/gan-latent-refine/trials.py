@@ -31,9 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 from jobs.train_gan_latent import face_files  # noqa: E402
-from models.bitstream import Header, pack  # noqa: E402
-from models.gan_latent import STEPS, entropy_encode, fit_latents, to_tensor  # noqa: E402
-from models.perceptual import metric_module, perceptual_scores  # noqa: E402
+from models.perceptual import perceptual_scores  # noqa: E402
 from models.registry import get_codec  # noqa: E402
 
 # name -> fit_latents keywords. "default" is the codec's setting until session 24 (given in
@@ -152,21 +150,16 @@ def main() -> int:
     files = face_files(args.faces, "train")[:args.n]
     faces = [(f.name, np.asarray(Image.open(f).convert("RGB").resize((64, 64), Image.LANCZOS)))
              for f in files]
-    lp = metric_module("lpips-alex")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("a") as log:
         for level in args.levels:
-            codec = get_codec("gan-latent", quality=level)
+            codec = get_codec("gan-latent", quality=level, effort=args.effort)
             for name in args.settings:
                 t0 = time.perf_counter()
                 rows = []
+                codec.fit_options = SETTINGS[name]
                 for fname, image in faces:
-                    with torch.enable_grad():
-                        z = fit_latents(codec.model, to_tensor(image), STEPS[level - 1], args.effort,
-                                        lp, **SETTINGS[name])
-                    symbols = torch.round(z[0]).to(torch.int64).numpy()
-                    stream = pack(Header(codec.code, 64, 64, 3),
-                                  bytes([level]) + entropy_encode(codec.model, level, symbols))
+                    stream = codec.encode_batch([image])[0]
                     decoded = codec.decode_batch([stream])[0].image
                     s = perceptual_scores(image, decoded, ("dists", "lpips-vgg"))
                     mse = np.mean((image.astype(np.float64) - decoded) ** 2)
