@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from models.codec import CodecError
+from pipeline import interrupt
 from pipeline.archive_format import MANIFEST, STATS, FormatError, check_version, read_json
 from pipeline.errors import Refused
 from pipeline.runner import RayOptions
@@ -32,6 +33,9 @@ EXIT_CODES = """exit codes:
      node can place), changed codec, quality or weights on resume, a shard of the same
      name from another source, unknown archive version, restore over existing output
      without --overwrite
+  130, 143  stopped by Ctrl-C (SIGINT) or SIGTERM (`ray job stop`, Kubernetes, timeout): the
+     actors are stopped, finished shards are kept, and one line says what is left; compress
+     records the run in _stats.json and a rerun of the same command does the rest
 
 object stores: URLs are fsspec URLs (s3://bucket/prefix, gs://..., file paths). Only
 non-secret options are taken by flag or config (--endpoint-url, --region, --storage-option,
@@ -377,8 +381,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print(summary_table(totals, archive))
     if stats:
         failed = stats["run"].get("failed") or {}
+        stopped = (f", then stopped by {stats['run']['stopped_by']} (rerun the same compress "
+                   "to do the rest)" if stats["run"].get("stopped_by") else "")
         print(f"shards     {len(stats['shards'])} in archive; last run: {len(stats['run']['done'])} "
-              f"done, {len(stats['run']['skipped'])} skipped, {len(failed)} failed")
+              f"done, {len(stats['run']['skipped'])} skipped, {len(failed)} failed{stopped}")
         for name, error in failed.items():
             print(f"  FAILED {name}: {error}")
         interrupted = stats["run"].get("interrupted_attempts") or []
@@ -416,7 +422,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return COMMANDS[args.verb](args)
+        with interrupt.catch_signals():
+            return COMMANDS[args.verb](args)
+    except interrupt.Interrupted as exc:  # the verb put its work in order and says what it kept
+        print(f"latentarc {args.verb}: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:  # before any worker had started
+        print(f"latentarc {args.verb}: stopped by {interrupt.name()} before any shard was "
+              "finished; rerun the same command", file=sys.stderr)
+        return 128 + interrupt.received()
     except (Refused, StorageError, FormatError, CodecError, SourceError) as exc:
         print(f"latentarc {args.verb}: refused: {exc}", file=sys.stderr)
         return EXIT_REFUSED

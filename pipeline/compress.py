@@ -19,6 +19,7 @@ from typing import Any
 
 from models.allocator import keep_freed_memory
 from models.registry import DEFAULT_CODEC, get_codec, uses_gpu
+from pipeline import interrupt
 from pipeline.archive import write_index
 from pipeline.archive_format import (
     MANIFEST,
@@ -53,7 +54,6 @@ from pipeline.shard_encode import (
 )
 from pipeline.sources import Shard, expand_sources
 from pipeline.storage import (
-    TEMP_NAME,
     StorageError,
     StorageOptions,
     check_url,
@@ -61,6 +61,7 @@ from pipeline.storage import (
     filesystem,
     join,
     remove,
+    remove_temp_files,
 )
 
 
@@ -79,10 +80,11 @@ class CompressReport:
     interrupted: list[str] = field(default_factory=list)  # shard files left half-written
     worker_processes: int = 0  # distinct worker processes that returned results this run
     actor_restarts_seen: int = 0  # of those, beyond the actor pool's size
+    stopped_by: str | None = None  # SIGINT or SIGTERM: the run was stopped before its end
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and not self.stopped_by
 
 
 class CompressWorker:
@@ -205,14 +207,8 @@ def _existing_shards(archive: str, storage: StorageOptions) -> list[str]:
 def _remove_stale_temp_files(archive: str, storage: StorageOptions) -> list[str]:
     """Temp files of attempts that died mid-write (a killed worker or driver): never valid,
     so removed; their count says how many shard attempts were interrupted."""
-    fs, path = filesystem(join(archive, "shards"), storage)
-    if not fs.exists(path):
-        return []
-    stale = {p: match["final"] for p in fs.ls(path, detail=False)
-             if (match := TEMP_NAME.match(p.rsplit("/", 1)[-1]))}
-    for p in stale:
-        fs.rm(p)
-    return [final.removesuffix(".parquet") for final in stale.values()]
+    return [final.removesuffix(".parquet")
+            for final in remove_temp_files(join(archive, "shards"), storage)]
 
 
 def _plan(shards: list[Shard], archive: str, codec, storage: StorageOptions,
@@ -254,7 +250,7 @@ def _plan(shards: list[Shard], archive: str, codec, storage: StorageOptions,
 
 
 def compress(
-    sources: list[str],
+    sources: list[str] | str,
     archive: str,
     codec_id: str = DEFAULT_CODEC,
     quality: float | None = None,
@@ -287,6 +283,8 @@ def compress(
     Raises ``Refused`` (nothing changed) for unusable arguments; shard failures are reported in
     the returned ``CompressReport`` (``ok`` is False) and in ``_stats.json``.
     """
+    if isinstance(sources, str):  # one URL, not a list of one-letter ones
+        sources = [sources]
     storage = storage or StorageOptions()
     ray_options = ray_options or RayOptions()
     started = time.monotonic()
@@ -337,17 +335,43 @@ def compress(
     skip_above = limits[1] if limits else math.inf
     worker_args = (codec.id, codec.quality, archive, asdict(storage), asdict(guard or Guard()),
                    metrics, effort, asdict(batching), device, effort_for, effort_max_pixels)
-    for result in run_per_shard(CompressWorker, worker_args, tasks, ray_options):
-        if result.get("pid") is not None:  # not the runner's own "worker died" results
-            workers.add((result.get("node"), result["pid"]))
-        name = result["shard"]
-        if result["ok"]:
-            results[name] = result
-            report.done.append(name)
-            log.update(name, result["samples"], result["source_bytes"], result["archive_bytes"])
-        else:
-            report.failed[name] = result["error"]
-            log.update(name, error=result["error"])
+    try:
+        for result in run_per_shard(CompressWorker, worker_args, tasks, ray_options):
+            if result.get("pid") is not None:  # not the runner's own "worker died" results
+                workers.add((result.get("node"), result["pid"]))
+            name = result["shard"]
+            if result["ok"]:
+                results[name] = result
+                report.done.append(name)
+                log.update(name, result["samples"], result["source_bytes"],
+                           result["archive_bytes"])
+            else:
+                report.failed[name] = result["error"]
+                log.update(name, error=result["error"])
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (pipeline/interrupt.py): the actors are gone
+        report.stopped_by = interrupt.name()
+    earlier = {n: f.meta for n, f in {**others, **finished}.items()}  # files kept from before
+    if report.stopped_by:
+        # What was finished is kept and recorded; the shards in flight left temp files, which
+        # the next run removes and counts (_plan), as after a crash. A shard can also finish
+        # between the signal and its worker's end (Ray checks for signals about once a
+        # second): its result never came back, but its file is whole; counted from the file.
+        present = set(_existing_shards(archive, storage))
+        for shard in todo:
+            if shard.name not in results and shard.name in present:
+                found, _ = validate_shard_file(archive, shard.name, storage)
+                if found is not None:
+                    results[shard.name] = found.meta
+                    report.done.append(shard.name)
+        report.interrupted = sorted(interrupted_before)
+        _write_stats(archive, storage, report, codec, metrics, effort, limits, skip_above,
+                     earlier, results, started)
+        left = len(todo) - len(report.done)
+        failed = f" ({len(report.failed)} of them failed)" if report.failed else ""
+        raise interrupt.Interrupted(
+            f"stopped by {report.stopped_by}: {len(report.done)} shard(s) finished in this run "
+            f"are kept in {archive}, {left} not done{failed}; rerun the same command to "
+            "compress them")
     if todo:
         # Worker processes that returned a result, beyond the pool's size: actors that Ray
         # restarted (a lower bound: a replacement that got no shard is not seen).
@@ -363,9 +387,34 @@ def compress(
         if shard.name not in results and shard.name not in report.failed:
             report.failed[shard.name] = "no result returned by the worker"
 
-    # Figures for every shard in the archive: this run's, the skipped ones', and any older ones.
-    shard_stats: dict[str, dict[str, Any]] = {n: f.meta for n, f in {**others, **finished}.items()}
-    shard_stats.update(results)
+    per_shard = _write_stats(archive, storage, report, codec, metrics, effort, limits, skip_above,
+                             earlier, results, started)
+    if report.ok:
+        write_index(archive, sorted(per_shard), storage)
+        write_json(
+            manifest_url,
+            {
+                **codec_meta(codec),
+                "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "shards": [
+                    {"shard": n, "source_file": s["source_file"], "samples": s["samples"]}
+                    for n, s in per_shard.items()
+                ],
+                "totals": report.totals,
+            },
+            storage,
+        )
+    return report
+
+
+def _write_stats(archive: str, storage: StorageOptions, report: CompressReport, codec: Any,
+                 metrics: tuple[str, ...], effort: int | None, limits: tuple | None,
+                 skip_above: float, earlier: dict[str, dict[str, Any]],
+                 results: dict[str, dict[str, Any]], started: float) -> dict[str, dict[str, Any]]:
+    """Write ``_stats.json``: this run's record and the figures of every shard in the archive
+    (``earlier``: the skipped ones' and any older ones', from their files; ``results``: this
+    run's). Returns the per-shard figures. Also sets ``report.totals`` and ``report.seconds``."""
+    shard_stats = {**earlier, **results}
     per_shard = {n: _public_stats(s) for n, s in sorted(shard_stats.items())}
     report.totals = totals(list(per_shard.values()))
     report.seconds = round(time.monotonic() - started, 3)
@@ -393,28 +442,15 @@ def compress(
                 "interrupted_attempts": report.interrupted,
                 "worker_processes": report.worker_processes,
                 "actor_restarts_seen": report.actor_restarts_seen,
+                # SIGINT/SIGTERM: the run was stopped; "done" is what it finished before that
+                **({"stopped_by": report.stopped_by} if report.stopped_by else {}),
             },
             "totals": report.totals,
             "shards": per_shard,
         },
         storage,
     )
-    if report.ok:
-        write_index(archive, sorted(per_shard), storage)
-        write_json(
-            manifest_url,
-            {
-                **codec_meta(codec),
-                "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                "shards": [
-                    {"shard": n, "source_file": s["source_file"], "samples": s["samples"]}
-                    for n, s in per_shard.items()
-                ],
-                "totals": report.totals,
-            },
-            storage,
-        )
-    return report
+    return per_shard
 
 
 _PUBLIC = ("shard", "source", "source_file", "samples", "compressed", "passthrough",

@@ -17,6 +17,7 @@ from typing import Any
 from models.allocator import keep_freed_memory, release_freed_memory
 from models.codec import CodecError
 from models.registry import uses_gpu
+from pipeline import interrupt
 from pipeline.archive import shard_index_entries
 from pipeline.archive_format import (
     STATUS_OK,
@@ -50,6 +51,7 @@ from pipeline.storage import (
     filesystem,
     join,
     remove,
+    remove_temp_files,
     write_atomic,
     write_bytes_atomic,
 )
@@ -190,6 +192,25 @@ def restore_shard(
         excluded = sorted(present & (keys - set(found)))
     return {"shard": shard, "samples": len(found), "keys": found, "bytes_out": size,
             "row_groups_skipped": len(skipped), "excluded_keys": excluded}
+
+
+def _stopped(report: RestoreReport, tasks: list[dict[str, Any]], layout: str,
+             storage: StorageOptions) -> str:
+    """What a stopped restore leaves: which shards are whole, and how to get the rest."""
+    done = set(report.written)
+    if layout == "webdataset":
+        # A tar can be finished between the signal and its worker's end (Ray checks for
+        # signals about once a second): its result never came back, but it is whole.
+        present = _names_in(report.destination, storage)
+        done |= {t["shard"] for t in tasks if t["file_name"] in present}
+        partial = "a tar being written when it stopped is not there (each appears whole or not at all)"
+    else:
+        partial = "the directories of shards in flight may hold some of their files"
+    left = [t["shard"] for t in tasks if t["shard"] not in done]
+    shown = ", ".join(left[:10]) + (", ..." if len(left) > 10 else "")
+    return (f"stopped by {interrupt.name()}: {len(done)} shard(s) restored to "
+            f"{report.destination}; {partial}. Not restored ({len(left)}): {shown}; rerun with "
+            "--shards for those, or with --overwrite for all")
 
 
 # Decoded pixels a restore worker holds, at most (one row always passes each bound): those read
@@ -369,6 +390,10 @@ def restore(
             raise Refused(f"{destination} already has {len(there)} of what this restore would "
                           f"write ({', '.join(there[:5])}{', ...' if len(there) > 5 else ''}); "
                           "restore elsewhere, or pass --overwrite to replace them")
+    if layout == "webdataset" and tasks:
+        # A restore stopped or killed mid-shard left the temp file of each tar in flight (a
+        # local destination only); this run writes those tars again.
+        remove_temp_files(destination, storage, [t["file_name"] for t in tasks])
     log = Progress("restore", len(tasks), progress)
     found_pairs: set[tuple[str, str]] = set()
     excluded_pairs: set[tuple[str, str]] = set()
@@ -378,17 +403,20 @@ def restore(
         log.note(describe(ray_options))
     args = (archive, destination, image_format, jpeg_quality, asdict(storage), where, layout,
             decoder, worker_device(ray_options))
-    for result in run_per_shard(RestoreWorker, args, tasks, ray_options):
-        name = result["shard"]
-        if result["ok"]:
-            report.written[name] = result["samples"]
-            report.row_groups_skipped += result["row_groups_skipped"]
-            found_pairs.update((name, k) for k in result["keys"])
-            excluded_pairs.update((name, k) for k in result["excluded_keys"])
-            log.update(name, result["samples"], 0, result["bytes_out"])
-        else:
-            report.failed[name] = result["error"]
-            log.update(name, error=result["error"])
+    try:
+        for result in run_per_shard(RestoreWorker, args, tasks, ray_options):
+            name = result["shard"]
+            if result["ok"]:
+                report.written[name] = result["samples"]
+                report.row_groups_skipped += result["row_groups_skipped"]
+                found_pairs.update((name, k) for k in result["keys"])
+                excluded_pairs.update((name, k) for k in result["excluded_keys"])
+                log.update(name, result["samples"], 0, result["bytes_out"])
+            else:
+                report.failed[name] = result["error"]
+                log.update(name, error=result["error"])
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (pipeline/interrupt.py): the actors are gone
+        raise interrupt.Interrupted(_stopped(report, tasks, layout, storage)) from None
     for task in tasks:
         if task["shard"] not in report.written and task["shard"] not in report.failed:
             report.failed[task["shard"]] = "no result returned by the worker"

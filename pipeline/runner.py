@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
+from pipeline import interrupt
 from pipeline.errors import Refused
 
 log = logging.getLogger(__name__)
@@ -197,6 +198,7 @@ def ensure_ray(options: RayOptions) -> None:
             _node_ip_address="127.0.0.1",
             log_to_driver=True,
         )
+    interrupt.reinstall()  # ray.init replaced the command line's SIGTERM handler
 
 
 def check_fits(options: RayOptions) -> None:

@@ -14,7 +14,7 @@ import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 from urllib.parse import urlsplit
@@ -214,6 +214,26 @@ def write_atomic(
         fs.put_file(tmp.name, path)
     return size
 
+
+
+def remove_temp_files(directory: str, storage: StorageOptions | None = None,
+                      finals: Collection[str] | None = None) -> list[str]:
+    """Remove the temp files that ``write_atomic`` left in ``directory`` (a local one) when
+    its writer died: a killed worker, a stopped run. Only those for the file names in
+    ``finals`` when it is given. Returns their final names (cut as ``_short`` cut them).
+
+    Never valid, so safe to remove once their writer is gone. A writer still alive loses its
+    temp file and fails that file with an error; nothing half-written appears."""
+    fs, path = filesystem(directory, storage)
+    if not fs.exists(path):
+        return []
+    wanted = None if finals is None else {_short(name) for name in finals}
+    stale = {p: match["final"] for p in fs.ls(path, detail=False)
+             if (match := TEMP_NAME.match(p.rsplit("/", 1)[-1]))
+             and (wanted is None or match["final"] in wanted)}
+    for p in stale:
+        fs.rm(p)
+    return list(stale.values())
 
 def _short(name: str, limit: int = 200) -> str:
     """``name`` cut to ``limit`` bytes of UTF-8, so that the temp name's 39 more bytes stay

@@ -12,6 +12,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pipeline import interrupt
 from pipeline.archive import index_digest, index_digests, shard_index_entries
 from pipeline.archive_format import (
     INDEX,
@@ -106,18 +107,24 @@ def verify(
     log = Progress("verify", len(tasks), progress)
     seen: set[str] = set()
     digests: dict[str, str | None] = {}
-    for result in run_per_shard(VerifyWorker, (archive, asdict(storage)), tasks,
-                                ray_options or RayOptions()):
-        seen.add(result["shard"])
-        if result["ok"]:
-            report.rows += result["rows"]
-            digests[result["shard"]] = result.get("index_digest")
-            report.problems.extend(result["problems"])
-            log.update(result["shard"], result["rows"],
-                       error="; ".join(result["problems"][:1]) or None)
-        else:
-            report.problems.append(result["error"])  # runner's errors name the shard
-            log.update(result["shard"], error=result["error"])
+    try:
+        for result in run_per_shard(VerifyWorker, (archive, asdict(storage)), tasks,
+                                    ray_options or RayOptions()):
+            seen.add(result["shard"])
+            if result["ok"]:
+                report.rows += result["rows"]
+                digests[result["shard"]] = result.get("index_digest")
+                report.problems.extend(result["problems"])
+                log.update(result["shard"], result["rows"],
+                           error="; ".join(result["problems"][:1]) or None)
+            else:
+                report.problems.append(result["error"])  # runner's errors name the shard
+                log.update(result["shard"], error=result["error"])
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (pipeline/interrupt.py): nothing to undo
+        raise interrupt.Interrupted(
+            f"stopped by {interrupt.name()}: {len(seen)} of {len(tasks)} shard(s) checked, "
+            f"{report.rows} rows, {len(report.problems)} problem(s) so far; "
+            "verify changes nothing, so rerun it to check everything") from None
     report.problems.extend(
         f"shard {t['shard']}: no result returned by the worker" for t in tasks if t["shard"] not in seen
     )

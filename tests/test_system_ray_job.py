@@ -77,3 +77,56 @@ def test_compress_and_restore_as_ray_jobs(ray_head, s3_bucket, small_shards, tmp
                           env={**os.environ, "RAY_AUTH_MODE": "disabled"})
     assert "jobs.compress" in jobs.stdout
     assert s3_server["secret_key"] not in jobs.stdout + jobs.stderr
+
+
+def test_ray_job_stop_keeps_finished_shards_and_a_resubmitted_job_does_the_rest(
+        ray_head, s3_bucket, tmp_path_factory, s3_server):
+    """`ray job stop` sends SIGTERM and SIGKILLs 3 s later (RAY_JOB_STOP_WAIT_TIME_S): within
+    those, compress stops its actors, records the run in _stats.json and says what it kept
+    (pipeline/interrupt.py)."""
+    import time
+
+    from jobs.fault_trials import trial_input
+
+    bucket, storage = s3_bucket
+    fs = s3fs.S3FileSystem(endpoint_url=storage.endpoint_url)
+    name = bucket[len("s3://"):]
+    src, expected = trial_input(tmp_path_factory.getbasetemp(), 12, 160)
+    for path in sorted(src.glob("*.tar")):
+        fs.put_file(str(path), f"{name}/src/{path.name}")
+    entry = ["python", "-m", "jobs.compress", f"{bucket}/src", f"{bucket}/arc", "--codec", "webp",
+             "--actors", "1", "--no-size-guard", "--endpoint-url", storage.endpoint_url]
+    env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
+    job_id = f"latentarc-stop-{os.urandom(3).hex()}"
+    started = subprocess.run([RAY, "job", "submit", "--address", ray_head["dashboard"],
+                              "--submission-id", job_id, "--no-wait", "--", *entry],
+                             capture_output=True, text=True, env=env, timeout=120, cwd=REPO)
+    assert started.returncode == 0, started.stdout + started.stderr
+    deadline = time.monotonic() + 240
+    while not fs.glob(f"{name}/arc/shards/*.parquet"):
+        fs.invalidate_cache()
+        assert time.monotonic() < deadline, "no shard file within 240 s"
+        time.sleep(0.2)
+    stop = subprocess.run([RAY, "job", "stop", "--address", ray_head["dashboard"], job_id],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert stop.returncode == 0, stop.stdout + stop.stderr
+    logs = subprocess.run([RAY, "job", "logs", "--address", ray_head["dashboard"], job_id],
+                          capture_output=True, text=True, env=env, timeout=60).stdout
+
+    fs.invalidate_cache()
+    finished = sorted(p.rsplit("/", 1)[-1].removesuffix(".parquet")
+                      for p in fs.glob(f"{name}/arc/shards/*.parquet"))
+    assert 1 <= len(finished) < 12, logs[-3000:]
+    assert f"latentarc compress: stopped by SIGTERM: {len(finished)} shard(s) finished" in logs, \
+        logs[-3000:]
+    assert "Traceback" not in logs and "force-killed" not in logs, logs[-3000:]
+    stats = json.loads(fs.cat_file(f"{name}/arc/_stats.json"))
+    assert stats["run"]["stopped_by"] == "SIGTERM" and sorted(stats["run"]["done"]) == finished
+    assert not fs.exists(f"{name}/arc/_archive.json")
+
+    done = _submit(ray_head, *entry)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"skipping {len(finished)} finished shard(s)" in done.stdout + done.stderr
+    manifest = json.loads(fs.cat_file(f"{name}/arc/_archive.json"))
+    assert manifest["totals"]["samples"] == 12 * 160
+    assert sorted(e["shard"] for e in manifest["shards"]) == sorted(expected)

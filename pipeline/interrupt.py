@@ -1,0 +1,87 @@
+"""Ctrl-C and SIGTERM end a verb with a line that says what was kept, and exit 130 or 143.
+
+SIGTERM is what stops a job from outside: `ray job stop` (then SIGKILL after
+``RAY_JOB_STOP_WAIT_TIME_S``, 3 s by default), Kubernetes (a RayJob's deadline, a pod evicted;
+30 s of grace by default), `timeout`. Without this, Ctrl-C printed a traceback from inside
+``ray.wait``, and SIGTERM printed a native stack dump from Ray's core worker and left no record.
+
+The command line (``with catch_signals():``) turns both signals into ``KeyboardInterrupt`` in the main
+thread. Ray's blocking calls check for signals and raise it, so ``runner.run_per_shard``'s
+``finally`` kills the actors, and the verb can write what it has and raise ``Interrupted``.
+``ray.init`` installs its own SIGTERM handler (``sys.exit``), so ``runner.ensure_ray`` puts
+this one back (``reinstall``). Library callers keep their own handlers: nothing is installed
+unless the command line asked for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+
+_installed = False
+_received: int | None = None
+
+
+class Interrupted(KeyboardInterrupt):
+    """A verb stopped by a signal, after putting its work in order. ``message`` says what was
+    kept and how to go on; ``exit_code`` is 128 + the signal's number (130 SIGINT, 143 SIGTERM).
+    A ``KeyboardInterrupt``, so that callers that catch that still do."""
+
+    def __init__(self, message: str, signum: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.signum = signum or received()
+        self.exit_code = 128 + self.signum
+
+    @property
+    def signal_name(self) -> str:
+        return signal.Signals(self.signum).name
+
+
+def _handler(signum: int, frame: object) -> None:
+    global _received
+    _received = signum
+    raise KeyboardInterrupt
+
+
+def _install() -> None:
+    signal.signal(signal.SIGINT, _handler)
+    signal.signal(signal.SIGTERM, _handler)
+
+
+@contextlib.contextmanager
+def catch_signals() -> Iterator[None]:
+    """Within: SIGINT and SIGTERM raise ``KeyboardInterrupt`` (main thread only; elsewhere
+    this does nothing). The handlers there before are put back on the way out."""
+    global _installed, _received
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    _installed, _received = True, None
+    _install()
+    try:
+        yield
+    finally:
+        _installed = False
+        signal.signal(signal.SIGINT, before[0])
+        signal.signal(signal.SIGTERM, before[1])
+
+
+def reinstall() -> None:
+    """After ``ray.init``, which replaces the SIGTERM handler: put ours back, if we had one."""
+    if _installed and threading.current_thread() is threading.main_thread():
+        _install()
+
+
+def received() -> int:
+    """The signal that raised the last ``KeyboardInterrupt`` (SIGINT when none was caught here:
+    Python's own Ctrl-C)."""
+    return _received or signal.SIGINT
+
+
+def name() -> str:
+    """``received()``'s name: SIGINT or SIGTERM."""
+    return signal.Signals(received()).name
