@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
 """Start and stop a local Ray head on 127.0.0.1 in its own temp dir (system tests, demos).
 
-    python infra/local_ray.py start --dir /tmp/rh [--num-cpus 2]   # prints addresses as JSON
+    python infra/local_ray.py start --dir /tmp/rh [--num-cpus 2] [--auth]   # prints JSON
     python infra/local_ray.py stop --dir /tmp/rh
 
 `ray start --head --block` runs in its own process session, and stopping signals that
 process only: it takes its Ray processes down with it. Any process left whose command line
 names this head's temp dir is ended by PID afterwards. `ray stop` is never used, because it ends
 every Ray process on the machine, other people's included.
+
+With ``--auth`` (``auth=True``) the head requires Ray's token auth: a random token in
+<dir>/auth_token (mode 600), and the JSON's ``client_env`` is what `ray job submit` needs
+(``RAY_AUTH_MODE=token``, ``RAY_AUTH_TOKEN_PATH``): the token is never on a command line.
 
 Credentials that jobs need (AWS_*) must be in the environment of `start`: the head's
 processes, and so the jobs' drivers and workers, inherit it, and nothing secret goes into a
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -48,9 +53,19 @@ def _ray_bin() -> str:
     return str(here) if here.exists() else "ray"
 
 
-def start(temp_dir: str, num_cpus: int = 2, timeout: float = 120.0) -> dict:
+def start(temp_dir: str, num_cpus: int = 2, timeout: float = 120.0, auth: bool = False) -> dict:
     d = Path(temp_dir).resolve()
     d.mkdir(parents=True, exist_ok=True)
+    client_env = {"RAY_AUTH_MODE": "disabled"}
+    headers: dict[str, str] = {}
+    if auth:
+        token_file = d / "auth_token"
+        token = secrets.token_hex(32)
+        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token)
+        client_env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_file)}
+        headers = {"Authorization": f"Bearer {token}"}
     # Every port Ray would otherwise take at its default (dashboard agent 52365, client server
     # 10001, ...) is chosen free, so this head can run beside another Ray on the same machine.
     names = ("port", "dashboard-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
@@ -58,8 +73,11 @@ def start(temp_dir: str, num_cpus: int = 2, timeout: float = 120.0) -> dict:
              "node-manager-port", "object-manager-port")
     ports = _distinct_free_ports(len(names))
     gcs_port, dashboard_port = ports[0], ports[1]
-    env = dict(os.environ)
-    env.setdefault("RAY_AUTH_MODE", "disabled")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_TOKEN"}
+    if auth:
+        env.update(client_env)
+    else:
+        env.setdefault("RAY_AUTH_MODE", "disabled")
     env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     cmd = [
@@ -77,7 +95,8 @@ def start(temp_dir: str, num_cpus: int = 2, timeout: float = 120.0) -> dict:
         if proc.poll() is not None:
             raise RuntimeError(f"ray start exited with {proc.returncode}; see {d / 'ray-start.out'}")
         try:
-            with urllib.request.urlopen(f"{dashboard}/api/version", timeout=2) as r:
+            request = urllib.request.Request(f"{dashboard}/api/version", headers=headers)
+            with urllib.request.urlopen(request, timeout=2) as r:
                 if r.status == 200:
                     break
         except OSError:
@@ -86,28 +105,30 @@ def start(temp_dir: str, num_cpus: int = 2, timeout: float = 120.0) -> dict:
         stop_pid(proc.pid, str(d))
         raise RuntimeError(f"Ray dashboard did not answer on {dashboard} within {timeout:.0f} s")
     try:
-        _wait_for_job_agent(dashboard, deadline)
+        _wait_for_job_agent(dashboard, deadline, headers)
     except Exception:
         stop_pid(proc.pid, str(d))
         raise
     info = {"pid": proc.pid, "address": f"127.0.0.1:{gcs_port}", "dashboard": dashboard,
-            "dir": str(d)}
+            "dir": str(d), "client_env": client_env}
     (d / "head.json").write_text(json.dumps(info))
     return info
 
 
-def _wait_for_job_agent(dashboard: str, deadline: float) -> None:
+def _wait_for_job_agent(dashboard: str, deadline: float, headers: dict[str, str]) -> None:
     """The dashboard answers before the node's job agent can take jobs ("No available agent
     to submit job"): run a no-op job so that `start` returns only when submissions work."""
     from ray.job_submission import JobStatus, JobSubmissionClient
 
-    client = JobSubmissionClient(dashboard)
+    client = JobSubmissionClient(dashboard, headers=headers or None)
     while True:
         try:
             job = client.submit_job(entrypoint="true")
             break
-        except RuntimeError as exc:
-            if "No available agent" not in str(exc) or time.monotonic() > deadline:
+        except (RuntimeError, OSError) as exc:  # requests' ConnectionError is an OSError
+            # a loaded machine: the dashboard dropped the connection (RemoteDisconnected, once)
+            busy = "No available agent" in str(exc) or isinstance(exc, OSError)
+            if not busy or time.monotonic() > deadline:
                 raise
             time.sleep(1.0)
     while client.get_job_status(job) not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
@@ -179,9 +200,11 @@ def main() -> None:
     parser.add_argument("action", choices=["start", "stop"])
     parser.add_argument("--dir", required=True, help="this head's temp dir (keep it short)")
     parser.add_argument("--num-cpus", type=int, default=2)
+    parser.add_argument("--auth", action="store_true",
+                        help="require Ray's token auth (a random token in <dir>/auth_token)")
     args = parser.parse_args()
     if args.action == "start":
-        print(json.dumps(start(args.dir, args.num_cpus)))
+        print(json.dumps(start(args.dir, args.num_cpus, auth=args.auth)))
     else:
         stop(args.dir)
 

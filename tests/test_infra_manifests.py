@@ -20,8 +20,11 @@ WORKER_GROUP = {"groupName": STR, "replicas": INT, "minReplicas": INT, "maxRepli
                 "idleTimeoutSeconds": INT, "suspend": BOOL}
 HEAD_GROUP = {"rayStartParams": MAP_STR, "template": "PodTemplateSpec", "serviceType": STR,
               "enableIngress": BOOL}
+# authOptions: KubeRay v1.5.1 and later (AuthOptions; AuthMode is "disabled" or "token")
+AUTH_OPTIONS = {"mode": STR, "enableK8sTokenAuth": BOOL}
 RAY_CLUSTER_SPEC = {"rayVersion": STR, "enableInTreeAutoscaling": BOOL, "headGroupSpec": HEAD_GROUP,
-                    "workerGroupSpecs": [WORKER_GROUP], "suspend": BOOL, "autoscalerOptions": "object"}
+                    "workerGroupSpecs": [WORKER_GROUP], "suspend": BOOL, "autoscalerOptions": "object",
+                    "authOptions": AUTH_OPTIONS}
 RAY_JOB_SPEC = {"entrypoint": STR, "runtimeEnvYAML": STR, "rayClusterSpec": RAY_CLUSTER_SPEC,
                 "clusterSelector": MAP_STR, "submissionMode": STR, "shutdownAfterJobFinishes": BOOL,
                 "ttlSecondsAfterFinished": INT, "activeDeadlineSeconds": INT, "backoffLimit": INT,
@@ -80,6 +83,10 @@ def _load(name: str) -> dict:
 
 
 def _cluster_checks(spec: dict, where: str) -> None:
+    # Ray's token auth: whoever reaches the dashboard could otherwise run code with the nodes'
+    # credentials. Token auth needs Ray 2.52 or later.
+    assert spec["authOptions"]["mode"] == "token", f"{where}: Ray's token auth must be on"
+    assert tuple(map(int, spec["rayVersion"].split(".")[:2])) >= (2, 52), where
     for group in spec["workerGroupSpecs"]:
         assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"], where
         container = group["template"]["spec"]["containers"][0]
@@ -101,7 +108,8 @@ def test_rayjob_matches_the_kuberay_v1_api_and_runs_a_valid_compress():
     assert args.archive.startswith("s3://")
     text = job["spec"]["entrypoint"] + job["spec"]["runtimeEnvYAML"]
     assert not re.search(r"(?i)secret|aws_access_key|password|token", text)
-    yaml.safe_load(job["spec"]["runtimeEnvYAML"])  # the embedded YAML parses
+    env_vars = yaml.safe_load(job["spec"]["runtimeEnvYAML"])["env_vars"]  # the embedded YAML parses
+    assert "RAY_AUTH_MODE" not in env_vars, "the operator sets the auth mode; the job must not undo it"
 
 
 def test_raycluster_matches_the_kuberay_v1_api():
@@ -119,6 +127,11 @@ def test_cluster_launcher_yaml_uses_known_fields_and_no_keys():
         assert set(node) <= NODE_TYPE, (name, set(node) - NODE_TYPE)
         assert "IamInstanceProfile" in node["node_config"]  # credentials from a role
     assert "aws_secret" not in (INFRA / "cluster-launcher/aws-gpu.yaml").read_text().lower()
+    # Ray's token auth on every node, from the token file that file_mounts copies to each
+    starts = [c for c in (*config["head_start_ray_commands"], *config["worker_start_ray_commands"])
+              if "ray start" in c]
+    assert len(starts) == 2 and all(c.startswith("RAY_AUTH_MODE=token ray start") for c in starts)
+    assert config["file_mounts"] == {"~/.ray/auth_token": "~/.ray/auth_token"}
     # Ray's own check of the launcher schema (worker_run_options and the like)
     from ray.autoscaler._private.util import prepare_config, validate_config
 

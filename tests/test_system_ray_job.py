@@ -1,7 +1,10 @@
 """System test: a Ray head started with `ray start` on 127.0.0.1, jobs sent with `ray job submit`.
 
-The head inherits the S3 test credentials from the environment; the entrypoints carry only
-the non-secret endpoint, and the test checks that Ray's job table holds no secret.
+The head requires Ray's token auth, as the deployment files in infra/ configure it: `ray job
+submit` gets the token from a file named in its environment (RAY_AUTH_TOKEN_PATH), and a
+submission without it is refused. The head inherits the S3 test credentials from the
+environment; the entrypoints carry only the non-secret endpoint, and the test checks that Ray's
+job table holds neither secret.
 """
 
 import json
@@ -23,15 +26,19 @@ RAY = str(Path(sys.executable).parent / "ray")
 def ray_head(s3_server):
     local_ray = _load_infra("local_ray")
     temp_dir = tempfile.mkdtemp(prefix="larh-")
-    info = local_ray.start(temp_dir)
+    info = local_ray.start(temp_dir, auth=True)
     try:
         yield info
     finally:
         local_ray.stop_pid(info["pid"], info["dir"])
 
 
+def _client_env(head) -> dict[str, str]:
+    return {**{k: v for k, v in os.environ.items() if k != "RAY_AUTH_TOKEN"}, **head["client_env"]}
+
+
 def _submit(head, *entrypoint: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
+    env = _client_env(head)
     return subprocess.run(
         [RAY, "job", "submit", "--address", head["dashboard"], "--", *entrypoint],
         capture_output=True, text=True, env=env, timeout=300, cwd=REPO,
@@ -73,10 +80,19 @@ def test_compress_and_restore_as_ray_jobs(ray_head, s3_bucket, small_shards, tmp
     assert refused.returncode != 0
 
     jobs = subprocess.run([RAY, "job", "list", "--address", ray_head["dashboard"]],
-                          capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+                          capture_output=True, text=True, timeout=60, env=_client_env(ray_head))
     assert "jobs.compress" in jobs.stdout
-    assert s3_server["secret_key"] not in jobs.stdout + jobs.stderr
+    token = Path(ray_head["client_env"]["RAY_AUTH_TOKEN_PATH"]).read_text().strip()
+    for secret in (s3_server["secret_key"], token):
+        assert secret not in jobs.stdout + jobs.stderr
+
+    # Without the token the head refuses the submission (and so anyone who can reach 8265).
+    anonymous = subprocess.run(
+        [RAY, "job", "submit", "--address", ray_head["dashboard"], "--", "python", "-c", "pass"],
+        capture_output=True, text=True, timeout=60,
+        env={**_client_env(ray_head), "RAY_AUTH_MODE": "disabled", "RAY_AUTH_TOKEN_PATH": ""})
+    assert anonymous.returncode != 0
+    assert "Authentication required" in anonymous.stdout + anonymous.stderr
 
 
 def test_ray_job_stop_keeps_finished_shards_and_a_resubmitted_job_does_the_rest(
@@ -96,7 +112,7 @@ def test_ray_job_stop_keeps_finished_shards_and_a_resubmitted_job_does_the_rest(
         fs.put_file(str(path), f"{name}/src/{path.name}")
     entry = ["python", "-m", "jobs.compress", f"{bucket}/src", f"{bucket}/arc", "--codec", "webp",
              "--actors", "1", "--no-size-guard", "--endpoint-url", storage.endpoint_url]
-    env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
+    env = _client_env(ray_head)
     job_id = f"latentarc-stop-{os.urandom(3).hex()}"
     started = subprocess.run([RAY, "job", "submit", "--address", ray_head["dashboard"],
                               "--submission-id", job_id, "--no-wait", "--", *entry],
