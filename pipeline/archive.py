@@ -146,6 +146,8 @@ class Archive:
         if shard is not None:
             hits = [h for h in hits if h[0] == shard]
         if not hits:
+            if shard is not None and shard not in {e["shard"] for e in self.manifest["shards"]}:
+                raise ArchiveKeyError(f"the archive has no shard {shard!r} (looking up key {key!r})")
             where = f" in shard {shard}" if shard else ""
             raise ArchiveKeyError(f"key {key!r} is not in the archive{where}")
         shards = sorted({s for s, _ in hits})

@@ -176,7 +176,15 @@ def validate_shard_file(
 
 
 def read_json(url: str, storage: StorageOptions | None = None) -> dict[str, Any]:
-    return json.loads(read_bytes(url, storage))
+    """An archive's JSON file; FormatError, naming it, when it is not a JSON object (a damaged
+    or truncated file gave a bare JSONDecodeError, exit 1, without saying which file)."""
+    try:
+        value = json.loads(read_bytes(url, storage))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise FormatError(f"{url} is damaged: it is not JSON ({exc})") from exc
+    if not isinstance(value, dict):
+        raise FormatError(f"{url} is damaged: it holds a JSON {type(value).__name__}, not an object")
+    return value
 
 
 def write_json(url: str, value: dict[str, Any], storage: StorageOptions | None = None) -> None:

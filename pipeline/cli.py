@@ -266,8 +266,10 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     from pipeline.compress import compress
     from pipeline.shard_encode import Batching, Guard
 
-    if args.batch_size < 0 or args.batch_mp < 0:
-        raise Refused("--batch-size and --batch-mp must be positive")
+    if args.batch_size < 0 or not (0 <= args.batch_mp < math.inf):  # nan fails both
+        raise Refused("--batch-size and --batch-mp must be positive, finite numbers")
+    if args.min_psnr is not None and not math.isfinite(args.min_psnr):
+        raise Refused("--min-psnr must be a finite number of dB (nan would turn the guard off)")
     if not math.isfinite(args.max_pixels) or args.max_pixels < 1:
         raise Refused("--max-pixels must be a finite number of pixels, at least 1: it bounds "
                       "what one image may take of a worker's memory")
@@ -290,8 +292,11 @@ def _cmd_compress(args: argparse.Namespace) -> int:
             print(f"FAILED {name}: {error}", file=sys.stderr)
         mine = [n for n in report.failed if n in set(report.shards)]
         if mine:
+            # e.g. a compressed shard: its error says so, and a rerun meets it again
+            fix_first = sum("rerunning will not help" in report.failed[n] for n in mine)
+            first = f" ({fix_first} of them need their source fixed first)" if fix_first else ""
             print(f"latentarc: {len(mine)} of {len(report.shards)} shards not compressed; "
-                  "rerun the same command to retry them", file=sys.stderr)
+                  f"rerun the same command to retry them{first}", file=sys.stderr)
         if others := len(report.failed) - len(mine):
             print(f"latentarc: {others} shard file(s) in the archive from other sources are "
                   "damaged (FAILED above): compress again with their sources, or delete them",
@@ -303,6 +308,8 @@ def _cmd_compress(args: argparse.Namespace) -> int:
 def _cmd_restore(args: argparse.Namespace) -> int:
     from pipeline.restore import restore
 
+    if not 1 <= args.jpeg_quality <= 100:
+        raise Refused(f"--jpeg-quality must be 1..100, not {args.jpeg_quality}")
     report = restore(args.archive, args.destination, args.shards, args.keys, args.image_format,
                      args.jpeg_quality, _storage(args), _ray(args), progress=not args.quiet,
                      where=args.where, layout=args.layout, decoder=args.decoder,
@@ -310,7 +317,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     samples = sum(report.written.values())
     pushed = f"; {report.row_groups_skipped} row group(s) skipped by --where" if args.where else ""
     decoder = f" ({args.decoder} decoder)" if args.decoder != "faithful" else ""
-    print(f"restore: {samples} sample(s) from {len(report.written)} shard(s) written to "
+    print(f"restore: {samples} sample(s) from {len(report.outputs)} shard(s) written to "
           f"{report.destination}{decoder} in {report.seconds:.1f} s{pushed}")
     for name, error in report.failed.items():
         print(f"FAILED {name}: {error}", file=sys.stderr)
@@ -321,6 +328,8 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     if report.missing_keys:
         shown = ", ".join(report.missing_keys[:10])
         where = "the selected shards" if args.shards else "the archive"
+        if report.failed:  # a key of a shard that failed was not looked for
+            where = f"the shards restored ({len(report.failed)} failed, and may hold them)"
         print(f"latentarc: {len(report.missing_keys)} requested key(s) not in {where}: {shown}",
               file=sys.stderr)
     if report.failed:
@@ -446,7 +455,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_REFUSED
         if os.environ.get("LATENTARC_DEBUG"):
             traceback.print_exc()
-        print(f"latentarc {args.verb}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        # compress never removes a finished shard file: e.g. a store still down as the run
+        # ends fails the final listing, and the rerun has only the rest to do
+        hint = ("; the shard files it finished are kept: rerun the same command to do the rest"
+                if args.verb == "compress" else "")
+        print(f"latentarc {args.verb}: error: {type(exc).__name__}: {exc}{hint}", file=sys.stderr)
         return EXIT_INCOMPLETE
 
 

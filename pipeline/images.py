@@ -67,6 +67,9 @@ def prepare(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarr
                         f"{im.width}x{im.height} ({im.width * im.height / 1e6:.1f} MP) is above "
                         f"the per-image budget of {max_pixels / 1e6:g} MP (--max-pixels)")
                 if getattr(im, "n_frames", 1) > 1:
+                    if fmt == "MPO":  # a camera JPEG with a depth map or preview: not animated
+                        raise Unsupported(f"multi-picture JPEG (MPO, {im.n_frames} pictures): kept "
+                                          "as it came so that every picture is kept")
                     raise Unsupported(f"animated {fmt} ({im.n_frames} frames)")
                 if mode not in CODEC_MODES:
                     raise Unsupported(f"image mode {mode} is not RGB or L")
@@ -141,9 +144,33 @@ def image_metadata(data: bytes) -> dict[str, bytes | None]:
                 if isinstance(value, str):
                     value = value.encode("utf-8")
                 out[key] = bytes(value) if value else None
+            if im.format == "PNG" and out["exif"] is None:
+                out["exif"] = _png_exif_after_idat(data)
     except Exception:  # no metadata is better than no image; prepare() reports bad files
         pass
     return out
+
+
+def _png_exif_after_idat(data: bytes) -> bytes | None:
+    """The eXIf chunk of a PNG that stores it after its image data, as Pillow's
+    ``info["exif"]`` holds it (``Exif\\0\\0`` + TIFF bytes), or None.
+
+    Pillow reads the chunks after IDAT only when it decodes the pixels (``load()``), so such an
+    orientation was lost and the restored image displayed rotated. Walking the chunk headers
+    finds it without decoding the image a second time (``prepare`` already did)."""
+    if b"eXIf" not in data:  # most PNGs: one scan in C instead of a walk in Python
+        return None
+    pos, end = 8, len(data)
+    while pos + 8 <= end:
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        kind = data[pos + 4:pos + 8]
+        if kind == b"IEND" or pos + 12 + length > end:
+            return None
+        if kind == b"eXIf":
+            body = data[pos + 8:pos + 8 + length]
+            return b"Exif\x00\x00" + body if body else None  # as Pillow's chunk_eXIf
+        pos += 12 + length
+    return None
 
 
 _PSNR_SLICE = 1 << 20

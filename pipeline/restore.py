@@ -10,6 +10,7 @@ atomically, and not at all if any of its rows fails its checks.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ from pipeline.archive_format import (
     FormatError,
     open_shard_file,
     read_manifest,
+    validate_shard_file,
 )
 from pipeline.errors import Refused
 from pipeline.images import (
@@ -49,6 +51,7 @@ from pipeline.runner import (
 from pipeline.storage import (
     StorageOptions,
     filesystem,
+    is_local,
     join,
     remove,
     remove_temp_files,
@@ -65,6 +68,8 @@ class RestoreReport:
     destination: str
     shards: list[str]
     written: dict[str, int] = field(default_factory=dict)  # shard -> samples written
+    # shards whose tar or directory was written (not those where --keys/--where chose nothing)
+    outputs: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     missing_keys: list[str] = field(default_factory=list)
     # requested keys that are in the archive but that --where excluded: not a failure
@@ -123,11 +128,24 @@ def restore_shard(
     where: list[Condition] | None = None,
     layout: str = "webdataset",
     writers: int = 1,
+    expected_rows: int | None = None,
 ) -> dict[str, Any]:
     """Restore one shard file into one tar at ``destination_url`` (layout "webdataset"), or
     into one image file per sample under the directory ``destination_url`` (layout "files").
-    ``writers`` threads encode the output images (``writer_threads``), in order."""
+    ``writers`` threads encode the output images (``writer_threads``), in order.
+
+    ``expected_rows``: the manifest's sample count for this shard. The file must hold that many
+    rows and name this shard, as ``verify`` checks: a file copied over from another shard or
+    left by another run would otherwise restore other samples under this shard's name."""
     decoder = decoder or RowDecoder()
+    if expected_rows is not None:
+        checked, reason = validate_shard_file(archive, shard, storage)
+        if checked is None:
+            raise ValueError(f"shard {shard}: its file is {reason}; restore refuses it")
+        if checked.meta["samples"] != expected_rows:
+            raise ValueError(f"shard {shard}: its file has {checked.meta['samples']} rows where the "
+                             f"archive's manifest says {expected_rows}: not the file this archive "
+                             "was made with; restore refuses it")
     found: list[str] = []
     skipped: list[int] = []
 
@@ -171,18 +189,29 @@ def restore_shard(
 
     if layout == "files":
         written: set[str] = set()
+        before = _files_under(destination_url, storage)  # with --overwrite, some may be there
         try:
             size = sum(_write_image_file(destination_url, sample, storage, written)
                        for sample in samples())
-        except BaseException:  # not at all if any row fails: remove what this shard wrote
-            for name in written:
+        except BaseException:
+            # Not at all if any row fails: remove the files this shard created. A file that was
+            # there before (--overwrite) already holds its restored bytes, and its old ones are
+            # gone either way: it stays. So does the directory, unless it is left empty.
+            for name in written - before:
                 with contextlib.suppress(Exception):  # the shard's own error is the one to see
                     remove(join(destination_url, name), storage)
+            with contextlib.suppress(Exception):
+                _remove_empty_dirs(destination_url, storage)
             raise
     else:
-        size = write_atomic(destination_url, lambda f: write_samples(f, samples()), storage)
-        if not found and (where or keys is not None):  # nothing selected: no empty shard
-            remove(destination_url, storage)
+        def write(f) -> None:
+            write_samples(f, samples())
+            if not found and (where or keys is not None):
+                raise _NothingSelected  # write_atomic drops its temp file: no file is written
+
+        try:
+            size = write_atomic(destination_url, write, storage)
+        except _NothingSelected:  # a file already there (--overwrite) is not this shard's to remove
             size = 0
     excluded: list[str] = []
     if keys is not None and where:  # tell "filtered out" from "not in this shard"
@@ -191,24 +220,30 @@ def restore_shard(
             present = {key for key, _ in shard_index_entries(parquet)}
         excluded = sorted(present & (keys - set(found)))
     return {"shard": shard, "samples": len(found), "keys": found, "bytes_out": size,
-            "row_groups_skipped": len(skipped), "excluded_keys": excluded}
+            "row_groups_skipped": len(skipped), "excluded_keys": excluded,
+            "wrote": bool(found) or not (where or keys is not None)}
+
+
+class _NothingSelected(Exception):
+    """A shard with no row selected by --keys/--where: nothing is written for it."""
 
 
 def _stopped(report: RestoreReport, tasks: list[dict[str, Any]], layout: str,
              storage: StorageOptions) -> str:
     """What a stopped restore leaves: which shards are whole, and how to get the rest."""
-    done = set(report.written)
+    done, restored = set(report.written), set(report.outputs)
     if layout == "webdataset":
         # A tar can be finished between the signal and its worker's end (Ray checks for
         # signals about once a second): its result never came back, but it is whole.
         present = _names_in(report.destination, storage)
-        done |= {t["shard"] for t in tasks if t["file_name"] in present}
+        late = {t["shard"] for t in tasks if t["file_name"] in present and t["shard"] not in done}
+        done, restored = done | late, restored | late
         partial = "a tar being written when it stopped is not there (each appears whole or not at all)"
     else:
         partial = "the directories of shards in flight may hold some of their files"
     left = [t["shard"] for t in tasks if t["shard"] not in done]
     shown = ", ".join(left[:10]) + (", ..." if len(left) > 10 else "")
-    return (f"stopped by {interrupt.name()}: {len(done)} shard(s) restored to "
+    return (f"stopped by {interrupt.name()}: {len(restored)} shard(s) restored to "
             f"{report.destination}; {partial}. Not restored ({len(left)}): {shown}; rerun with "
             "--shards for those, or with --overwrite for all")
 
@@ -243,11 +278,32 @@ def _pixels(item: tuple[dict[str, Any], Any]) -> int:
 
 
 def _safe_relative(key: str) -> str:
-    """Keys become file paths: refuse anything that could leave the destination."""
-    parts = key.split("/")
-    if key.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\\" in key:
+    """Keys become file paths: refuse anything that could leave the destination. A "." part
+    is dropped: a tar made with ``tar -C dir .`` names its members ``./key.png``."""
+    parts = [p for p in key.split("/") if p != "."]
+    if key.startswith("/") or not parts or any(p in ("", "..") for p in parts) or "\\" in key:
         raise ValueError(f"key {key!r} cannot be used as a file path")
-    return key
+    return "/".join(parts)
+
+
+def _files_under(directory: str, storage: StorageOptions) -> set[str]:
+    """Paths of the files under ``directory``, relative to it (none if it is absent)."""
+    fs, path = filesystem(directory, storage)
+    if not fs.isdir(path):
+        return set()
+    root = path.rstrip("/") + "/"
+    return {p[len(root):] for p in fs.find(path) if p.startswith(root)}
+
+
+def _remove_empty_dirs(directory: str, storage: StorageOptions) -> None:
+    """Remove ``directory`` and the directories in it that hold no file (local only: object
+    stores have no directories)."""
+    fs, path = filesystem(directory, storage)
+    if not is_local(fs) or not os.path.isdir(path):
+        return
+    for root, _, _ in sorted(os.walk(path), key=lambda w: -len(w[0])):  # deepest first
+        with contextlib.suppress(OSError):  # not empty
+            os.rmdir(root)
 
 
 def _write_image_file(directory: str, sample: Sample, storage: StorageOptions,
@@ -296,7 +352,7 @@ class RestoreWorker:
         url = join(self.destination, name)
         return restore_shard(self.archive, task["shard"], url, keys, self.image_format,
                              self.jpeg_quality, self.storage, self.decoder, self.where, self.layout,
-                             self.writers)
+                             self.writers, expected_rows=task.get("samples"))
 
 
 def _names_in(directory: str, storage: StorageOptions) -> set[str]:
@@ -347,7 +403,7 @@ def restore(
     archive, destination = archive.rstrip("/"), destination.rstrip("/")
     if layout not in ("webdataset", "files"):
         raise Refused("--layout must be webdataset or files")
-    if where:
+    if where is not None:  # "" too: an unset shell variable must not mean "every row"
         parse_where(where)  # refuse a bad filter before any work
     if image_format is not None and image_format not in RESTORE_FORMATS:
         raise Refused(f"--image-format must be one of {', '.join(sorted(RESTORE_FORMATS))}")
@@ -379,9 +435,13 @@ def restore(
             "shard": s,
             "file_name": entries[s]["source_file"],
             "keys": sorted(wanted_by_shard[s]) if keys_file else None,
+            "samples": entries[s]["samples"],
         }
         for s in chosen
     ]
+    fs, path = filesystem(destination, storage)
+    if fs.isfile(path):
+        raise Refused(f"{destination} is a file; restore writes shards into a directory or prefix")
     if not overwrite:
         present = _names_in(destination, storage)  # one listing, not a request per shard
         there = [name for t in tasks
@@ -408,6 +468,8 @@ def restore(
             name = result["shard"]
             if result["ok"]:
                 report.written[name] = result["samples"]
+                if result["wrote"]:
+                    report.outputs.append(name)
                 report.row_groups_skipped += result["row_groups_skipped"]
                 found_pairs.update((name, k) for k in result["keys"])
                 excluded_pairs.update((name, k) for k in result["excluded_keys"])

@@ -54,8 +54,9 @@ def _hidden(path: str) -> bool:
 
 def _expand_one(src: str, storage: StorageOptions | None) -> list[str]:
     fs, path = filesystem(src, storage)
-    # A file whose name holds [ ] or ? is that file, not a pattern (a[1].tar matched a1.tar).
-    if any(ch in path for ch in "*?[") and not fs.isfile(path):
+    # A file or directory whose name holds [ ] or ? is that file or directory, not a pattern
+    # (a[1].tar matched a1.tar; a directory batch[1] matched nothing and was refused).
+    if any(ch in path for ch in "*?[") and not fs.isfile(path) and not fs.isdir(path):
         found = sorted(p for p in fs.glob(path) if not _hidden(p))
         if not found:
             raise SourceError(f"no files match {src}")

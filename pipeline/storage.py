@@ -151,9 +151,26 @@ class StorageOptions:
         return options
 
 
+def _is_chained(url: str) -> bool:
+    """Whether ``url`` uses fsspec's ``::`` chaining (``simplecache::s3://b/x``,
+    ``simplecache::/tmp/x``), rather than being a local path whose file name holds ``::``.
+
+    fsspec reads every ``::`` as chaining, so ``/data/part::1.tar`` became the path
+    ``/data/part`` and the shard failed with FileNotFoundError naming a file it never had. A
+    path without ``scheme://`` chains only when what comes before its first ``::`` is a
+    protocol fsspec knows (so a local file literally called ``simplecache::x.tar`` in the
+    working directory would have to be given as ``./simplecache::x.tar``)."""
+    if "::" not in url:
+        return False
+    return "://" in url or url.split("::", 1)[0] in fsspec.available_protocols()
+
+
 def filesystem(url: str, storage: StorageOptions | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
     """Resolve ``url`` to (filesystem, path) with the non-secret options applied."""
     check_url(url)
+    if "::" in url and not _is_chained(url):
+        fs = fsspec.filesystem("file")
+        return fs, fs._strip_protocol(url)  # what url_to_fs makes of a local path, minus chaining
     protocol = fsspec.core.split_protocol(url)[0] or "file"
     options = (storage or StorageOptions()).fsspec_options(protocol)
     if protocol in ("s3", "s3a"):

@@ -24,6 +24,18 @@ class ShardReadError(IOError):
     """A shard cannot be read to the end; the message names the shard and the last key."""
 
 
+# Magic bytes of the compressed files a shard is most often mistaken for (a .tar.gz named .tar,
+# a .tgz, a .tar.zst). Read as a tar they fail with "invalid header", which looks like damage a
+# rerun might cure; naming the compression says what to do instead.
+_COMPRESSED = ((b"\x1f\x8b", "gzip"), (b"\x28\xb5\x2f\xfd", "zstd"), (b"BZh", "bzip2"),
+               (b"\xfd7zXZ\x00", "xz"))
+
+
+def compression_of(head: bytes) -> str | None:
+    """The compression whose magic ``head`` (a file's first bytes) starts with, or None."""
+    return next((name for magic, name in _COMPRESSED if head.startswith(magic)), None)
+
+
 _MEMBER_KINDS = {tarfile.SYMTYPE: "symbolic link", tarfile.LNKTYPE: "hard link",
                  tarfile.CHRTYPE: "character device", tarfile.BLKTYPE: "block device",
                  tarfile.FIFOTYPE: "FIFO"}
@@ -67,12 +79,15 @@ class _TailReader:
     subclass hook broke on a patched Python 3.12)."""
 
     KEEP = 4 * tarfile.RECORDSIZE
+    HEAD = 8  # enough for every magic in _COMPRESSED
 
     def __init__(self, fileobj: IO[bytes]) -> None:
-        self.fileobj, self.pos, self.tail = fileobj, 0, b""
+        self.fileobj, self.pos, self.tail, self.head = fileobj, 0, b"", b""
 
     def read(self, size: int = -1) -> bytes:
         data = self.fileobj.read(size)
+        if len(self.head) < self.HEAD:
+            self.head = (self.head + data)[:self.HEAD]
         self.pos += len(data)
         self.tail = (self.tail + data)[-self.KEEP:]
         return data
@@ -105,12 +120,14 @@ def iter_samples(fileobj: IO[bytes], shard: str) -> Iterator[Sample]:
     """Stream samples out of an open tar file object; a truncated tar raises."""
     current: Sample | None = None
     reading = ""
+    any_member = False
     reader = _TailReader(fileobj)
     try:
-        # "r|": plain tar streams only (a compressed shard fails with a clear header error
-        # instead of being misjudged by the end-of-archive check).
+        # "r|": plain tar streams only (a compressed shard fails, named as compressed, instead
+        # of being misjudged by the end-of-archive check).
         with tarfile.open(fileobj=reader, mode="r|") as stream:
             for info in stream:
+                any_member = True
                 if info.isdir():
                     continue
                 if not info.isreg():
@@ -148,6 +165,12 @@ def iter_samples(fileobj: IO[bytes], shard: str) -> Iterator[Sample]:
     except ShardReadError:
         raise
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+        # Only before the first header: a file whose first header parsed is a tar.
+        if not any_member and (kind := compression_of(reader.head)):
+            raise ShardReadError(
+                f"shard {shard}: the file is {kind}-compressed, not a tar; latentarc reads "
+                "uncompressed tar shards, so rerunning will not help: decompress it to a .tar "
+                "first") from exc
         last = current.key if current is not None else "(none)"
         where = f" while reading member {reading!r}" if reading else ""
         raise ShardReadError(

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from pipeline.archive import passthrough_pixels
-from pipeline.archive_format import STATUS_OK, open_shard_file, read_manifest
+from pipeline.archive_format import STATUS_OK, FormatError, open_shard_file, read_manifest, shard_meta
 from pipeline.images import Unsupported
 from pipeline.rows import RowDecoder, check_decoder_for
 from pipeline.storage import StorageOptions
@@ -81,11 +81,18 @@ class ArchiveDataset(IterableDataset):
         self.decoder = decoder
         if shards is not None and not shards:  # not "every shard": an empty split is a mistake
             raise ValueError("shards=[] selects nothing; pass None for every shard")
-        self.shards = shards if shards is not None else [e["shard"] for e in manifest["shards"]]
+        # samples each shard file must hold, as verify checks: a file copied over from another
+        # shard, or left by another run, would otherwise yield other samples under this name
+        self.expected = {e["shard"]: e["samples"] for e in manifest["shards"]}
+        unknown = [s for s in shards or [] if s not in self.expected]
+        if unknown:
+            raise ValueError(f"the archive has no shard(s) {', '.join(unknown)}; it has "
+                             f"{len(self.expected)} shards")
+        self.shards = shards if shards is not None else list(self.expected)
         self.where = where
         self.include_passthrough = include_passthrough
         self.transform = transform
-        if where:
+        if where is not None:  # "" too: it must not mean "every row"
             parse_where(where)  # refuse a bad filter now, not in a worker
         self.drop_last = drop_last
         self._rank = _ray_train_rank()  # see my_units
@@ -98,8 +105,18 @@ class ArchiveDataset(IterableDataset):
         for shard in self.shards:
             f, parquet = open_shard_file(self.url, shard, self.storage)
             with f:
+                self._check(shard, parquet)
                 out += [(shard, rg) for rg in range(parquet.num_row_groups)]
         return out
+
+    def _check(self, shard: str, parquet: Any) -> None:
+        where = f"{self.url} shard {shard}"
+        named = shard_meta(parquet, where).get("shard", shard)
+        if named != shard or parquet.metadata.num_rows != self.expected[shard]:
+            raise FormatError(f"{where}: its file holds shard {named!r} with "
+                              f"{parquet.metadata.num_rows} rows where the manifest says "
+                              f"{shard!r} with {self.expected[shard]}: not the file this archive "
+                              "was made with (latentarc verify names it)")
 
     def _wanted(self, row: dict[str, Any], where: list | None) -> bool:
         return ((not where or row_matches(where, row))
@@ -112,6 +129,7 @@ class ArchiveDataset(IterableDataset):
         for shard in self.shards:
             f, parquet = open_shard_file(self.url, shard, self.storage)
             with f:
+                self._check(shard, parquet)
                 present = set(parquet.schema_arrow.names)
                 columns = [c for c in dict.fromkeys(["status", *(c.column for c in where or [])])
                            if c in present]

@@ -103,7 +103,8 @@ def _clear_failure(code: int, err: str, n_shards: int) -> None:
     assert lines, err
     assert any(
         f"of {n_shards} shards not compressed; rerun the same command" in line
-        or line.startswith("latentarc compress: error: ") for line in lines
+        or (line.startswith("latentarc compress: error: ")
+            and line.endswith("rerun the same command to do the rest")) for line in lines
     ), err
     for line in lines:
         assert "Traceback" not in line and len(line) < 1000, line

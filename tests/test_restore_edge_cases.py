@@ -1,0 +1,167 @@
+"""Restore and lookups at their edges, each found by an adversarial review (session 25): a
+selection restored with --overwrite, a shard file that is not the manifest's, a repeated key
+whose image is not its first member, empty filters, damaged manifests, odd destinations."""
+
+import io
+import json
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+from conftest import encode_image, read_tar, sample, write_shards
+
+from jobs.synthetic import synthetic_image
+from pipeline.archive import Archive, ArchiveKeyError
+from pipeline.archive_format import FormatError
+from pipeline.cli import main
+from pipeline.compress import compress
+from pipeline.restore import restore
+from pipeline.shard_encode import Guard
+from pipeline.tars import iter_samples
+from pipeline.torch_dataset import ArchiveDataset
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+NO_GUARD = Guard(size=False)
+
+
+@pytest.fixture
+def archive(tmp_path) -> str:
+    """Three shards of two samples each, webp."""
+    src = tmp_path / "src"
+    write_shards(src, [[sample(f"k{i}{j}", 10 * i + j) for j in range(2)] for i in range(3)])
+    url = str(tmp_path / "arc")
+    assert compress([str(src)], url, "webp", progress=False, guard=NO_GUARD).ok
+    return url
+
+
+def _tar(path: Path, members: list[tuple[str, bytes]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def _groups(path: Path) -> list[tuple[str, dict[str, bytes]]]:
+    with open(path, "rb") as f:
+        return [(s.key, dict(s.members)) for s in iter_samples(f, path.name)]
+
+
+def test_a_selection_with_overwrite_leaves_the_shards_it_does_not_write(archive, tmp_path):
+    out = tmp_path / "out"
+    assert restore(archive, str(out), progress=False).ok
+    before = {p.name: p.read_bytes() for p in out.glob("*.tar")}
+    assert len(before) == 3
+
+    report = restore(archive, str(out), where="key == 'k10'", overwrite=True, progress=False)
+    assert report.ok and report.outputs == ["shard-000001"]
+    after = {p.name: p.read_bytes() for p in out.glob("*.tar")}
+    assert sorted(after) == sorted(before)  # shard-000000 and -000002 were deleted before
+    assert after["shard-000000.tar"] == before["shard-000000.tar"]
+    assert after["shard-000002.tar"] == before["shard-000002.tar"]
+    assert list(read_tar(out / "shard-000001.tar")) == ["k10"]
+    assert not list(out.glob(".*"))  # no temp file left by the shards with nothing selected
+
+
+def test_a_shard_file_that_is_not_the_manifests_is_refused(archive, tmp_path, capsys):
+    shards = Path(archive) / "shards"
+    shutil.copy(shards / "shard-000000.parquet", shards / "shard-000001.parquet")
+
+    report = restore(archive, str(tmp_path / "out"), progress=False)
+    assert sorted(report.failed) == ["shard-000001"]
+    assert "holds shard 'shard-000000'" in report.failed["shard-000001"]
+    assert not (tmp_path / "out" / "shard-000001.tar").exists()
+    with pytest.raises(FormatError, match="not the file this archive was made with"):
+        list(ArchiveDataset(archive, shards=["shard-000001"]))
+    with pytest.raises(ValueError, match="no shard"):
+        ArchiveDataset(archive, shards=["nope"])
+
+    # a key of the failed shard is not "not in the archive": it was not looked for
+    keys = tmp_path / "keys.txt"
+    keys.write_text("k10\n")
+    code = main(["restore", archive, str(tmp_path / "out2"), "--keys", str(keys), "-q"])
+    err = capsys.readouterr().err
+    assert code == 1 and "FAILED shard-000001" in err
+    assert "not in the shards restored (1 failed, and may hold them)" in err
+
+
+def test_a_repeated_key_whose_image_is_not_first_is_restored_in_its_own_groups(tmp_path):
+    """Restore writes a coded sample's image first; for a sample whose key repeats the one
+    before it, that would join its image to the sample before."""
+    png = [encode_image(synthetic_image(s)) for s in range(3)]
+    jpg = encode_image(synthetic_image(7), "JPEG")
+    source = tmp_path / "src" / "shard-000000.tar"
+    _tar(source, [("a.txt", b"label-A"), ("a.txt", b"label-B"), ("a.png", png[0]),
+                  ("b.jpg", jpg), ("b.txt", b"first b"), ("b.txt", b"second b"), ("b.png", png[1]),
+                  ("c.txt", b"c"), ("c.png", png[2])])  # not repeated: coded as usual
+    archive, out = str(tmp_path / "arc"), tmp_path / "out"
+    report = compress([str(source.parent)], archive, "webp", progress=False, guard=NO_GUARD)
+    assert report.ok and report.totals["passthrough"] == 3  # the first a has no image
+    stats = json.loads((Path(archive) / "_stats.json").read_text())
+    reasons = [r["reason"] for r in stats["shards"]["shard-000000"]["passthrough_reasons"]]
+    assert reasons[0] == "no image member"
+    assert all(r.startswith("key repeats the sample before it") for r in reasons[1:]), reasons
+    assert restore(archive, str(out), progress=False).ok
+    back, original = _groups(out / "shard-000000.tar"), _groups(source)
+    assert [(k, sorted(m)) for k, m in back] == [(k, sorted(m)) for k, m in original]
+    assert [m["txt"] for _, m in back] == [b"label-A", b"label-B", b"first b", b"second b", b"c"]
+    assert back[1][1]["png"] == png[0] and back[3][1]["png"] == png[1]  # kept as they came
+    assert back[2][1]["jpg"] != jpg  # the first b was coded (not repeated): webp-decoded bytes
+
+
+def test_an_empty_where_is_refused_not_read_as_every_row(archive, tmp_path, capsys):
+    assert main(["restore", archive, str(tmp_path / "o"), "--where", "", "-q"]) == 2
+    assert "--where: cannot parse" in capsys.readouterr().err
+    with pytest.raises(Exception, match="cannot parse"):
+        ArchiveDataset(archive, where="")
+
+
+@pytest.mark.parametrize("content", [b'{"format": "latent', b"[]"], ids=["truncated", "a list"])
+def test_a_damaged_manifest_is_refused_and_named(archive, tmp_path, capsys, content):
+    (Path(archive) / "_archive.json").write_bytes(content)
+    for verb in (["info", archive], ["verify", archive, "-q"],
+                 ["restore", archive, str(tmp_path / "o"), "-q"]):
+        assert main(verb) == 2, verb
+        err = capsys.readouterr().err
+        assert "_archive.json is damaged" in err and "Traceback" not in err, err
+
+
+def test_odd_destinations_and_arguments_are_refused_before_any_work(archive, tmp_path, capsys):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    assert main(["restore", archive, str(a_file), "-q"]) == 2
+    assert "is a file" in capsys.readouterr().err
+    assert main(["restore", archive, str(tmp_path / "o"), "--jpeg-quality", "500", "-q"]) == 2
+    assert "--jpeg-quality must be 1..100" in capsys.readouterr().err
+    for flag, value in (("--batch-mp", "nan"), ("--batch-mp", "inf"), ("--min-psnr", "nan")):
+        assert main(["compress", str(tmp_path), str(tmp_path / "arc2"), flag, value, "-q"]) == 2
+        assert "finite" in capsys.readouterr().err
+    with pytest.raises(ArchiveKeyError, match="the archive has no shard 'nope'"):
+        Archive.open(archive).get("nope", "k10")
+
+
+def test_files_layout_takes_dot_slash_keys_and_a_failed_shard_keeps_what_was_there(tmp_path):
+    png = [encode_image(synthetic_image(s)) for s in range(4)]
+    src = tmp_path / "src"
+    _tar(src / "shard-000000.tar", [("./k1.png", png[0]), ("./k1.txt", b"one")])  # tar -C dir .
+    _tar(src / "shard-000001.tar", [("s0.png", png[1]), ("dup.png", png[2]), ("dup.png", png[3])])
+    archive, out = str(tmp_path / "arc"), tmp_path / "out"
+    assert compress([str(src)], archive, "webp", progress=False, guard=NO_GUARD).ok
+
+    assert restore(archive, str(out), shards=["shard-000000"], layout="files", progress=False).ok
+    assert [p.name for p in (out / "shard-000000").iterdir()] == ["k1.png"]
+
+    # a repeated key fails the shard in this layout; what it created goes, what was there stays
+    keys = tmp_path / "keys.txt"
+    keys.write_text("s0\n")
+    assert restore(archive, str(out), shards=["shard-000001"], keys_file=str(keys),
+                   layout="files", progress=False).ok
+    failed = restore(archive, str(out), shards=["shard-000001"], layout="files", overwrite=True,
+                     progress=False)
+    assert "repeats in this shard" in failed.failed["shard-000001"]
+    assert [p.name for p in (out / "shard-000001").iterdir()] == ["s0.png"]
+    fresh = restore(archive, str(tmp_path / "out2"), shards=["shard-000001"], layout="files",
+                    progress=False)
+    assert fresh.failed and not (tmp_path / "out2" / "shard-000001").exists()
