@@ -8,6 +8,7 @@ Every returned image is checked (CRC, framing, content hash) like a restore.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -84,6 +85,34 @@ def index_digests(archive: str, storage: StorageOptions | None = None) -> dict[s
                               strict=True):
         by_shard.setdefault(shard, []).append((key, rg))
     return {shard: index_digest(entries) for shard, entries in by_shard.items()}
+
+
+def shards_holding(archive: str, keys: Iterable[str],
+                   storage: StorageOptions | None = None) -> dict[str, set[str]]:
+    """The shards that hold each of ``keys`` that the archive has, from ``_index.parquet``.
+
+    The index is sorted by key, so only its row groups whose key range holds a wanted key are
+    read: a restore of a few keys from a large archive reads the footer, a few index row groups
+    and then only the shards that hold them. FormatError if the archive has no index."""
+    fs, path = filesystem(join(archive, INDEX), storage)
+    if not fs.exists(path):
+        raise FormatError(f"{archive} has no {INDEX}")
+    wanted = sorted(set(keys))
+    found: dict[str, set[str]] = {}
+    with fs.open(path, "rb") as f:
+        index = pq.ParquetFile(f, page_checksum_verification=True)
+        for rg in range(index.num_row_groups):
+            stats = index.metadata.row_group(rg).column(0).statistics
+            if stats is not None and stats.has_min_max:
+                first = bisect.bisect_left(wanted, stats.min)
+                if first == len(wanted) or wanted[first] > stats.max:
+                    continue
+            table = index.read_row_group(rg, columns=["key", "shard"])
+            table = table.filter(pc.is_in(table.column("key"), value_set=pa.array(wanted)))
+            for key, shard in zip(table.column("key").to_pylist(), table.column("shard").to_pylist(),
+                                  strict=True):
+                found.setdefault(key, set()).add(shard)
+    return found
 
 
 def write_index(archive: str, shards: list[str], storage: StorageOptions | None = None) -> int:

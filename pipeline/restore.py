@@ -19,7 +19,7 @@ from models.allocator import keep_freed_memory, release_freed_memory
 from models.codec import CodecError
 from models.registry import uses_gpu
 from pipeline import interrupt
-from pipeline.archive import shard_index_entries
+from pipeline.archive import shard_index_entries, shards_holding
 from pipeline.archive_format import (
     STATUS_OK,
     FormatError,
@@ -427,8 +427,19 @@ def restore(
     if keys_file and not any_shard and not pairs:
         raise Refused(f"keys file {keys_file} lists no keys")
     if keys_file:
-        wanted_by_shard = {s: any_shard | {k for (ps, k) in pairs if ps == s} for s in chosen}
-        chosen = [s for s in chosen if any_shard or wanted_by_shard[s]]
+        # Keys without a shard: only the shards that the index says hold them are read (and
+        # only their files are refused over, without --overwrite). A key the index does not
+        # have is reported missing without reading any shard; verify checks the index.
+        try:
+            holding: dict[str, set[str]] | None = (shards_holding(archive, any_shard, storage)
+                                                   if any_shard else {})
+        except FormatError:  # no index: look in every chosen shard, as Archive.get cannot
+            holding = None
+        wanted_by_shard = {
+            s: {k for k in any_shard if holding is None or s in holding.get(k, ())}
+            | {k for (ps, k) in pairs if ps == s}
+            for s in chosen}
+        chosen = [s for s in chosen if wanted_by_shard[s]]
     report = RestoreReport(archive, destination, chosen)
     tasks = [
         {

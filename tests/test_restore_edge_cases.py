@@ -165,3 +165,24 @@ def test_files_layout_takes_dot_slash_keys_and_a_failed_shard_keeps_what_was_the
     fresh = restore(archive, str(tmp_path / "out2"), shards=["shard-000001"], layout="files",
                     progress=False)
     assert fresh.failed and not (tmp_path / "out2" / "shard-000001").exists()
+
+
+def test_a_keys_restore_reads_only_the_shards_the_index_names(archive, tmp_path):
+    keys = tmp_path / "keys.txt"
+    keys.write_text("k10\nnope\n")
+    out = tmp_path / "out"
+    report = restore(archive, str(out), keys_file=str(keys), progress=False)
+    assert report.written == {"shard-000001": 1} and report.missing_keys == ["nope"]
+    assert sorted(p.name for p in out.iterdir()) == ["shard-000001.tar"]
+
+    # the refusal names only what this restore would write, not every shard of the archive
+    assert restore(archive, str(tmp_path / "all"), progress=False).ok
+    with pytest.raises(Exception, match=r"already has 1 of what this restore would write "
+                                        r"\(shard-000001.tar\)"):
+        restore(archive, str(tmp_path / "all"), keys_file=str(keys), progress=False)
+
+    # without an index, every shard is looked in, and the answer is the same
+    (Path(archive) / "_index.parquet").unlink()
+    again = restore(archive, str(tmp_path / "out3"), keys_file=str(keys), progress=False)
+    assert {s: n for s, n in again.written.items() if n} == {"shard-000001": 1}
+    assert again.missing_keys == ["nope"]
