@@ -8,6 +8,7 @@ file name are refused rather than silently merged.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -57,10 +58,20 @@ def _expand_one(src: str, storage: StorageOptions | None) -> list[str]:
     # A file or directory whose name holds [ ] or ? is that file or directory, not a pattern
     # (a[1].tar matched a1.tar; a directory batch[1] matched nothing and was refused).
     if any(ch in path for ch in "*?[") and not fs.isfile(path) and not fs.isdir(path):
-        found = sorted(p for p in fs.glob(path) if not _hidden(p))
-        if not found:
+        urls = []
+        for p, info in sorted(fs.glob(path, detail=True).items()):
+            if _hidden(p):
+                continue
+            if info.get("type") == "directory":
+                # as the directory itself given as SRC would be (data/batch* -> their shards);
+                # one without shards adds none instead of being taken for a shard
+                with contextlib.suppress(SourceError):
+                    urls += _expand_one(_full_url(fs, p) + "/", storage)
+                continue
+            urls.append(_full_url(fs, p))
+        if not urls:
             raise SourceError(f"no files match {src}")
-        return [_full_url(fs, p) for p in found]
+        return urls
     if fs.isdir(path):
         # One listing with types: checking each entry cost a request per object on S3.
         found = sorted(e["name"] for e in fs.ls(path, detail=True)

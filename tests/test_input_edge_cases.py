@@ -72,8 +72,12 @@ def test_a_directory_named_like_a_glob_is_taken_as_that_directory(tmp_path):
         shards = expand_sources([str(src)])
         assert [(s.name, s.url) for s in shards] == [
             ("shard-000000", str(tmp_path / "batch[1]" / "shard-000000.tar"))]
-    # a real pattern still expands
+    # a real pattern still expands, and a directory it matches stands for its shards
     assert [s.name for s in expand_sources([str(tmp_path / "batch[01]" / "*.tar")])] == ["other"]
+    assert [s.url for s in expand_sources([str(tmp_path / "batch[01]")])] == \
+        [str(tmp_path / "batch1" / "other.tar")]
+    (tmp_path / "logs2").mkdir()  # a matched directory without shards adds none
+    assert [s.name for s in expand_sources([str(tmp_path / "*[12]")])] == ["other"]
 
 
 # 2. A local file name holding "::" is a file name, not fsspec URL chaining.
