@@ -436,9 +436,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except interrupt.Interrupted as exc:  # the verb put its work in order and says what it kept
         print(f"latentarc {args.verb}: {exc.message}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:  # before any worker had started
-        print(f"latentarc {args.verb}: stopped by {interrupt.name()} before any shard was "
-              "finished; rerun the same command", file=sys.stderr)
+    except KeyboardInterrupt:  # outside the shard loop: before the workers, or at the end
+        kept = " (the shard files it finished are kept)" if args.verb == "compress" else ""
+        print(f"latentarc {args.verb}: stopped by {interrupt.name()}{kept}; rerun the same "
+              "command", file=sys.stderr)
         return 128 + interrupt.received()
     except (Refused, StorageError, FormatError, CodecError, SourceError) as exc:
         print(f"latentarc {args.verb}: refused: {exc}", file=sys.stderr)
