@@ -65,6 +65,8 @@ SCHEMA = pa.schema(
         ("xmp", pa.large_binary()),
         # Added within v1 (nullable): LPIPS-alex of the decode, only with compress --metrics lpips.
         ("lpips", pa.float32()),
+        # Added within v1 (nullable): a PNG original's gAMA, cHRM and sRGB chunks, for restore.
+        ("png_colour", pa.large_binary()),
     ]
 )
 
@@ -75,7 +77,7 @@ SCHEMA = pa.schema(
 # next to nothing. Together about 12 B/row less than pyarrow's defaults on a 176-row shard of
 # Kodak images (benchmarks/pipeline/msh-n96-v2/README.md, session 14).
 DICTIONARY_COLUMNS = ["shard", "status", "reason", "image_name", "format", "mode", "codec",
-                      "weights", "members.list.element.name", "exif", "icc_profile", "xmp"]
+                      "weights", "members.list.element.name", "exif", "icc_profile", "xmp", "png_colour"]
 WRITER_OPTIONS: dict[str, Any] = {
     "compression": "zstd",
     "write_page_checksum": True,

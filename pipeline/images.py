@@ -11,9 +11,11 @@ from __future__ import annotations
 import io
 import math
 import warnings
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 # Suffix (last component, lower case) -> the Pillow format written on restore.
 IMAGE_SUFFIXES = {
@@ -124,14 +126,19 @@ def _netpbm_maxval(data: bytes) -> int | None:
     return int(tokens[3])
 
 
-METADATA_KEYS = ("exif", "icc_profile", "xmp")
-# Which metadata Pillow writes back, per format (others are kept in the archive row regardless).
-_WRITES_METADATA = {"JPEG": METADATA_KEYS, "WEBP": METADATA_KEYS, "PNG": ("exif", "icc_profile"),
-                    "TIFF": ("exif", "icc_profile")}
+# png_colour: a PNG's gAMA, cHRM and sRGB chunks, verbatim (length, type, data, CRC): how its
+# tones are meant to be shown where it has no ICC profile; written back into restored PNGs.
+METADATA_KEYS = ("exif", "icc_profile", "xmp", "png_colour")
+# Which metadata Pillow writes back as save() options, per format (png_colour is written as
+# chunks, in encode_for_restore; all are kept in the archive row regardless).
+_WRITES_METADATA = {"JPEG": ("exif", "icc_profile", "xmp"), "WEBP": ("exif", "icc_profile", "xmp"),
+                    "PNG": ("exif", "icc_profile"), "TIFF": ("exif", "icc_profile")}
+_PNG_COLOUR_CHUNKS = (b"gAMA", b"cHRM", b"sRGB")
 
 
 def image_metadata(data: bytes) -> dict[str, bytes | None]:
-    """EXIF (orientation included), ICC profile and XMP of an image file, as raw bytes.
+    """EXIF (orientation included), ICC profile, XMP and a PNG's colour chunks of an image
+    file, as raw bytes.
 
     Pixels are compressed as stored (no EXIF rotation applied), so writing the same EXIF back
     on restore shows the image the way the original was shown.
@@ -139,16 +146,33 @@ def image_metadata(data: bytes) -> dict[str, bytes | None]:
     out: dict[str, bytes | None] = dict.fromkeys(METADATA_KEYS)
     try:
         with Image.open(io.BytesIO(data)) as im:
-            for key in METADATA_KEYS:
+            for key in ("exif", "icc_profile", "xmp"):
                 value = im.info.get(key)
                 if isinstance(value, str):
                     value = value.encode("utf-8")
                 out[key] = bytes(value) if value else None
-            if im.format == "PNG" and out["exif"] is None:
-                out["exif"] = _png_exif_after_idat(data)
+            if im.format == "PNG":
+                if out["exif"] is None:
+                    out["exif"] = _png_exif_after_idat(data)
+                colour = b"".join(raw for kind, _, raw in _png_chunks(data)
+                                  if kind in _PNG_COLOUR_CHUNKS)
+                out["png_colour"] = colour or None
     except Exception:  # no metadata is better than no image; prepare() reports bad files
         pass
     return out
+
+
+def _png_chunks(data: bytes) -> Iterator[tuple[bytes, bytes, bytes]]:
+    """(type, data, the whole chunk) of each chunk of a PNG file, up to IEND or the first
+    chunk cut short. Walks the headers only: no pixel is decoded."""
+    pos, end = 8, len(data)
+    while pos + 8 <= end:
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        kind = data[pos + 4:pos + 8]
+        if kind == b"IEND" or pos + 12 + length > end:
+            return
+        yield kind, data[pos + 8:pos + 8 + length], data[pos:pos + 12 + length]
+        pos += 12 + length
 
 
 def _png_exif_after_idat(data: bytes) -> bytes | None:
@@ -160,17 +184,8 @@ def _png_exif_after_idat(data: bytes) -> bytes | None:
     finds it without decoding the image a second time (``prepare`` already did)."""
     if b"eXIf" not in data:  # most PNGs: one scan in C instead of a walk in Python
         return None
-    pos, end = 8, len(data)
-    while pos + 8 <= end:
-        length = int.from_bytes(data[pos:pos + 4], "big")
-        kind = data[pos + 4:pos + 8]
-        if kind == b"IEND" or pos + 12 + length > end:
-            return None
-        if kind == b"eXIf":
-            body = data[pos + 8:pos + 8 + length]
-            return b"Exif\x00\x00" + body if body else None  # as Pillow's chunk_eXIf
-        pos += 12 + length
-    return None
+    body = next((body for kind, body, _ in _png_chunks(data) if kind == b"eXIf"), None)
+    return b"Exif\x00\x00" + body if body else None  # as Pillow's chunk_eXIf
 
 
 _PSNR_SLICE = 1 << 20
@@ -204,8 +219,13 @@ def encode_for_restore(
     im = Image.fromarray(image, "RGB")
     if mode == "L":
         im = im.convert("L")
-    extra = {k: v for k, v in (metadata or {}).items()
-             if v and k in _WRITES_METADATA.get(pil_format, ())}
+    extra: dict[str, Any] = {k: v for k, v in (metadata or {}).items()
+                             if v and k in _WRITES_METADATA.get(pil_format, ())}
+    if pil_format == "PNG" and (colour := (metadata or {}).get("png_colour")):
+        chunks = PngImagePlugin.PngInfo()
+        for kind, body, _ in _png_chunks(b"\x89PNG\r\n\x1a\n" + colour):
+            chunks.add(kind, body)  # before the image data, where PNG wants them
+        extra["pnginfo"] = chunks
     buf = io.BytesIO()
     if pil_format == "JPEG":
         im.save(buf, format="JPEG", quality=jpeg_quality, subsampling=0, **extra)

@@ -174,14 +174,17 @@ def test_a_png_without_exif_has_none():
     assert image_metadata(broken)["exif"] is None
 
 
-@pytest.mark.xfail(strict=True, reason="gAMA/cHRM/sRGB need a new archive column (not yet in "
-                                       "archive_format.SCHEMA), so they are not carried yet")
-def test_png_gamma_and_chromaticity_survive_a_restore():
+def _png_with_gamma() -> bytes:
     png = _png()
     ihdr_end = 8 + 25
-    data = (png[:ihdr_end] + _chunk(b"gAMA", struct.pack(">I", 100000))
+    return (png[:ihdr_end] + _chunk(b"gAMA", struct.pack(">I", 100000))
             + _chunk(b"cHRM", struct.pack(">8I", 31270, 32900, 64000, 33000, 30000, 60000,
                                           15000, 6000)) + png[ihdr_end:])
+
+
+def test_png_gamma_and_chromaticity_survive_a_restore():
+    data = _png_with_gamma()
+    assert image_metadata(_png())["png_colour"] is None
     restored = encode_for_restore(_pixels(), "RGB", "PNG", metadata=image_metadata(data))
     with Image.open(io.BytesIO(restored)) as im:
         assert im.info.get("gamma") == 1.0
@@ -201,7 +204,7 @@ def test_compress_and_restore_keep_odd_names_mpo_and_late_exif(tmp_path):
     src.mkdir()
     mpo = _mpo()
     (src / "part::1.tar").write_bytes(_tar([("late.png", _png_with_exif_after_idat(6)),
-                                            ("photo.jpg", mpo)]))
+                                            ("photo.jpg", mpo), ("gamma.png", _png_with_gamma())]))
     archive = tmp_path / "arc"
     report = compress([str(src)], str(archive), "webp", 85, progress=False, guard=Guard(size=False))
     assert report.ok, report.failed
@@ -216,6 +219,8 @@ def test_compress_and_restore_keep_odd_names_mpo_and_late_exif(tmp_path):
             im.load()
             assert im.getexif().get(ORIENTATION) == 6
         assert tar.extractfile("photo.jpg").read() == mpo
+        with Image.open(tar.extractfile("gamma.png")) as im:  # through the png_colour column
+            assert im.info.get("gamma") == 1.0 and im.info.get("chromaticity") is not None
 
 
 @pytest.mark.slow

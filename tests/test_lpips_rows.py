@@ -49,7 +49,8 @@ def test_lpips_column_stats_info_and_where(fake_perceptual, small_shards, tmp_pa
                  "--no-size-guard", "--metrics", "lpips", "-q"]) == EXIT_OK
     assert "mean LPIPS-alex" in capsys.readouterr().out
     schema = pq.read_schema(archive / "shards" / "shard-000000.parquet")
-    assert schema.field("lpips").type == pa.float32() and schema.names[-1] == "lpips"
+    assert schema.field("lpips").type == pa.float32()
+    assert schema.names[-2:] == ["lpips", "png_colour"]  # columns added within v1: appended
     rows = _rows(archive)
     ok = {k: r for k, r in rows.items() if r["status"] == "ok"}
     assert len(ok) == 5 and rows["bad"]["lpips"] is None  # passthrough: nothing decoded
