@@ -74,10 +74,7 @@ def start(temp_dir: str, num_cpus: int = 2, timeout: float = 120.0, auth: bool =
     ports = _distinct_free_ports(len(names))
     gcs_port, dashboard_port = ports[0], ports[1]
     env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_TOKEN"}
-    if auth:
-        env.update(client_env)
-    else:
-        env.setdefault("RAY_AUTH_MODE", "disabled")
+    env.update(client_env)  # without --auth: disabled, even where the caller's shell says token
     env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     cmd = [

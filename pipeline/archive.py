@@ -103,12 +103,14 @@ def shards_holding(archive: str, keys: Iterable[str],
         index = pq.ParquetFile(f, page_checksum_verification=True)
         for rg in range(index.num_row_groups):
             stats = index.metadata.row_group(rg).column(0).statistics
+            here = wanted  # the wanted keys in this row group's key range
             if stats is not None and stats.has_min_max:
-                first = bisect.bisect_left(wanted, stats.min)
-                if first == len(wanted) or wanted[first] > stats.max:
+                here = wanted[bisect.bisect_left(wanted, stats.min):
+                              bisect.bisect_right(wanted, stats.max)]
+                if not here:
                     continue
             table = index.read_row_group(rg, columns=["key", "shard"])
-            table = table.filter(pc.is_in(table.column("key"), value_set=pa.array(wanted)))
+            table = table.filter(pc.is_in(table.column("key"), value_set=pa.array(here)))
             for key, shard in zip(table.column("key").to_pylist(), table.column("shard").to_pylist(),
                                   strict=True):
                 found.setdefault(key, set()).add(shard)

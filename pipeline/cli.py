@@ -33,7 +33,7 @@ EXIT_CODES = """exit codes:
      node can place), changed codec, quality or weights on resume, a shard of the same
      name from another source, unknown archive version, restore over existing output
      without --overwrite
-  130, 143  stopped by Ctrl-C (SIGINT) or SIGTERM (`ray job stop`, Kubernetes, timeout): the
+  130, 143  stopped by Ctrl-C (SIGINT) or SIGTERM (`ray job stop`, `timeout`, `kill`): the
      actors are stopped, finished shards are kept, and one line says what is left; compress
      records the run in _stats.json and a rerun of the same command does the rest
 
@@ -436,10 +436,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except interrupt.Interrupted as exc:  # the verb put its work in order and says what it kept
         print(f"latentarc {args.verb}: {exc.message}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:  # outside the shard loop: before the workers, or at the end
-        kept = " (the shard files it finished are kept)" if args.verb == "compress" else ""
-        print(f"latentarc {args.verb}: stopped by {interrupt.name()}{kept}; rerun the same "
-              "command", file=sys.stderr)
+    except KeyboardInterrupt:  # outside the shard loop (before the workers, at the end), or twice
+        then = {"compress": " (the shard files it finished are kept); rerun the same command",
+                "restore": "; rerun it (with --overwrite where DST has some of its shards)"}
+        print(f"latentarc {args.verb}: stopped by {interrupt.name()}"
+              f"{then.get(args.verb, '; rerun the same command')}", file=sys.stderr)
         return 128 + interrupt.received()
     except (Refused, StorageError, FormatError, CodecError, SourceError) as exc:
         print(f"latentarc {args.verb}: refused: {exc}", file=sys.stderr)

@@ -367,7 +367,8 @@ def compress(
         _write_stats(archive, storage, report, codec, metrics, effort, limits, skip_above,
                      earlier, results, started)
         left = len(todo) - len(report.done)
-        failed = f" ({len(report.failed)} of them failed)" if report.failed else ""
+        n_failed = len({s.name for s in todo} & set(report.failed))  # not other sources' files
+        failed = f" ({n_failed} of them failed)" if n_failed else ""
         raise interrupt.Interrupted(
             f"stopped by {report.stopped_by}: {len(report.done)} shard(s) finished in this run "
             f"are kept in {archive}, {left} not done{failed}; rerun the same command to "

@@ -1,15 +1,15 @@
 """Ctrl-C and SIGTERM end a verb with a line that says what was kept, and exit 130 or 143.
 
 SIGTERM is what stops a job from outside: `ray job stop` (then SIGKILL after
-``RAY_JOB_STOP_WAIT_TIME_S``, 3 s by default), Kubernetes (a RayJob's deadline, a pod evicted;
-30 s of grace by default), `timeout`. Without this, Ctrl-C printed a traceback from inside
+``RAY_JOB_STOP_WAIT_TIME_S``, 3 s by default), `timeout`, `kill`, a pod's termination where the
+driver is the container's first process. Without this, Ctrl-C printed a traceback from inside
 ``ray.wait``, and SIGTERM printed a native stack dump from Ray's core worker and left no record.
 
 The command line (``with catch_signals():``) turns both signals into ``KeyboardInterrupt`` in the main
 thread. Ray's blocking calls check for signals and raise it, so ``runner.run_per_shard``'s
 ``finally`` kills the actors, and the verb can write what it has and raise ``Interrupted``.
 ``ray.init`` installs its own SIGTERM handler (``sys.exit``), so ``runner.ensure_ray`` puts
-this one back (``reinstall``). Library callers keep their own handlers: nothing is installed
+this one back (``ray_starting``). Library callers keep their own handlers: nothing is installed
 unless the command line asked for it.
 """
 
@@ -74,6 +74,23 @@ def reinstall() -> None:
     """After ``ray.init``, which replaces the SIGTERM handler: put ours back, if we had one."""
     if _installed and threading.current_thread() is threading.main_thread():
         _install()
+
+
+@contextlib.contextmanager
+def ray_starting() -> Iterator[None]:
+    """Around ``ray.init``: it installs a SIGTERM handler of its own (``sys.exit(15)``), so a
+    SIGTERM while Ray starts (seconds: a `ray job stop` right after the submission) ended the
+    command with exit 15 and no line. That ``SystemExit`` becomes ours; then ``reinstall``."""
+    global _received
+    try:
+        yield
+    except SystemExit as exc:
+        if not (_installed and exc.code == signal.SIGTERM):
+            raise
+        _received = signal.SIGTERM
+        raise KeyboardInterrupt from None
+    finally:
+        reinstall()
 
 
 def received() -> int:

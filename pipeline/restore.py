@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+import pyarrow as pa
 
 from models.allocator import keep_freed_memory, release_freed_memory
 from models.codec import CodecError
@@ -229,23 +232,28 @@ class _NothingSelected(Exception):
 
 
 def _stopped(report: RestoreReport, tasks: list[dict[str, Any]], layout: str,
-             storage: StorageOptions) -> str:
-    """What a stopped restore leaves: which shards are whole, and how to get the rest."""
+             storage: StorageOptions, there_before: set[str]) -> str:
+    """What a stopped restore leaves: which shards are whole, and how to get the rest.
+    ``there_before``: the names DST had before this run (with --overwrite)."""
     done, restored = set(report.written), set(report.outputs)
     if layout == "webdataset":
         # A tar can be finished between the signal and its worker's end (Ray checks for
-        # signals about once a second): its result never came back, but it is whole.
-        present = _names_in(report.destination, storage)
+        # signals about once a second): its result never came back, but it is whole. Only a
+        # tar that was not there before can be told to be this run's.
+        present = _names_in(report.destination, storage) - there_before
         late = {t["shard"] for t in tasks if t["file_name"] in present and t["shard"] not in done}
         done, restored = done | late, restored | late
         partial = "a tar being written when it stopped is not there (each appears whole or not at all)"
+        rerun = "rerun with --shards for those, or with --overwrite for all"
     else:
         partial = "the directories of shards in flight may hold some of their files"
+        rerun = "rerun with --shards for those and --overwrite (their directories may be there)"
     left = [t["shard"] for t in tasks if t["shard"] not in done]
     shown = ", ".join(left[:10]) + (", ..." if len(left) > 10 else "")
+    old = (" (DST had some of these shards before this run: those not restored may be the old "
+           "ones)" if there_before & {t["file_name"] for t in tasks} else "")
     return (f"stopped by {interrupt.name()}: {len(restored)} shard(s) restored to "
-            f"{report.destination}; {partial}. Not restored ({len(left)}): {shown}; rerun with "
-            "--shards for those, or with --overwrite for all")
+            f"{report.destination}; {partial}. Not restored ({len(left)}): {shown}{old}; {rerun}")
 
 
 # Decoded pixels a restore worker holds, at most (one row always passes each bound): those read
@@ -433,7 +441,12 @@ def restore(
         try:
             holding: dict[str, set[str]] | None = (shards_holding(archive, any_shard, storage)
                                                    if any_shard else {})
-        except FormatError:  # no index: look in every chosen shard, as Archive.get cannot
+        except (ValueError, OSError, pa.ArrowException) as exc:  # FormatError: no index
+            # look in every chosen shard (slower, but the shard files are what restore reads)
+            if not isinstance(exc, FormatError) and progress:
+                print(f"latentarc restore: _index.parquet is unreadable ({type(exc).__name__}: "
+                      f"{exc}); looking in every shard (latentarc verify checks the index)",
+                      file=sys.stderr)
             holding = None
         wanted_by_shard = {
             s: {k for k in any_shard if holding is None or s in holding.get(k, ())}
@@ -453,17 +466,17 @@ def restore(
     fs, path = filesystem(destination, storage)
     if fs.isfile(path):
         raise Refused(f"{destination} is a file; restore writes shards into a directory or prefix")
+    present = _names_in(destination, storage)  # one listing, not a request per shard
     if not overwrite:
-        present = _names_in(destination, storage)  # one listing, not a request per shard
         there = [name for t in tasks
                  if (name := t["shard"] if layout == "files" else t["file_name"]) in present]
         if there:
             raise Refused(f"{destination} already has {len(there)} of what this restore would "
                           f"write ({', '.join(there[:5])}{', ...' if len(there) > 5 else ''}); "
                           "restore elsewhere, or pass --overwrite to replace them")
-    if layout == "webdataset" and tasks:
-        # A restore stopped or killed mid-shard left the temp file of each tar in flight (a
-        # local destination only); this run writes those tars again.
+    if layout == "webdataset" and tasks and is_local(fs):
+        # A restore stopped or killed mid-shard left the temp file of each tar in flight (on an
+        # object store its temp file is on the worker's node); this run writes those tars again.
         remove_temp_files(destination, storage, [t["file_name"] for t in tasks])
     log = Progress("restore", len(tasks), progress)
     found_pairs: set[tuple[str, str]] = set()
@@ -489,7 +502,7 @@ def restore(
                 report.failed[name] = result["error"]
                 log.update(name, error=result["error"])
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM (pipeline/interrupt.py): the actors are gone
-        raise interrupt.Interrupted(_stopped(report, tasks, layout, storage)) from None
+        raise interrupt.Interrupted(_stopped(report, tasks, layout, storage, present)) from None
     for task in tasks:
         if task["shard"] not in report.written and task["shard"] not in report.failed:
             report.failed[task["shard"]] = "no result returned by the worker"

@@ -189,16 +189,16 @@ def ensure_ray(options: RayOptions) -> None:
 
     if ray.is_initialized():
         return
-    if address:
-        ray.init(address=address, log_to_driver=True)
-    else:
-        ray.init(
-            address="local",
-            include_dashboard=False,
-            _node_ip_address="127.0.0.1",
-            log_to_driver=True,
-        )
-    interrupt.reinstall()  # ray.init replaced the command line's SIGTERM handler
+    with interrupt.ray_starting():  # ray.init replaces the command line's SIGTERM handler
+        if address:
+            ray.init(address=address, log_to_driver=True)
+        else:
+            ray.init(
+                address="local",
+                include_dashboard=False,
+                _node_ip_address="127.0.0.1",
+                log_to_driver=True,
+            )
 
 
 def check_fits(options: RayOptions) -> None:

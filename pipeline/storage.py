@@ -153,25 +153,21 @@ class StorageOptions:
 
 def _is_chained(url: str) -> bool:
     """Whether ``url`` uses fsspec's ``::`` chaining (``simplecache::s3://b/x``,
-    ``simplecache::/tmp/x``), rather than being a local path whose file name holds ``::``.
+    ``simplecache::/tmp/x``), rather than naming a file whose name holds ``::``.
 
     fsspec reads every ``::`` as chaining, so ``/data/part::1.tar`` became the path
-    ``/data/part`` and the shard failed with FileNotFoundError naming a file it never had. A
-    path without ``scheme://`` chains only when what comes before its first ``::`` is a
-    protocol fsspec knows (so a local file literally called ``simplecache::x.tar`` in the
-    working directory would have to be given as ``./simplecache::x.tar``)."""
-    if "::" not in url:
-        return False
-    return "://" in url or url.split("::", 1)[0] in fsspec.available_protocols()
+    ``/data/part`` (the shard failed with FileNotFoundError naming a file it never had), and
+    ``s3://b/arc/shards/x::1.parquet`` and ``x::2.parquet`` were both written to the object
+    ``x``. A URL chains only when what comes before its first ``::`` is a bare protocol name
+    fsspec knows (so a local file literally called ``simplecache::x.tar`` in the working
+    directory would have to be given as ``./simplecache::x.tar``)."""
+    return "::" in url and url.split("::", 1)[0] in fsspec.available_protocols()
 
 
 def filesystem(url: str, storage: StorageOptions | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
     """Resolve ``url`` to (filesystem, path) with the non-secret options applied."""
     check_url(url)
-    if "::" in url and not _is_chained(url):
-        fs = fsspec.filesystem("file")
-        return fs, fs._strip_protocol(url)  # what url_to_fs makes of a local path, minus chaining
-    protocol = fsspec.core.split_protocol(url)[0] or "file"
+    protocol = (fsspec.core.split_protocol(url)[0] if not _is_chained(url) else None) or "file"
     options = (storage or StorageOptions()).fsspec_options(protocol)
     if protocol in ("s3", "s3a"):
         # No listing cache: shard files are written by Ray workers in other processes, so a
@@ -180,6 +176,11 @@ def filesystem(url: str, storage: StorageOptions | None = None) -> tuple[fsspec.
         # workers had just written (write_index: FileNotFoundError), and no _archive.json was
         # written. Found by tests/test_s3_restart.py. A given use_listings_cache is kept.
         options.setdefault("use_listings_cache", False)
+    if "::" in url and not _is_chained(url):  # a name holding "::": no chaining (see above)
+        fs = fsspec.filesystem(protocol, **options)
+        # _strip_protocol treats "::" as chaining too (memory:// then drops its leading "/"):
+        # hide it from the call
+        return fs, fs._strip_protocol(url.replace("::", "\0")).replace("\0", "::")
     fs, path = fsspec.core.url_to_fs(url, **options)
     return fs, path
 

@@ -27,12 +27,16 @@ class ShardReadError(IOError):
 # Magic bytes of the compressed files a shard is most often mistaken for (a .tar.gz named .tar,
 # a .tgz, a .tar.zst). Read as a tar they fail with "invalid header", which looks like damage a
 # rerun might cure; naming the compression says what to do instead.
-_COMPRESSED = ((b"\x1f\x8b", "gzip"), (b"\x28\xb5\x2f\xfd", "zstd"), (b"BZh", "bzip2"),
-               (b"\xfd7zXZ\x00", "xz"))
+_COMPRESSED = ((b"\x1f\x8b", "gzip"), (b"\x28\xb5\x2f\xfd", "zstd"), (b"\xfd7zXZ\x00", "xz"))
+# bzip2: "BZh", the block size digit, then the block magic (pi's digits): "BZh" alone is also how
+# a tar whose first member is named BZh... starts
+_BZIP2 = re.compile(rb"BZh[1-9]1AY&SY")
 
 
 def compression_of(head: bytes) -> str | None:
     """The compression whose magic ``head`` (a file's first bytes) starts with, or None."""
+    if _BZIP2.match(head):
+        return "bzip2"
     return next((name for magic, name in _COMPRESSED if head.startswith(magic)), None)
 
 
@@ -79,7 +83,7 @@ class _TailReader:
     subclass hook broke on a patched Python 3.12)."""
 
     KEEP = 4 * tarfile.RECORDSIZE
-    HEAD = 8  # enough for every magic in _COMPRESSED
+    HEAD = 10  # enough for every magic in _COMPRESSED and _BZIP2
 
     def __init__(self, fileobj: IO[bytes]) -> None:
         self.fileobj, self.pos, self.tail, self.head = fileobj, 0, b"", b""

@@ -112,6 +112,22 @@ def test_real_urls_still_chain_and_keep_their_protocol():
     assert isinstance(fs, LocalFileSystem) and path == "/tmp/x.tar"
 
 
+def test_object_store_names_with_a_double_colon_stay_apart():
+    """s3://b/arc/shards/x::1.parquet and x::2.parquet were both written to the object x."""
+    import fsspec
+
+    root = f"memory://colons-{id(object())}"
+    write_bytes_atomic(f"{root}/shards/x::1.parquet", b"one")
+    write_bytes_atomic(f"{root}/shards/x::2.parquet", b"two")
+    fs, path = filesystem(f"{root}/shards")
+    assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)) == \
+        ["x::1.parquet", "x::2.parquet"]
+    assert fsspec.filesystem("memory").cat_file(filesystem(f"{root}/shards/x::1.parquet")[1]) == b"one"
+    fs.pipe(f"{path}/part::1.tar", b"tar")  # a source listed from a store opens as itself
+    [url] = [s.url for s in expand_sources([f"{root}/shards/part::1.tar"])]
+    assert filesystem(url)[0].cat_file(filesystem(url)[1]) == b"tar"
+
+
 # 3. A compressed shard fails saying so (a rerun cannot cure it), not as "damaged".
 
 @pytest.mark.parametrize("kind, compress", [

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -37,6 +38,19 @@ def test_signals_become_keyboard_interrupt_only_inside_and_the_old_handlers_come
     assert signal.getsignal(signal.SIGTERM) == before[0]
     stopped = interrupt.Interrupted("x", signal.SIGTERM)
     assert isinstance(stopped, KeyboardInterrupt) and stopped.exit_code == 143
+
+
+def test_a_sigterm_while_ray_starts_is_ours_too():
+    """ray.init installs sys.exit(15) for SIGTERM; while it runs, that is turned into ours."""
+    with pytest.raises(KeyboardInterrupt), interrupt.catch_signals(), interrupt.ray_starting():
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))  # as ray.init does
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+    assert interrupt.received() == signal.SIGTERM
+    with interrupt.catch_signals():
+        with interrupt.ray_starting():
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # replaced, as by ray.init ...
+        assert signal.getsignal(signal.SIGTERM) is interrupt._handler  # ... and put back
 
 
 def _start(args: list[str], log: Path) -> subprocess.Popen:
@@ -97,13 +111,18 @@ def test_a_stopped_compress_keeps_its_finished_shards_and_the_rerun_does_the_res
     assert code == 128 + sig, out[-3000:]
     finished = sorted(p.stem for p in (archive / "shards").glob("*.parquet"))
     assert 1 <= len(finished) < SHARDS, out[-3000:]
-    assert (f"latentarc compress: stopped by {name}: {len(finished)} shard(s) finished in this "
-            f"run are kept in {archive}, {SHARDS - len(finished)} not done; rerun the same "
-            "command") in out
+    said = re.search(rf"latentarc compress: stopped by {name}: (\d+) shard\(s\) finished in this "
+                     rf"run are kept in {re.escape(str(archive))}, (\d+) not done; rerun the same "
+                     "command", out)
+    assert said, out[-3000:]
+    # ray.kill is asynchronous: the one actor may finish a shard after the driver has listed
+    # the files, so the line may count one fewer than there are; never more
+    kept = int(said[1])
+    assert kept + int(said[2]) == SHARDS and len(finished) - 1 <= kept <= len(finished)
     assert "Traceback" not in out and "SIGTERM received" not in out, out[-3000:]
     stats = json.loads((archive / "_stats.json").read_text())
-    assert stats["run"]["stopped_by"] == name and sorted(stats["run"]["done"]) == finished
-    assert sorted(stats["shards"]) == finished
+    assert stats["run"]["stopped_by"] == name and len(stats["run"]["done"]) == kept
+    assert set(stats["run"]["done"]) <= set(finished) and set(stats["shards"]) <= set(finished)
     assert not (archive / "_archive.json").exists()  # incomplete until a run finishes
     assert _leftovers(tree) == []
 
@@ -132,15 +151,21 @@ def test_a_stopped_restore_leaves_whole_tars_only_and_names_the_rest(tmp_path_fa
 
     assert code == 143, out[-3000:]
     whole = sorted(p.name for p in out_dir.glob("*.tar"))
-    rest = sorted(set(f"{s}.tar" for s in expected) - set(whole))
     assert 1 <= len(whole) < SHARDS, out[-3000:]
-    assert f"latentarc restore: stopped by SIGTERM: {len(whole)} shard(s) restored to {out_dir}" \
-        in out, out[-3000:]
-    assert f"Not restored ({len(rest)}): {', '.join(s[:-4] for s in rest[:10])}" in out
+    said = re.search(rf"latentarc restore: stopped by SIGTERM: (\d+) shard\(s\) restored to "
+                     rf"{re.escape(str(out_dir))}; .* Not restored \((\d+)\): ([^;]*);", out)
+    assert said, out[-3000:]
+    # as for compress: one more tar may land after the driver's listing
+    assert int(said[1]) + int(said[2]) == SHARDS and len(whole) - 1 <= int(said[1]) <= len(whole)
+    named = said[3].removesuffix(", ...").split(", ")
+    assert set(named) <= set(expected) and len(named) == min(10, int(said[2]))
+    late = set(named) & {w[:-4] for w in whole}  # named as not restored, yet whole: the late one
+    assert len(late) == len(whole) - int(said[1])
     assert "Traceback" not in out
     assert _leftovers(tree) == []
 
     # The tars that are there are whole; the rest, restored by name, replaces any temp file.
+    rest = sorted(set(f"{s}.tar" for s in expected) - set(whole))
     report = restore(str(archive), str(out_dir), shards=[s[:-4] for s in rest], progress=False)
     assert report.ok
     assert sorted(p.name for p in out_dir.iterdir()) == sorted(f"{s}.tar" for s in expected)

@@ -18,11 +18,13 @@ from pipeline.cli import main
 from pipeline.compress import compress
 from pipeline.restore import restore
 from pipeline.shard_encode import Guard
+from pipeline.storage import StorageOptions
 from pipeline.tars import iter_samples
 from pipeline.torch_dataset import ArchiveDataset
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 NO_GUARD = Guard(size=False)
+NO_STORAGE = StorageOptions()
 
 
 @pytest.fixture
@@ -181,8 +183,28 @@ def test_a_keys_restore_reads_only_the_shards_the_index_names(archive, tmp_path)
                                         r"\(shard-000001.tar\)"):
         restore(archive, str(tmp_path / "all"), keys_file=str(keys), progress=False)
 
-    # without an index, every shard is looked in, and the answer is the same
-    (Path(archive) / "_index.parquet").unlink()
+    # without an index, or with a damaged one, every shard is looked in: the same answer
+    (Path(archive) / "_index.parquet").write_bytes(b"garbage")
     again = restore(archive, str(tmp_path / "out3"), keys_file=str(keys), progress=False)
     assert {s: n for s, n in again.written.items() if n} == {"shard-000001": 1}
-    assert again.missing_keys == ["nope"]
+    assert again.missing_keys == ["nope"] and len(again.written) == 3
+    (Path(archive) / "_index.parquet").unlink()
+    again = restore(archive, str(tmp_path / "out4"), keys_file=str(keys), progress=False)
+    assert {s: n for s, n in again.written.items() if n} == {"shard-000001": 1}
+
+
+def test_a_stopped_overwrite_does_not_count_the_tars_that_were_there_before(tmp_path):
+    from pipeline.restore import RestoreReport, _stopped
+
+    for name in ("s0", "s1", "s2"):
+        (tmp_path / f"{name}.tar").write_bytes(b"old")
+    tasks = [{"shard": n, "file_name": f"{n}.tar"} for n in ("s0", "s1", "s2")]
+    report = RestoreReport("arc", str(tmp_path), ["s0", "s1", "s2"], written={"s0": 4},
+                           outputs=["s0"])
+    line = _stopped(report, tasks, "webdataset", NO_STORAGE, {"s0.tar", "s1.tar", "s2.tar"})
+    assert line.startswith("stopped by ") and ": 1 shard(s) restored to " in line
+    assert "Not restored (2): s1, s2 (DST had some of these shards before this run" in line
+    (tmp_path / "s3.tar").write_bytes(b"new")  # finished after the driver's last result
+    tasks.append({"shard": "s3", "file_name": "s3.tar"})
+    line = _stopped(report, tasks, "webdataset", NO_STORAGE, {"s0.tar", "s1.tar", "s2.tar"})
+    assert ": 2 shard(s) restored to " in line and "Not restored (2): s1, s2 " in line
