@@ -11,6 +11,7 @@ import io
 import json
 import os
 import shutil
+import tarfile
 import tempfile
 from pathlib import Path
 
@@ -115,6 +116,18 @@ def s3_bucket(s3_server, request):
 def encode_image(array: np.ndarray, fmt: str = "PNG") -> bytes:
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def tar_bytes(members: list[tuple[str, bytes]]) -> bytes:
+    """A tar of these (name, data) members, in this order, made with tarfile: for names and
+    orders that webdataset's TarWriter would not write (repeats, "./", "::", no suffix)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
 
 

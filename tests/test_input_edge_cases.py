@@ -12,6 +12,7 @@ import zlib
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from conftest import tar_bytes as _tar
 from PIL import Image
 
 from pipeline.images import Unsupported, encode_for_restore, image_metadata, prepare
@@ -20,16 +21,6 @@ from pipeline.storage import filesystem, read_bytes, write_bytes_atomic
 from pipeline.tars import ShardReadError, iter_samples
 
 ORIENTATION = 274  # EXIF tag
-
-
-def _tar(members: list[tuple[str, bytes]]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def _pixels(h: int = 48, w: int = 64) -> np.ndarray:

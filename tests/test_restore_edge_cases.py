@@ -2,14 +2,12 @@
 selection restored with --overwrite, a shard file that is not the manifest's, a repeated key
 whose image is not its first member, empty filters, damaged manifests, odd destinations."""
 
-import io
 import json
 import shutil
-import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import encode_image, read_tar, sample, write_shards
+from conftest import encode_image, read_tar, sample, tar_bytes, write_shards
 
 from jobs.synthetic import synthetic_image
 from pipeline.archive import Archive, ArchiveKeyError
@@ -39,11 +37,7 @@ def archive(tmp_path) -> str:
 
 def _tar(path: Path, members: list[tuple[str, bytes]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(path, "w") as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+    path.write_bytes(tar_bytes(members))
 
 
 def _groups(path: Path) -> list[tuple[str, dict[str, bytes]]]:

@@ -5,18 +5,9 @@ import tarfile
 
 import pytest
 from conftest import read_tar
+from conftest import tar_bytes as _tar
 
 from pipeline.tars import Sample, ShardReadError, iter_samples, split_member_name, write_samples
-
-
-def _tar(members):
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def test_grouping_follows_webdataset_and_keeps_everything():
