@@ -13,6 +13,7 @@ import contextlib
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -188,7 +189,8 @@ def restore_shard(
         # and this one writes the tar or the files.
         rows = prefetch(decoded_rows(), depth=READ_BATCH_ROWS, weight=_pixels,
                         max_weight=PREFETCH_PIXELS, name=f"restore-{shard}")
-        yield from ordered_map(to_sample, rows, writers, weight=_pixels, max_weight=WRITE_PIXELS)
+        yield from _kept_apart(
+            ordered_map(to_sample, rows, writers, weight=_pixels, max_weight=WRITE_PIXELS), shard)
 
     if layout == "files":
         written: set[str] = set()
@@ -225,6 +227,32 @@ def restore_shard(
     return {"shard": shard, "samples": len(found), "keys": found, "bytes_out": size,
             "row_groups_skipped": len(skipped), "excluded_keys": excluded,
             "wrote": bool(found) or not (where or keys is not None)}
+
+
+def _kept_apart(samples: Iterator[Sample], shard: str) -> Iterator[Sample]:
+    """Samples as a tar reader will group them again.
+
+    A tar reader starts a new sample where the key changes or a member name repeats, so two
+    samples in a row with the same key were told apart, in the source, by a member of the
+    second whose name the first has. Restore writes a coded sample's image first (the archive
+    does not record where it stood), and with --image-format under another name; if that
+    first member's name is not in the sample before, a reader would join the two. Then a
+    member that does repeat a name goes first (the member order within a sample is not kept
+    anyway); if none does (only --image-format can cause that), the shard fails, naming it."""
+    before: tuple[str, set[str]] | None = None
+    for sample in samples:
+        if before is not None and before[0] == sample.key and sample.members \
+                and sample.members[0][0] not in before[1]:
+            first = next((i for i, (name, _) in enumerate(sample.members) if name in before[1]),
+                         None)
+            if first is None:
+                raise RowError(shard, sample.key, "this sample and the one before it have the "
+                               "same key and, with --image-format, no member name in common: "
+                               "a tar reader would join them; restore this shard without "
+                               "--image-format")
+            sample.members.insert(0, sample.members.pop(first))
+        before = (sample.key, {name for name, _ in sample.members})
+        yield sample
 
 
 class _NothingSelected(Exception):

@@ -329,28 +329,11 @@ def _encode_chunk(chunk: list[_Prepared], shard: str, codec: Codec, guard: Guard
     return _check_stage(chunk, _encode_stage(chunk, codec), shard, codec, guard, metrics)
 
 
-def _after(samples: Iterator[Sample]) -> Iterator[tuple[tuple[str, list[str]] | None, Sample]]:
-    """Each sample with the key and member names of the one before it (None for the first)."""
-    before = None
-    for sample in samples:
-        yield before, sample
-        before = (sample.key, sample.suffixes())
-
-
-def _prepare(sample: Sample, index: int, max_pixels: int,
-             before: tuple[str, list[str]] | None = None) -> _Prepared:
+def _prepare(sample: Sample, index: int, max_pixels: int) -> _Prepared:
     pos = image_member_index(sample.suffixes())
     p = _Prepared(sample, index, pos)
     if pos is None:
         p.reason = "no image member"
-        return p
-    if before is not None and before[0] == sample.key and pos != 0 \
-            and sample.members[pos][0] not in before[1]:
-        # Restore writes a coded sample's image first. Here that would join the image to the
-        # sample before, which has the same key and no member of that name, and a tar reader
-        # would regroup the two. Kept as it came, in its own order.
-        p.reason = ("key repeats the sample before it, and the image is not this sample's first "
-                    "member: kept as it came, so that restore keeps the two samples apart")
         return p
     try:
         p.image, p.mode, p.fmt = prepare(sample.members[pos][1], max_pixels)
@@ -401,8 +384,7 @@ def _row_chunks(samples: Iterator[Sample], shard: str, codec: Codec, guard: Guar
     batching = batching or Batching()
     max_samples, max_pixels = batching.resolved(codec)
     prepared = prefetch(
-        (_prepare(sample, index, guard.max_pixels, before)
-         for index, (before, sample) in enumerate(_after(samples))),
+        (_prepare(sample, index, guard.max_pixels) for index, sample in enumerate(samples)),
         depth=max_samples if batching.prefetch else 0, weight=_pixels, max_weight=max_pixels,
         name=f"read-{shard}")
     chunks = _chunks(prepared, max_samples, max_pixels, ramp=batching.prefetch)
