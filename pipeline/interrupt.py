@@ -35,10 +35,6 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum or received()
         self.exit_code = 128 + self.signum
 
-    @property
-    def signal_name(self) -> str:
-        return signal.Signals(self.signum).name
-
 
 def _handler(signum: int, frame: object) -> None:
     global _received

@@ -233,7 +233,6 @@ def write_atomic(
     return size
 
 
-
 def remove_temp_files(directory: str, storage: StorageOptions | None = None,
                       finals: Collection[str] | None = None) -> list[str]:
     """Remove the temp files that ``write_atomic`` left in ``directory`` (a local one) when
@@ -252,6 +251,7 @@ def remove_temp_files(directory: str, storage: StorageOptions | None = None,
     for p in stale:
         fs.rm(p)
     return list(stale.values())
+
 
 def _short(name: str, limit: int = 200) -> str:
     """``name`` cut to ``limit`` bytes of UTF-8, so that the temp name's 39 more bytes stay
