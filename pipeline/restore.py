@@ -358,7 +358,14 @@ def _write_image_file(directory: str, sample: Sample, storage: StorageOptions,
                              f"overwrite {name} with the later sample: restore this shard with "
                              "--layout webdataset, which keeps every sample")
         written.add(name)
-        write_bytes_atomic(join(directory, name), data, storage)
+        try:
+            write_bytes_atomic(join(directory, name), data, storage)
+        except (FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
+            # keys "a" (a member without a suffix) and "a/b": a file and a directory both "a"
+            raise ValueError(f"key {sample.key!r}: {name} cannot be written: a file and a "
+                             "directory would have the same path (keys like 'a' and 'a/b'); "
+                             f"restore this shard with --layout webdataset ({type(exc).__name__})"
+                             ) from exc
         size += len(data)
     return size
 

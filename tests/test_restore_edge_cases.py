@@ -168,6 +168,17 @@ def test_files_layout_takes_dot_slash_keys_and_a_failed_shard_keeps_what_was_the
     assert fresh.failed and not (tmp_path / "out2" / "shard-000001").exists()
 
 
+def test_files_layout_names_a_key_that_is_both_a_file_and_a_directory(tmp_path):
+    _tar(tmp_path / "src" / "shard-000000.tar", [("a", b"no suffix"), ("a/b.txt", b"under a")])
+    archive = str(tmp_path / "arc")
+    assert compress([str(tmp_path / "src")], archive, "webp", progress=False).ok
+    report = restore(archive, str(tmp_path / "out"), layout="files", progress=False)
+    error = report.failed["shard-000000"]
+    assert "cannot be written: a file and a directory would have the same path" in error
+    assert "--layout webdataset" in error and "Traceback" not in error
+    assert restore(archive, str(tmp_path / "out2"), progress=False).ok  # the tar holds both
+
+
 def test_a_keys_restore_reads_only_the_shards_the_index_names(archive, tmp_path):
     keys = tmp_path / "keys.txt"
     keys.write_text("k10\nnope\n")
