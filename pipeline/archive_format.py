@@ -126,6 +126,19 @@ def shard_meta(parquet: pq.ParquetFile, where: str) -> dict[str, Any]:
     return meta
 
 
+def check_against_manifest(parquet: pq.ParquetFile, shard: str, expected_rows: int,
+                           where: str) -> None:
+    """FormatError unless an open shard file names ``shard`` and holds the manifest's
+    ``expected_rows``, as verify checks: a file copied over from another shard, or left by
+    another run, would otherwise be read as this shard's samples."""
+    named = shard_meta(parquet, where).get("shard", shard)
+    rows = parquet.metadata.num_rows
+    if named != shard or rows != expected_rows:
+        raise FormatError(f"{where}: its file holds shard {named!r} with {rows} rows where the "
+                          f"manifest says {shard!r} with {expected_rows}: not the file this "
+                          "archive was made with (latentarc verify names it)")
+
+
 @dataclass(frozen=True)
 class ShardFile:
     """A finished, readable shard file and its metadata."""

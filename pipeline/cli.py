@@ -22,6 +22,7 @@ from pipeline.errors import Refused
 from pipeline.runner import RayOptions
 from pipeline.sources import SourceError
 from pipeline.storage import StorageError, StorageOptions, exists, join
+from pipeline.tars import NOT_RETRYABLE
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_REFUSED = 0, 1, 2
 
@@ -293,7 +294,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         mine = [n for n in report.failed if n in set(report.shards)]
         if mine:
             # e.g. a compressed shard: its error says so, and a rerun meets it again
-            fix_first = sum("rerunning will not help" in report.failed[n] for n in mine)
+            fix_first = sum(NOT_RETRYABLE in report.failed[n] for n in mine)
             first = f" ({fix_first} of them need their source fixed first)" if fix_first else ""
             print(f"latentarc: {len(mine)} of {len(report.shards)} shards not compressed; "
                   f"rerun the same command to retry them{first}", file=sys.stderr)

@@ -154,9 +154,7 @@ def image_metadata(data: bytes) -> dict[str, bytes | None]:
             if im.format == "PNG":
                 if out["exif"] is None:
                     out["exif"] = _png_exif_after_idat(data)
-                colour = b"".join(raw for kind, _, raw in _png_chunks(data)
-                                  if kind in _PNG_COLOUR_CHUNKS)
-                out["png_colour"] = colour or None
+                out["png_colour"] = _png_colour(data)
     except Exception:  # no metadata is better than no image; prepare() reports bad files
         pass
     return out
@@ -173,6 +171,19 @@ def _png_chunks(data: bytes) -> Iterator[tuple[bytes, bytes, bytes]]:
             return
         yield kind, data[pos + 8:pos + 8 + length], data[pos:pos + 12 + length]
         pos += 12 + length
+
+
+def _png_colour(data: bytes) -> bytes | None:
+    """A PNG's gAMA, cHRM and sRGB chunks, whole and in order, or None. They must come before
+    the image data, so the walk stops at the first IDAT: a few header reads per image on the
+    compress path, not one per IDAT chunk (a 12 MP PNG has thousands)."""
+    colour = []
+    for kind, _, raw in _png_chunks(data):
+        if kind == b"IDAT":
+            break
+        if kind in _PNG_COLOUR_CHUNKS:
+            colour.append(raw)
+    return b"".join(colour) or None
 
 
 def _png_exif_after_idat(data: bytes) -> bytes | None:

@@ -29,7 +29,6 @@ from pipeline.archive_format import (
     FormatError,
     open_shard_file,
     read_manifest,
-    validate_shard_file,
 )
 from pipeline.errors import Refused
 from pipeline.images import (
@@ -138,23 +137,15 @@ def restore_shard(
     into one image file per sample under the directory ``destination_url`` (layout "files").
     ``writers`` threads encode the output images (``writer_threads``), in order.
 
-    ``expected_rows``: the manifest's sample count for this shard. The file must hold that many
-    rows and name this shard, as ``verify`` checks: a file copied over from another shard or
-    left by another run would otherwise restore other samples under this shard's name."""
+    ``expected_rows``: the manifest's sample count for this shard, checked where the file is
+    opened (``rows.iter_rows``): a file copied over from another shard or left by another run
+    would otherwise restore other samples under this shard's name."""
     decoder = decoder or RowDecoder()
-    if expected_rows is not None:
-        checked, reason = validate_shard_file(archive, shard, storage)
-        if checked is None:
-            raise ValueError(f"shard {shard}: its file is {reason}; restore refuses it")
-        if checked.meta["samples"] != expected_rows:
-            raise ValueError(f"shard {shard}: its file has {checked.meta['samples']} rows where the "
-                             f"archive's manifest says {expected_rows}: not the file this archive "
-                             "was made with; restore refuses it")
     found: list[str] = []
     skipped: list[int] = []
 
     def decoded_rows():
-        for row in iter_rows(archive, shard, storage, where, skipped):
+        for row in iter_rows(archive, shard, storage, where, skipped, expected_rows):
             if keys is not None and row["key"] not in keys:
                 continue
             found.append(row["key"])

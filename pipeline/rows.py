@@ -16,7 +16,13 @@ import pyarrow.parquet as pq
 
 from models.codec import Codec, CodecError, Decoded, parse_decoder
 from models.registry import codec_decoders, get_codec
-from pipeline.archive_format import STATUS_OK, STATUS_PASSTHROUGH, shard_meta, shard_url
+from pipeline.archive_format import (
+    STATUS_OK,
+    STATUS_PASSTHROUGH,
+    check_against_manifest,
+    shard_meta,
+    shard_url,
+)
 from pipeline.storage import StorageOptions, filesystem
 from pipeline.where import Condition, row_group_may_match, row_matches
 
@@ -49,9 +55,12 @@ READ_BUFFER_BYTES = 1 << 20
 def iter_rows(
     archive: str, shard: str, storage: StorageOptions | None = None,
     where: list[Condition] | None = None, skipped: list[int] | None = None,
+    expected_rows: int | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Stream a shard file's rows, ``READ_BATCH_ROWS`` at a time (metadata is checked first,
     page CRCs are verified on read; no pre-buffering and a bounded read buffer).
+    ``expected_rows``: the manifest's count; the file must name this shard and hold that many
+    (``check_against_manifest``).
 
     With ``where``, row groups whose statistics rule it out are not read (their numbers are
     appended to ``skipped``) and only matching rows are yielded.
@@ -60,7 +69,10 @@ def iter_rows(
     with fs.open(path, "rb") as f:
         parquet = pq.ParquetFile(f, page_checksum_verification=True, pre_buffer=False,
                                  buffer_size=READ_BUFFER_BYTES)
-        shard_meta(parquet, f"shard file {shard}")
+        if expected_rows is None:
+            shard_meta(parquet, f"shard file {shard}")
+        else:
+            check_against_manifest(parquet, shard, expected_rows, f"shard {shard}")
         for i in range(parquet.num_row_groups):
             if where and not row_group_may_match(where, parquet.metadata.row_group(i)):
                 if skipped is not None:

@@ -167,7 +167,8 @@ def _is_chained(url: str) -> bool:
 def filesystem(url: str, storage: StorageOptions | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
     """Resolve ``url`` to (filesystem, path) with the non-secret options applied."""
     check_url(url)
-    protocol = (fsspec.core.split_protocol(url)[0] if not _is_chained(url) else None) or "file"
+    chained = _is_chained(url)
+    protocol = (fsspec.core.split_protocol(url)[0] if not chained else None) or "file"
     options = (storage or StorageOptions()).fsspec_options(protocol)
     if protocol in ("s3", "s3a"):
         # No listing cache: shard files are written by Ray workers in other processes, so a
@@ -176,7 +177,7 @@ def filesystem(url: str, storage: StorageOptions | None = None) -> tuple[fsspec.
         # workers had just written (write_index: FileNotFoundError), and no _archive.json was
         # written. Found by tests/test_s3_restart.py. A given use_listings_cache is kept.
         options.setdefault("use_listings_cache", False)
-    if "::" in url and not _is_chained(url):  # a name holding "::": no chaining (see above)
+    if "::" in url and not chained:  # a name holding "::": no chaining (see _is_chained)
         fs = fsspec.filesystem(protocol, **options)
         # _strip_protocol treats "::" as chaining too (memory:// then drops its leading "/"):
         # hide it from the call

@@ -33,6 +33,10 @@ _COMPRESSED = ((b"\x1f\x8b", "gzip"), (b"\x28\xb5\x2f\xfd", "zstd"), (b"\xfd7zXZ
 _BZIP2 = re.compile(rb"BZh[1-9]1AY&SY")
 
 
+# How a shard error says that running again cannot help (the CLI counts such shards apart).
+NOT_RETRYABLE = "rerunning will not help"
+
+
 def compression_of(head: bytes) -> str | None:
     """The compression whose magic ``head`` (a file's first bytes) starts with, or None."""
     if _BZIP2.match(head):
@@ -173,8 +177,8 @@ def iter_samples(fileobj: IO[bytes], shard: str) -> Iterator[Sample]:
         if not any_member and (kind := compression_of(reader.head)):
             raise ShardReadError(
                 f"shard {shard}: the file is {kind}-compressed, not a tar; latentarc reads "
-                "uncompressed tar shards, so rerunning will not help: decompress it to a .tar "
-                "first") from exc
+                f"uncompressed tar shards, so {NOT_RETRYABLE}: decompress it to a .tar first"
+            ) from exc
         last = current.key if current is not None else "(none)"
         where = f" while reading member {reading!r}" if reading else ""
         raise ShardReadError(

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from pipeline.archive import passthrough_pixels
-from pipeline.archive_format import STATUS_OK, FormatError, open_shard_file, read_manifest, shard_meta
+from pipeline.archive_format import STATUS_OK, check_against_manifest, open_shard_file, read_manifest
 from pipeline.images import Unsupported
 from pipeline.rows import RowDecoder, check_decoder_for
 from pipeline.storage import StorageOptions
@@ -110,13 +110,7 @@ class ArchiveDataset(IterableDataset):
         return out
 
     def _check(self, shard: str, parquet: Any) -> None:
-        where = f"{self.url} shard {shard}"
-        named = shard_meta(parquet, where).get("shard", shard)
-        if named != shard or parquet.metadata.num_rows != self.expected[shard]:
-            raise FormatError(f"{where}: its file holds shard {named!r} with "
-                              f"{parquet.metadata.num_rows} rows where the manifest says "
-                              f"{shard!r} with {self.expected[shard]}: not the file this archive "
-                              "was made with (latentarc verify names it)")
+        check_against_manifest(parquet, shard, self.expected[shard], f"{self.url} shard {shard}")
 
     def _wanted(self, row: dict[str, Any], where: list | None) -> bool:
         return ((not where or row_matches(where, row))
