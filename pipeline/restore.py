@@ -14,6 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -41,7 +42,14 @@ from pipeline.images import (
 from pipeline.ordered_map import ordered_map
 from pipeline.prefetch import prefetch
 from pipeline.progress import Progress
-from pipeline.rows import READ_BATCH_ROWS, RowDecoder, RowError, check_decoder_for, iter_rows
+from pipeline.rows import (
+    READ_BATCH_ROWS,
+    RowDecoder,
+    RowError,
+    check_decoder_for,
+    iter_rows,
+    shard_has_match,
+)
 from pipeline.runner import (
     RayOptions,
     describe,
@@ -389,6 +397,15 @@ class RestoreWorker:
                              self.writers, expected_rows=task.get("samples"))
 
 
+def _may_write(archive: str, shard: str, where: list[Condition], storage: StorageOptions) -> bool:
+    """Whether a --where restore will write this shard: a shard file that cannot be read
+    counts as written (the refusal errs on the side of the output already there)."""
+    try:
+        return shard_has_match(archive, shard, where, storage)
+    except (OSError, ValueError, pa.ArrowException):
+        return True
+
+
 def _names_in(directory: str, storage: StorageOptions) -> set[str]:
     """Names of the files and directories directly in ``directory`` (none if it is absent)."""
     fs, path = filesystem(directory, storage)
@@ -494,8 +511,14 @@ def restore(
         raise Refused(f"{destination} is a file; restore writes shards into a directory or prefix")
     present = _names_in(destination, storage)  # one listing, not a request per shard
     if not overwrite:
-        there = [name for t in tasks
-                 if (name := t["shard"] if layout == "files" else t["file_name"]) in present]
+        there = {t["shard"]: name for t in tasks
+                 if (name := t["shard"] if layout == "files" else t["file_name"]) in present}
+        if there and where:  # only the shards with a matching row are written
+            conditions = parse_where(where)
+            with ThreadPoolExecutor(16) as pool:  # footers and small columns: latency-bound
+                written = list(pool.map(lambda s: _may_write(archive, s, conditions, storage), there))
+            there = {s: name for (s, name), w in zip(there.items(), written, strict=True) if w}
+        there = list(there.values())
         if there:
             raise Refused(f"{destination} already has {len(there)} of what this restore would "
                           f"write ({', '.join(there[:5])}{', ...' if len(there) > 5 else ''}); "

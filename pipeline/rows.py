@@ -85,6 +85,26 @@ def iter_rows(
                         yield row
 
 
+def shard_has_match(archive: str, shard: str, where: list[Condition],
+                    storage: StorageOptions | None = None) -> bool:
+    """Whether any row of a shard matches ``where``, read from the footer and the filter's
+    own columns only (of the row groups the statistics do not rule out): no bitstream or
+    member is read. restore asks this of the shards already at its destination, so that a
+    ``--where`` restore refuses over only those it would write."""
+    fs, path = filesystem(shard_url(archive, shard), storage)
+    with fs.open(path, "rb") as f:
+        parquet = pq.ParquetFile(f, pre_buffer=False, buffer_size=READ_BUFFER_BYTES)
+        columns = sorted({c.column for c in where})
+        if not set(columns) <= set(parquet.schema_arrow.names):
+            return False  # a column an older archive lacks (lpips) is null: it matches nothing
+        groups = [i for i in range(parquet.num_row_groups)
+                  if row_group_may_match(where, parquet.metadata.row_group(i))]
+        if not groups:
+            return False
+        table = parquet.read_row_groups(groups, columns=columns, use_threads=False)
+    return any(row_matches(where, row) for row in table.to_pylist())
+
+
 class RowDecoder:
     """Decodes rows with codecs instantiated once per codec id.
 

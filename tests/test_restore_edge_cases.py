@@ -218,3 +218,23 @@ def test_a_stopped_overwrite_does_not_count_the_tars_that_were_there_before(tmp_
     tasks.append({"shard": "s3", "file_name": "s3.tar"})
     line = _stopped(report, tasks, "webdataset", NO_STORAGE, {"s0.tar", "s1.tar", "s2.tar"})
     assert ": 2 shard(s) restored to " in line and "Not restored (2): s1, s2 " in line
+
+
+def test_a_where_restore_refuses_over_only_the_shards_it_would_write(archive, tmp_path):
+    out = tmp_path / "out"
+    assert restore(archive, str(out), progress=False).ok
+    # k10 is in shard-000001 only: the tars of the other two are no concern of this restore
+    with pytest.raises(Exception, match=r"already has 1 of what this restore would write "
+                                        r"\(shard-000001.tar\)"):
+        restore(archive, str(out), where="key == 'k10'", progress=False)
+    # statistics cannot rule shard-000001 out of '!=' filters; its rows do
+    with pytest.raises(Exception, match=r"already has 2 of what this restore would write "
+                                        r"\(shard-000000.tar, shard-000002.tar\)"):
+        restore(archive, str(out), where="key != 'k10' and key != 'k11'", progress=False)
+    # no shard has a matching row: nothing would be written, so nothing is refused
+    report = restore(archive, str(out), where="key == 'nope'", progress=False)
+    assert report.ok and report.outputs == []
+    (out / "shard-000001.tar").unlink()
+    report = restore(archive, str(out), where="key == 'k10'", progress=False)
+    assert report.ok and report.outputs == ["shard-000001"]
+    assert list(read_tar(out / "shard-000001.tar")) == ["k10"]
