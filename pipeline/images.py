@@ -66,7 +66,7 @@ def prepare(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarr
                 mode = im.mode
                 if im.width * im.height > max_pixels:
                     raise Unsupported(
-                        f"{im.width}x{im.height} ({im.width * im.height / 1e6:.1f} MP) is above "
+                        f"{im.width}x{im.height} ({im.width * im.height / 1e6:.3g} MP) is above "
                         f"the per-image budget of {max_pixels / 1e6:g} MP (--max-pixels)")
                 if getattr(im, "n_frames", 1) > 1:
                     if fmt == "MPO":  # a camera JPEG with a depth map or preview: not animated
