@@ -356,16 +356,17 @@ def compress(
         # the next run removes and counts (_plan), as after a crash. A shard can also finish
         # between the signal and its worker's end (Ray checks for signals about once a
         # second): its result never came back, but its file is whole; counted from the file.
-        present = set(_existing_shards(archive, storage))
-        for shard in todo:
-            if shard.name not in results and shard.name in present:
-                found, _ = validate_shard_file(archive, shard.name, storage)
-                if found is not None:
-                    results[shard.name] = found.meta
-                    report.done.append(shard.name)
-        report.interrupted = sorted(interrupted_before)
-        _write_stats(archive, storage, report, codec, metrics, effort, limits, skip_above,
-                     earlier, results, started)
+        with interrupt.shielded():  # a second Ctrl-C must not leave the last run's record
+            present = set(_existing_shards(archive, storage))
+            for shard in todo:
+                if shard.name not in results and shard.name in present:
+                    found, _ = validate_shard_file(archive, shard.name, storage)
+                    if found is not None:
+                        results[shard.name] = found.meta
+                        report.done.append(shard.name)
+            report.interrupted = sorted(interrupted_before)
+            _write_stats(archive, storage, report, codec, metrics, effort, limits, skip_above,
+                         earlier, results, started)
         left = len(todo) - len(report.done)
         n_failed = len({s.name for s in todo} & set(report.failed))  # not other sources' files
         failed = f" ({n_failed} of them failed)" if n_failed else ""

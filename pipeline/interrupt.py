@@ -89,6 +89,23 @@ def ray_starting() -> Iterator[None]:
         reinstall()
 
 
+@contextlib.contextmanager
+def shielded() -> Iterator[None]:
+    """Within: a further SIGINT or SIGTERM is ignored, so that a stopped compress writes its
+    record whole (a second Ctrl-C there left the previous run's ``_stats.json`` in place). It
+    lasts as long as writing that record; SIGKILL (``ray job stop`` 3 s after SIGTERM) still
+    ends the process, and the next run works from the shard files, as after a crash."""
+    if not (_installed and threading.current_thread() is threading.main_thread()):
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        _install()
+
+
 def received() -> int:
     """The signal that raised the last ``KeyboardInterrupt`` (SIGINT when none was caught here:
     Python's own Ctrl-C)."""

@@ -53,6 +53,22 @@ def test_a_sigterm_while_ray_starts_is_ours_too():
         assert signal.getsignal(signal.SIGTERM) is interrupt._handler  # ... and put back
 
 
+def test_a_second_signal_while_the_record_is_written_is_ignored():
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt), interrupt.catch_signals():
+        with interrupt.shielded():
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.5)  # either would have raised here
+            finished = True
+        assert finished and signal.getsignal(signal.SIGINT) is interrupt._handler
+        os.kill(os.getpid(), signal.SIGINT)  # after it: ours again
+        time.sleep(5)
+    assert signal.getsignal(signal.SIGINT) == before
+    with interrupt.shielded():  # outside catch_signals (a library caller): changes nothing
+        assert signal.getsignal(signal.SIGINT) == before
+
+
 def _start(args: list[str], log: Path) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="disabled")
