@@ -15,6 +15,7 @@ that way on 2 cores, in three of three alternated pairs
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import math
 import os
@@ -351,5 +352,11 @@ def run_per_shard(
                         if isinstance(exc, ray.exceptions.RayActorError) else "its worker failed")
                 yield {"ok": False, "shard": task.get("shard"), "error": _ray_error(task, exc, what)}
     finally:
+        # A shard in flight is cancelled first: it is not to be retried (its attempts drop to
+        # none), so Ray does not print "... failed. There are 3 retries remaining, so the task
+        # will be retried" for each one that ray.kill ends (a Ctrl-C, `ray job stop`).
+        for ref in running:
+            with contextlib.suppress(Exception):
+                ray.cancel(ref)
         for actor in actors:
             ray.kill(actor)
