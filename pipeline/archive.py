@@ -23,15 +23,18 @@ from pipeline.archive_format import (
     INDEX,
     STATUS_OK,
     FormatError,
+    check_against_manifest,
     open_shard_file,
     read_manifest,
-    shard_meta,
+    reading,
+    shard_url,
 )
 from pipeline.images import Unsupported, prepare
 from pipeline.rows import RowDecoder, check_decoder_for
 from pipeline.storage import StorageOptions, filesystem, join, write_atomic
 
 INDEX_ROW_GROUP = 16384
+REBUILD_INDEX = "rerun the compress command to rebuild it"
 # A passthrough image is decoded for get() whatever its size (the caller asked for this one
 # image); Pillow's decompression-bomb limit still applies.
 PASSTHROUGH_MAX_PIXELS = 1 << 62
@@ -53,6 +56,12 @@ def passthrough_pixels(row: dict[str, Any]) -> np.ndarray | None:
         if member["name"] == row["image_name"]:
             return prepare(member["data"], max_pixels=PASSTHROUGH_MAX_PIXELS)[0]
     return None
+
+
+def writable(image: np.ndarray) -> np.ndarray:
+    """The image as an array the caller may write to: Pillow's decodes (webp, passthrough) are
+    read-only views, the learned codecs' are not, and torch warns on read-only arrays."""
+    return image if image.flags.writeable else image.copy()
 
 
 def index_digest(entries: Iterable[tuple[str, int]]) -> str:
@@ -78,7 +87,7 @@ def index_digests(archive: str, storage: StorageOptions | None = None) -> dict[s
     if not fs.exists(path):
         raise FormatError(f"{archive} has no {INDEX} (Archive.get needs it); rerun the compress "
                           "command to build it")
-    with fs.open(path, "rb") as f:
+    with fs.open(path, "rb") as f, reading(join(archive, INDEX), REBUILD_INDEX):
         table = pq.read_table(f, columns=["key", "shard", "row_group"])
     by_shard: dict[str, list[tuple[str, int]]] = {}
     for key, shard, rg in zip(*(table.column(c).to_pylist() for c in ("key", "shard", "row_group")),
@@ -160,10 +169,14 @@ class Archive:
         """(shard, its row groups holding ``key``); a key in several shards needs ``shard``.
 
         Usually one row group; more than one only where the key repeats within the shard."""
-        fs, path = filesystem(join(self.url, INDEX), self.storage)
+        for name, value in (("key", key), ("shard", shard)):
+            if not isinstance(value, str) and (name == "key" or value is not None):
+                raise TypeError(f"get: the {name} must be a str, not {type(value).__name__}")
+        url = join(self.url, INDEX)
+        fs, path = filesystem(url, self.storage)
         if not fs.exists(path):
             raise FormatError(f"{self.url} has no {INDEX}; rerun compress to build it")
-        with fs.open(path, "rb") as f:
+        with fs.open(path, "rb") as f, reading(url, REBUILD_INDEX):
             index = pq.ParquetFile(f, page_checksum_verification=True)
             hits: list[tuple[str, int]] = []
             for rg in range(index.num_row_groups):
@@ -174,13 +187,16 @@ class Archive:
                 mask = pc.equal(table.column("key"), key)
                 for row in table.filter(mask).to_pylist():
                     hits.append((row["shard"], row["row_group"]))
+        elsewhere = sorted({s for s, _ in hits})
         if shard is not None:
             hits = [h for h in hits if h[0] == shard]
         if not hits:
-            if shard is not None and shard not in {e["shard"] for e in self.manifest["shards"]}:
+            if shard is not None and shard not in self._samples():
                 raise ArchiveKeyError(f"the archive has no shard {shard!r} (looking up key {key!r})")
-            where = f" in shard {shard}" if shard else ""
-            raise ArchiveKeyError(f"key {key!r} is not in the archive{where}")
+            if shard is None:
+                raise ArchiveKeyError(f"key {key!r} is not in the archive")
+            there = f"it is in {', '.join(elsewhere)}" if elsewhere else "nor in any other shard"
+            raise ArchiveKeyError(f"key {key!r} is not in shard {shard} ({there})")
         shards = sorted({s for s, _ in hits})
         if len(shards) > 1:
             raise ArchiveKeyError(f"key {key!r} is in {len(shards)} shards ({', '.join(shards)}); "
@@ -194,13 +210,17 @@ class Archive:
         A key that repeats within its shard needs ``index``, the sample's position in the
         source shard (the rows' ``index`` column); without it the error lists the candidates."""
         shard, groups = self.locate(key, shard)
-        f, parquet = open_shard_file(self.url, shard, self.storage)
-        with f:
-            shard_meta(parquet, shard)
-            rows = []
-            for rg in groups:
-                table = parquet.read_row_group(rg)
-                rows += table.filter(pc.equal(table.column("key"), key)).to_pylist()
+        with reading(f"shard {shard} ({shard_url(self.url, shard)})"):
+            f, parquet = open_shard_file(self.url, shard, self.storage)
+            with f:
+                # a file copied or renamed from another shard that has the key too would give
+                # that shard's image as this one's
+                check_against_manifest(parquet, shard, self._samples().get(shard, -1),
+                                       f"shard {shard}")
+                rows = []
+                for rg in groups:
+                    table = parquet.read_row_group(rg)
+                    rows += table.filter(pc.equal(table.column("key"), key)).to_pylist()
         if not rows:
             raise FormatError(f"{INDEX} places key {key!r} in row group(s) {groups} of shard "
                               f"{shard}, but it is not there: the index is stale or damaged "
@@ -216,6 +236,10 @@ class Archive:
                                   f"(sample indexes {indexes}); call get(shard, key, index=N)")
         return rows[0]
 
+    def _samples(self) -> dict[str, int]:
+        """Samples of each shard, from the manifest."""
+        return {e["shard"]: e["samples"] for e in self.manifest["shards"]}
+
     def decoders(self) -> tuple[str, ...]:
         """The decoders this archive's codec has ("faithful", and e.g. "realistic")."""
         return codec_decoders(self.manifest["codec"])
@@ -228,7 +252,7 @@ class Archive:
         return self._decoders[decoder]
 
     def get(self, *args: str, decoder: str = "faithful", index: int | None = None) -> np.ndarray:
-        """``get(key)`` or ``get(shard, key)``: the decoded image, uint8 HxWx3, checked.
+        """``get(key)`` or ``get(shard, key)``: the decoded image, uint8 HxWx3 (writable), checked.
 
         ``decoder="realistic"`` decodes the same bitstream with the codec's realistic synthesis
         (``CodecError`` naming the codec's decoders if it has none). ``index`` picks one sample
@@ -245,7 +269,7 @@ class Archive:
         row = self.row(key, shard, index)
         decoded = rows.check(row)
         if row["status"] == STATUS_OK:
-            return decoded.image
+            return writable(decoded.image)
         where = f"sample {key!r} in shard {row['shard']} (index {row['index']})"
         try:
             image = passthrough_pixels(row)
@@ -257,4 +281,4 @@ class Archive:
             ) from None
         if image is None:
             raise ArchiveKeyError(f"{where} has no image ({row['reason']})")
-        return image
+        return writable(image)

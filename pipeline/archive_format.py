@@ -14,7 +14,9 @@ re-reading its rows.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,6 +90,27 @@ WRITER_OPTIONS: dict[str, Any] = {
 
 class FormatError(ValueError):
     """An archive or shard file is not something this version of latentarc can read."""
+
+
+@contextlib.contextmanager
+def reading(what: str, fix: str = "latentarc verify checks every file of the archive"
+            ) -> Iterator[None]:
+    """Around the reads of one archive file: pyarrow's own errors name no file (a truncated
+    file: "Parquet magic bytes not found in footer"; a damaged page: "could not verify page
+    integrity"), and from a DataLoader worker in a training job they said nothing of where to
+    look. This names ``what``. Arrow's errors become FormatError (the file is damaged or is
+    not Parquet); a plain OSError stays one (it may be the network), with ``what`` named.
+    ``fix`` says what to do."""
+    try:
+        yield
+    except FormatError:
+        raise
+    except pa.ArrowException as exc:  # ArrowInvalid and the like: not an I/O error
+        raise FormatError(f"{what} is damaged or not Parquet ({exc}); {fix}") from exc
+    except OSError as exc:
+        if type(exc) is not OSError:  # FileNotFoundError and the like name their path
+            raise
+        raise OSError(f"{what} cannot be read ({exc}); {fix}") from exc
 
 
 def shard_url(archive: str, shard: str) -> str:
@@ -223,4 +246,12 @@ def read_manifest(archive: str, storage: StorageOptions | None = None) -> dict[s
             f"access to {url} was refused ({exc or 'Forbidden'}): check the credentials for "
             "this store (environment or credential files) and its permissions") from exc
     check_version(manifest, url)
+    shards = manifest.get("shards")
+    if not isinstance(manifest.get("codec"), str) or not isinstance(shards, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("shard"), str)
+            and isinstance(e.get("source_file"), str) and isinstance(e.get("samples"), int)
+            for e in shards):
+        raise FormatError(f"{url} is damaged: it lacks the codec or a list of shards with "
+                          "shard, source_file and samples each (rerun the compress command to "
+                          "write it again)")
     return manifest

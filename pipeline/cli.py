@@ -17,7 +17,7 @@ from typing import Any
 
 from models.codec import CodecError
 from pipeline import interrupt
-from pipeline.archive_format import MANIFEST, STATS, FormatError, check_version, read_json
+from pipeline.archive_format import MANIFEST, STATS, FormatError, read_json, read_manifest
 from pipeline.errors import Refused
 from pipeline.runner import RayOptions
 from pipeline.sources import SourceError
@@ -354,9 +354,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     storage = _storage(args)
     archive = args.archive.rstrip("/")
     complete = exists(join(archive, MANIFEST), storage)
-    manifest = read_json(join(archive, MANIFEST), storage) if complete else None
-    if manifest is not None:
-        check_version(manifest, join(archive, MANIFEST))  # FormatError: refused, exit 2
+    manifest = read_manifest(archive, storage) if complete else None  # FormatError: exit 2
     stats = read_json(join(archive, STATS), storage) if exists(join(archive, STATS), storage) else None
     if manifest is None and stats is None:
         raise Refused(f"{archive} is not a latentarc archive (no {MANIFEST} or {STATS})")
@@ -365,7 +363,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         return EXIT_OK if complete else EXIT_INCOMPLETE
     source = manifest or stats["run"]
     print(f"archive    {archive}")
-    print(f"status     {'complete' if complete else 'INCOMPLETE (compress has not finished)'}")
+    print(f"status     {'complete' if complete else 'INCOMPLETE (' + _why_incomplete(stats) + ')'}")
     if manifest:
         print(f"format     v{manifest['format_version']}, created {manifest['created']}")
         versions = ", ".join(f"{k} {v}" for k, v in sorted(manifest["codec_versions"].items()))
@@ -407,6 +405,17 @@ def _cmd_info(args: argparse.Namespace) -> int:
             for name, r in passthrough[:20]:
                 print(f"  {name} {r['key']}: {r['reason']}")
     return EXIT_OK if complete else EXIT_INCOMPLETE
+
+
+def _why_incomplete(stats: dict[str, Any] | None) -> str:
+    """What ``info`` says of an archive without a manifest, from its last run's record."""
+    run = (stats or {}).get("run", {})
+    if run.get("stopped_by"):
+        return f"the last compress run was stopped by {run['stopped_by']}"
+    if run.get("failed"):
+        return (f"the last compress run ended with {len(run['failed'])} failed shard(s), "
+                "listed below")
+    return "compress has not finished"
 
 
 def _cmd_codecs(args: argparse.Namespace) -> int:

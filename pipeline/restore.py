@@ -173,10 +173,12 @@ def restore_shard(
                 raise RowError(row["shard"], row["key"], "cannot write the restored image as "
                                f"{image_format or row['format']}: {type(exc).__name__}: {exc}"
                                ) from exc
-            if member[0] != row["image_name"] and any(m["name"] == member[0]
-                                                      for m in row["members"]):
+            # two members of one name in a tar sample (--layout files writes the image only)
+            if layout == "webdataset" and member[0] != row["image_name"] and any(
+                    m["name"] == member[0] for m in row["members"]):
+                name = member_name(row["key"], member[0])
                 raise RowError(row["shard"], row["key"], f"--image-format {image_format} would "
-                               f"name the image {member[0]!r}, as another member of this sample "
+                               f"name the image {name!r}, as another member of this sample "
                                "is named; restore this shard without --image-format")
             sample.members.append(member)
         sample.members.extend((m["name"], m["data"]) for m in row["members"])
@@ -470,7 +472,7 @@ def restore(
     entries = {e["shard"]: e for e in manifest["shards"]}
     if shards is not None and not shards:
         raise Refused("no shards selected (an empty shard list)")
-    chosen = list(entries) if shards is None else shards
+    chosen = list(entries) if shards is None else list(dict.fromkeys(shards))  # each once
     unknown = [s for s in chosen if s not in entries]
     if unknown:
         raise Refused(f"archive has no shard(s) {', '.join(unknown)}; it has {len(entries)} shards")

@@ -179,11 +179,9 @@ def iter_samples(fileobj: IO[bytes], shard: str) -> Iterator[Sample]:
                 f"shard {shard}: the file is {kind}-compressed, not a tar; latentarc reads "
                 f"uncompressed tar shards, so {NOT_RETRYABLE}: decompress it to a .tar first"
             ) from exc
-        last = current.key if current is not None else "(none)"
+        after = f"after key {current.key!r}" if current is not None else "before its first sample"
         where = f" while reading member {reading!r}" if reading else ""
-        raise ShardReadError(
-            f"shard {shard}: tar is damaged after key {last!r}{where}: {exc}"
-        ) from exc
+        raise ShardReadError(f"shard {shard}: tar is damaged {after}{where}: {exc}") from exc
     if current is not None:
         yield current
 

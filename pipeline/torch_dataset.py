@@ -16,8 +16,15 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from pipeline.archive import passthrough_pixels
-from pipeline.archive_format import STATUS_OK, check_against_manifest, open_shard_file, read_manifest
+from pipeline.archive import passthrough_pixels, writable
+from pipeline.archive_format import (
+    STATUS_OK,
+    check_against_manifest,
+    open_shard_file,
+    read_manifest,
+    reading,
+    shard_url,
+)
 from pipeline.images import Unsupported
 from pipeline.rows import RowDecoder, check_decoder_for
 from pipeline.storage import StorageOptions
@@ -36,7 +43,8 @@ def _ray_train_rank() -> tuple[int, int]:
 
 
 class ArchiveDataset(IterableDataset):
-    """Yields ``{"shard", "key", "image": uint8 HxWx3 numpy, "members": {name: bytes}}``.
+    """Yields ``{"shard", "key", "index", "image": uint8 HxWx3 numpy (writable), "members":
+    {name: bytes}}``; ``index`` is the sample's position in its source shard.
 
     Passthrough samples (stored as they came: the size guard kept them, or the codec could not
     take them) are skipped unless ``include_passthrough``; then ``image`` holds their pixels
@@ -79,8 +87,14 @@ class ArchiveDataset(IterableDataset):
         if decoder != "faithful":
             check_decoder_for(manifest["codec"], decoder)  # refuse now, not in a worker
         self.decoder = decoder
+        if isinstance(shards, str):  # iterated, it would be a list of characters
+            raise TypeError(f"shards must be a list of shard names, e.g. [{shards!r}]")
         if shards is not None and not shards:  # not "every shard": an empty split is a mistake
             raise ValueError("shards=[] selects nothing; pass None for every shard")
+        if shards is not None and len(set(shards)) < len(shards):  # a split built by concatenation
+            twice = sorted({s for s in shards if shards.count(s) > 1})
+            raise ValueError(f"shards lists {', '.join(twice)} more than once: its samples would "
+                             "be seen more than once per epoch")
         # samples each shard file must hold, as verify checks: a file copied over from another
         # shard, or left by another run, would otherwise yield other samples under this name
         self.expected = {e["shard"]: e["samples"] for e in manifest["shards"]}
@@ -103,11 +117,17 @@ class ArchiveDataset(IterableDataset):
         """(shard, row group) pairs: the unit of work that is dealt to workers."""
         out = []
         for shard in self.shards:
-            f, parquet = open_shard_file(self.url, shard, self.storage)
-            with f:
-                self._check(shard, parquet)
-                out += [(shard, rg) for rg in range(parquet.num_row_groups)]
+            with self._reading(shard):
+                f, parquet = open_shard_file(self.url, shard, self.storage)
+                with f:
+                    self._check(shard, parquet)
+                    out += [(shard, rg) for rg in range(parquet.num_row_groups)]
         return out
+
+    def _reading(self, shard: str, rg: int | None = None):
+        """Errors while reading name the shard file (and row group): see ``reading``."""
+        at = f"row group {rg} of " if rg is not None else ""
+        return reading(f"shard {shard} ({at}{shard_url(self.url, shard)})")
 
     def _check(self, shard: str, parquet: Any) -> None:
         check_against_manifest(parquet, shard, self.expected[shard], f"{self.url} shard {shard}")
@@ -121,18 +141,19 @@ class ArchiveDataset(IterableDataset):
         where = parse_where(self.where) if self.where else None
         counts = {}
         for shard in self.shards:
-            f, parquet = open_shard_file(self.url, shard, self.storage)
-            with f:
-                self._check(shard, parquet)
-                present = set(parquet.schema_arrow.names)
-                columns = [c for c in dict.fromkeys(["status", *(c.column for c in where or [])])
-                           if c in present]
-                for rg in range(parquet.num_row_groups):
-                    if where and not row_group_may_match(where, parquet.metadata.row_group(rg)):
-                        counts[(shard, rg)] = 0
-                        continue
-                    rows = parquet.read_row_group(rg, columns=columns).to_pylist()
-                    counts[(shard, rg)] = sum(self._wanted(r, where) for r in rows)
+            with self._reading(shard):
+                f, parquet = open_shard_file(self.url, shard, self.storage)
+                with f:
+                    self._check(shard, parquet)
+                    present = set(parquet.schema_arrow.names)
+                    columns = [c for c in dict.fromkeys(["status", *(c.column for c in where or [])])
+                               if c in present]
+                    for rg in range(parquet.num_row_groups):
+                        if where and not row_group_may_match(where, parquet.metadata.row_group(rg)):
+                            counts[(shard, rg)] = 0
+                            continue
+                        rows = parquet.read_row_group(rg, columns=columns).to_pylist()
+                        counts[(shard, rg)] = sum(self._wanted(r, where) for r in rows)
         return counts
 
     def __getstate__(self) -> dict[str, Any]:
@@ -162,11 +183,12 @@ class ArchiveDataset(IterableDataset):
         for shard, rg, limit in self.my_units():
             if limit == 0:
                 continue
-            f, parquet = open_shard_file(self.url, shard, self.storage)
-            with f:
-                if where and not row_group_may_match(where, parquet.metadata.row_group(rg)):
-                    continue
-                rows = parquet.read_row_group(rg).to_pylist()
+            with self._reading(shard, rg):
+                f, parquet = open_shard_file(self.url, shard, self.storage)
+                with f:
+                    if where and not row_group_may_match(where, parquet.metadata.row_group(rg)):
+                        continue
+                    rows = parquet.read_row_group(rg).to_pylist()
             taken = 0
             for row in rows:
                 if not self._wanted(row, where):
@@ -175,10 +197,12 @@ class ArchiveDataset(IterableDataset):
                     break
                 taken += 1
                 decoded = decoder.check(row)
+                image = decoded.image if decoded is not None else _passthrough_image(row)
                 sample = {
                     "shard": shard,
                     "key": row["key"],
-                    "image": decoded.image if decoded is not None else _passthrough_image(row),
+                    "index": row["index"],  # tells apart the samples of a key that repeats
+                    "image": writable(image) if image is not None else None,
                     "members": {m["name"]: m["data"] for m in row["members"]},
                 }
                 if row["status"] != STATUS_OK:
@@ -231,6 +255,11 @@ def even_deal(counts: dict[tuple[str, int], int],
 
 
 def to_tensor(sample: dict[str, Any]) -> torch.Tensor:
-    """A ready-made transform: the image as float CHW in [0, 1]."""
-    image: np.ndarray = sample["image"]
-    return torch.from_numpy(image.copy()).permute(2, 0, 1).float().div_(255.0)
+    """A ready-made transform: the image as float CHW in [0, 1]. A passthrough sample without
+    RGB pixels (``include_passthrough``) is an error naming it: there is no tensor to give."""
+    image: np.ndarray | None = sample["image"]
+    if image is None:
+        raise ValueError(f"to_tensor: sample {sample['key']!r} of shard {sample['shard']} has no "
+                         f"RGB pixels: it is stored as it came ({sample.get('reason')}); use "
+                         "include_passthrough=False, or a transform that handles image None")
+    return torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0)

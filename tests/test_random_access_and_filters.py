@@ -239,8 +239,15 @@ def test_restore_errors_name_the_key_and_never_write_two_members_of_one_name(tmp
     keys.write_text("k\n")
     png = restore(archive, str(tmp_path / "png"), keys_file=str(keys), image_format="png",
                   progress=False)
-    assert "key 'k': --image-format png would name the image 'png'" in png.failed["shard-000000"]
+    assert "key 'k': --image-format png would name the image 'k.png'" in png.failed["shard-000000"]
     assert not (tmp_path / "png" / "shard-000000.tar").exists()
+    # --layout files writes the image alone: no two files of one name, so no failure
+    files = restore(archive, str(tmp_path / "files"), keys_file=str(keys), image_format="png",
+                    layout="files", progress=False)
+    assert files.ok and sorted(p.name for p in (tmp_path / "files" / "shard-000000").iterdir()) \
+        == ["k.png"]
+    source = Image.open(io.BytesIO(sample("k", 1, "jpg")["jpg"]))
+    assert Image.open(tmp_path / "files" / "shard-000000" / "k.png").size == source.size
     keys.write_text("wide\n")
     webp = restore(archive, str(tmp_path / "webp"), keys_file=str(keys), image_format="webp",
                    progress=False)
