@@ -1,12 +1,12 @@
 """Benchmarks. Four modes:
 
-    python -m jobs.benchmark --dataset DIR [--out OUT] [--anchors ../shared/anchors]   # rate-distortion
+    python -m jobs.benchmark --dataset DIR --out OUT [--anchors ../shared/anchors]     # rate-distortion
     python -m jobs.benchmark codecs --images DIR --out OUT                            # through the pipeline
     python -m jobs.benchmark --pipeline [--images DIR] [--codec webp]                 # pipeline vs bare codec
     python -m jobs.benchmark --perceptual --dataset DIR --out OUT                      # perceptual RD
 
 The first (``rd``, the default) is ``jobs.rd_benchmark``: bare codecs at several qualities.
-The second, below: every codec through the real pipeline, on one image set.
+The second (``codecs``): every codec through the real pipeline, on one image set.
 The third (``pipeline``, also ``--pipeline``) is ``jobs.pipeline_benchmark``: compress/restore
 throughput against the bare codec, peak RSS per worker, bytes per row, 1 vs 2 actors.
 The fourth (``--perceptual``) is ``jobs.perceptual_benchmark``: low rates, DISTS and LPIPS.
@@ -201,29 +201,33 @@ def main(argv: list[str] | None = None) -> int:
         return run_perceptual_benchmark(argv[1:])
     if not argv or argv[0] not in ("codecs", "rd", "-h", "--help"):
         argv = ["rd", *argv]
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m jobs.benchmark", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="mode", required=True)
     p = sub.add_parser("rd", help="rate-distortion of bare codecs (the default mode)")
     p.add_argument("--dataset", required=True, type=Path, help="directory of images")
-    p.add_argument("--out", type=Path, help="results directory (default benchmarks/<dataset name>)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="results directory (the committed results are under benchmarks/: name "
+                   "a new folder unless you mean to replace them)")
     p.add_argument("--codecs", nargs="+", default=["jpeg", "webp", "avif"],
                    help="codec ids (jpeg/webp/avif are the benchmark baselines: WebP method 6); "
                    "CODEC+effortN encodes a learned codec with --effort N (latent refinement)")
     p.add_argument("--anchors", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "anchors",
                    help="folder with bdrate.py and kodak/*.json (skipped when missing)")
     p.add_argument("--limit", type=int, help="only the first N images")
-    p.add_argument("--qualities", action="append", default=[], metavar="CODEC=Q1,Q2,...")
+    p.add_argument("--qualities", action="append", default=[], metavar="CODEC=Q1,Q2,...",
+                   help="qualities of one codec (default: its benchmark set); repeatable")
     p = sub.add_parser("codecs", help="every codec through compress/restore/verify")
     p.add_argument("--images", required=True, type=Path, help="directory of images")
     p.add_argument("--out", required=True, type=Path, help="where results.json/md go")
-    p.add_argument("--codecs", nargs="+", default=[c.id for c in list_codecs()])
-    p.add_argument("--shards", type=int, default=3)
+    p.add_argument("--codecs", nargs="+", default=[c.id for c in list_codecs()],
+                   help="codec ids (default: every registered codec)")
+    p.add_argument("--shards", type=int, default=3, help="shards the images are split into (default 3)")
     p.add_argument("--quality", action="append", default=[], metavar="CODEC=Q",
                    help="quality for one codec (default: the codec's default); repeatable")
     p.add_argument("--guard", action="store_true",
                    help="compress as users do: size guard on (and --min-psnr), JPEG fallback")
-    p.add_argument("--min-psnr", type=float)
+    p.add_argument("--min-psnr", type=float, help="with --guard: compress's --min-psnr (default: off)")
     sub.add_parser("pipeline", add_help=False,
                    help="pipeline vs bare codec: throughput, worker RSS, bytes/row, 1 vs 2 actors "
                         "(also --pipeline; see `python -m jobs.benchmark --pipeline --help`)")
@@ -237,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         qualities = {k: [float(x) for x in v.split(",")]
                      for k, v in (q.split("=", 1) for q in args.qualities)}
         anchors = args.anchors if args.anchors.exists() else None
-        run_rd(args.dataset, args.out or Path("benchmarks") / args.dataset.name, args.codecs,
+        run_rd(args.dataset, args.out, args.codecs,
                anchors, args.limit, qualities, command)
         return 0
     quality = {k: float(v) for k, v in (q.split("=", 1) for q in args.quality)}

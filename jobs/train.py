@@ -1,4 +1,4 @@
-"""`python -m jobs.train`: train the learned codec on Ray Train, in resumable chunks.
+r"""`python -m jobs.train`: train the learned codec on Ray Train, in resumable chunks.
 
     python -m jobs.train prepare --out data/train-shards        # once: build training shards
     python -m jobs.train run --shards data/train-shards --checkpoint-dir checkpoints/msh \
@@ -432,7 +432,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m jobs.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("prepare", help="build training shards from ../shared training sets")
@@ -451,18 +451,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint-dir", required=True)
     p.add_argument("--prior", choices=["mean-scale", "scale", "factorized"], default="mean-scale")
     p.add_argument("--init-from", help="checkpoint whose matching tensors start a new run")
-    p.add_argument("--N", type=int, default=64)
-    p.add_argument("--M", type=int, default=96)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--N", type=int, default=64, help="channels of the hidden layers (default 64)")
+    p.add_argument("--M", type=int, default=96, help="channels of the latent y (default 96)")
+    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4)")
+    p.add_argument("--batch", type=int, default=16, help="crops per step (default 16)")
+    p.add_argument("--crop", type=int, default=128, help="square crop side in pixels (default 128)")
     p.add_argument("--steps", type=int, default=1_000_000, help="stop at this total step")
     p.add_argument("--minutes", type=float, default=60, help="stop after this long (this chunk)")
     p.add_argument("--save-minutes", type=float, default=5)
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--threads", type=int, default=2, help="torch threads per worker")
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--cpus-per-worker", type=float, default=1)
+    p.add_argument("--workers", type=int, default=1, help="Ray Train workers (default 1)")
+    p.add_argument("--cpus-per-worker", type=float, default=1,
+                   help="CPUs each Ray Train worker reserves (default 1)")
     p.add_argument("--gpu", action="store_true", help="train on CUDA (Ray Train GPU workers)")
     p.add_argument("--no-ray", action="store_true",
                    help="train in this process without Ray Train (a single-GPU machine without "
@@ -490,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["run"] and "--gan" in argv:  # its own flags: parsed by jobs.train_gan
         from jobs import train_gan
 
-        return train_gan.main([a for a in argv if a != "--gan"])
+        return train_gan.main([a for a in argv if a != "--gan"], via_train=True)
     args = parser.parse_args(argv)
     if args.cmd == "export":
         return export(args)

@@ -1,4 +1,4 @@
-"""`python -m jobs.train run --gan`: GAN fine-tune of a learned codec's synthesis transform.
+r"""`python -m jobs.train run --gan`: GAN fine-tune of a learned codec's synthesis transform.
 
     python -m jobs.train run --gan --init-codec msh-n96 --shards data/train-shards \
         --checkpoint-dir data/gan-msh-n96 --minutes 60        # rerun to continue
@@ -717,11 +717,13 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.train run --gan", description=__doc__,
+def main(argv: list[str] | None = None, via_train: bool = False) -> int:
+    """``via_train``: called by ``python -m jobs.train run --gan``, whose usage line this shows."""
+    parser = argparse.ArgumentParser(prog="python -m jobs.train_gan", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("run", help="train the realistic g_s (resumes from --checkpoint-dir)",
+                       prog="python -m jobs.train run --gan" if via_train else None,
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(p)
     p = sub.add_parser("eval", help="faithful vs realistic on a few held-out images (never Kodak "

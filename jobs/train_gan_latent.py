@@ -1,4 +1,4 @@
-"""Train the gan-latent encoder, fit its prior, export the codec's weights.
+r"""Train the gan-latent encoder, fit its prior, export the codec's weights.
 
     python -m jobs.train_gan_latent train --faces ../shared/datasets/faces_utkface \
         --out data/gan-latent --minutes 20

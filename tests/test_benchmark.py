@@ -81,3 +81,17 @@ def test_a_learned_codec_benchmarked_on_its_training_folder_is_labelled_in_sampl
     assert "In-sample" not in to_markdown({**summary, "results": [row]}, "cmd")
     text = to_markdown({**summary, "results": [{**row, "trained_on_these_images": True}]}, "cmd")
     assert "**In-sample: msh-n96-v2 trained on every image of this folder**" in text
+
+
+def test_published_kodak_anchors_are_compared_only_on_the_kodak_set():
+    """By the folder's name, two thumbnails in a folder named kodak (or a --limit) were
+    compared with the anchors of all 24 Kodak images."""
+    import numpy as np
+
+    from jobs.rd_benchmark import is_kodak
+
+    kodak = [(f"kodim{i:02d}.png", np.zeros((512, 768, 3), np.uint8)) for i in range(1, 25)]
+    kodak[3] = (kodak[3][0], np.zeros((768, 512, 3), np.uint8))  # portrait ones are in the set
+    assert is_kodak(kodak)
+    assert not is_kodak(kodak[:2])
+    assert not is_kodak([(n, a[:256, :384]) for n, a in kodak])
