@@ -72,12 +72,14 @@ def _add_ray(p: argparse.ArgumentParser, gpus: bool = True) -> None:
     g = p.add_argument_group("Ray")
     g.add_argument("--ray-address", help="cluster address (default: RAY_ADDRESS, else in-process Ray)")
     g.add_argument("--actors", type=int,
-                   help="codec actors (default: one per cluster CPU, or per GPU share with GPU "
-                        "actors; at most one per shard)")
+                   help=("codec actors (default: one per cluster CPU, or per GPU share with GPU "
+                         "actors; at most one per shard)") if gpus else
+                        "checking actors (default: one per cluster CPU; at most one per shard)")
     g.add_argument("--cpus-per-actor", type=_auto_number, default=None, metavar="N|auto",
                    help="CPUs reserved per actor (default auto: 0.5 for CPU actors, so that with "
-                        "the default count, one per CPU, each actor's torch gets one thread; for "
-                        "GPU actors an equal share of their node's CPUs, less half a CPU)")
+                        "the default count, one per CPU, each actor's torch gets one thread"
+                        + ("; for GPU actors an equal share of their node's CPUs, less half a CPU)"
+                           if gpus else ")"))
     if gpus:  # verify decodes on CPUs: a GPU it reserved would sit idle
         g.add_argument("--gpus-per-actor", type=_auto_number, default=None, metavar="N|auto",
                        help="GPUs per actor; fractions share one device (default auto: 0.5, "
@@ -107,7 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("archive", metavar="ARCHIVE", help="archive URL (directory or prefix)")
     p.add_argument("--codec", default=None,
                    help="codec id (see `latentarc codecs`; default: the registry's default codec)")
-    p.add_argument("--quality", type=float, help="codec quality (range: `latentarc codecs`)")
+    p.add_argument("--quality", type=float,
+                   help="codec quality (default: the codec's own; both are listed by "
+                   "`latentarc codecs`)")
     p.add_argument("--effort", type=int, default=None, metavar="STEPS",
                    help="encode-time optimisation steps per image, for codecs that take it: "
                    "gan-latent (refinement of the generator latent; default 60) and the "
@@ -135,18 +139,19 @@ def build_parser() -> argparse.ArgumentParser:
                    "per MP at --effort 20 and 225 s per MP for the realistic decoder's 40 "
                    "steps, so this bounds one photo's encode; on an H200 0.2 and 0.4 s per MP")
     p.add_argument("--min-psnr", type=float,
-                   help="store an image losslessly (passthrough) when its decode falls below this PSNR")
+                   help="store an image losslessly (passthrough) when its decode falls below this "
+                   "PSNR in dB (default: off)")
     p.add_argument("--max-pixels", type=float, default=40e6,
                    help="images above this many pixels are kept as they are, never decoded "
                    "(bounds a worker's memory; default 40e6)")
     p.add_argument("--no-size-guard", action="store_true",
                    help="keep bitstreams even when not smaller than the original image bytes "
                    "(default: such images are stored as their original bytes)")
-    p.add_argument("--batch-size", type=int, default=0, metavar="N",
+    p.add_argument("--batch-size", type=int, default=None, metavar="N",
                    help="samples per codec batch (default 8, on CPU and GPU actors alike: measured "
                    "no faster with 32 on a GPU, benchmarks/pipeline/gpu; 4 for the Pillow codecs, "
                    "which code one image at a time)")
-    p.add_argument("--batch-mp", type=float, default=0.0, metavar="MP",
+    p.add_argument("--batch-mp", type=float, default=None, metavar="MP",
                    help="decoded megapixels per codec batch; a batch ends at whichever bound comes "
                    "first (default 16). A worker holds two or "
                    "three batches of pixels: the one read ahead, the one being encoded and, for "
@@ -253,9 +258,12 @@ def summary_table(totals: dict[str, Any], archive: str) -> str:
         ("MB in (source shards)", _fmt(totals.get("source_bytes", 0) / 1e6, ".2f")),
         ("MB out (archive files)", _fmt(totals.get("archive_bytes", 0) / 1e6, ".2f")),
         ("ratio", _fmt(totals.get("ratio"), ".2f")),
-        ("mean bpp", _fmt(totals.get("mean_bpp"), ".3f")),
-        ("mean PSNR (dB)", _fmt(totals.get("mean_psnr"), ".2f")),
-        *([("mean LPIPS-alex", _fmt(totals["mean_lpips"], ".4f"))] if "mean_lpips" in totals else []),
+        # archives written before session 26 have no "bpp" in their totals
+        *([("bpp (coded bits / pixels)", _fmt(totals["bpp"], ".3f"))] if "bpp" in totals else []),
+        ("mean bpp per image", _fmt(totals.get("mean_bpp"), ".3f")),
+        ("mean PSNR per image (dB)", _fmt(totals.get("mean_psnr"), ".2f")),
+        *([("mean LPIPS-alex per image", _fmt(totals["mean_lpips"], ".4f"))]
+          if "mean_lpips" in totals else []),
         ("archive", archive),
     ]
     width = max(len(k) for k, _ in rows)
@@ -267,16 +275,20 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     from pipeline.compress import compress
     from pipeline.shard_encode import Batching, Guard
 
-    if args.batch_size < 0 or not (0 <= args.batch_mp < math.inf):  # nan fails both
-        raise Refused("--batch-size and --batch-mp must be positive, finite numbers")
+    # not given: the defaults (shard_encode.Batching). 0 was taken silently for them, and so
+    # was a --batch-mp below one pixel.
+    if args.batch_size is not None and args.batch_size < 1:
+        raise Refused("--batch-size must be at least 1 (leave it out for the default)")
+    if args.batch_mp is not None and not (1e-6 <= args.batch_mp < math.inf):  # nan fails too
+        raise Refused("--batch-mp must be a finite number of megapixels, at least 1e-6 (one "
+                      "pixel; leave it out for the default)")
     if args.min_psnr is not None and not math.isfinite(args.min_psnr):
         raise Refused("--min-psnr must be a finite number of dB (nan would turn the guard off)")
     if not math.isfinite(args.max_pixels) or args.max_pixels < 1:
         raise Refused("--max-pixels must be a finite number of pixels, at least 1: it bounds "
                       "what one image may take of a worker's memory")
-    # 0 = the default bound (shard_encode.Batching)
-    batching = Batching(args.batch_size, int(args.batch_mp * 1e6), prefetch=not args.no_prefetch,
-                        check_thread=not args.no_check_thread)
+    batching = Batching(args.batch_size or 0, round((args.batch_mp or 0) * 1e6),  # 0: default
+                        prefetch=not args.no_prefetch, check_thread=not args.no_check_thread)
     report = compress(args.sources, args.archive, args.codec or DEFAULT_CODEC, args.quality,
                       _storage(args), _ray(args), progress=not args.quiet,
                       guard=Guard(not args.no_size_guard, args.min_psnr,

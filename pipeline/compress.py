@@ -155,13 +155,16 @@ def _printable(url: str) -> str:
 
 
 def totals(shard_stats: list[dict[str, Any]]) -> dict[str, Any]:
-    """Sum per-shard figures; means are per image, as rate-distortion papers report them."""
+    """Sum per-shard figures. ``mean_bpp`` and ``mean_psnr`` are means per image, as
+    rate-distortion papers report them; ``bpp`` is the coded images' bits over their pixels,
+    which one tiny image among photos cannot move (its own bpp may be 100 and more)."""
     keys = ("samples", "compressed", "passthrough", "source_bytes", "archive_bytes",
             "image_bytes", "bitstream_bytes", "pixels", "unrefined")
     out: dict[str, Any] = {k: sum(s.get(k, 0) for s in shard_stats) for k in keys}
     out["shards"] = len(shard_stats)
     compressed = out["compressed"]
     psnr_count = sum(s.get("psnr_count", 0) for s in shard_stats)
+    out["bpp"] = 8 * out["bitstream_bytes"] / out["pixels"] if out["pixels"] else None
     out["mean_bpp"] = sum(s.get("bpp_sum", 0.0) for s in shard_stats) / compressed if compressed else None
     out["mean_psnr"] = (
         sum(s.get("psnr_sum", 0.0) for s in shard_stats) / psnr_count if psnr_count else None
@@ -324,7 +327,6 @@ def compress(
     if todo or report.failed:  # a damaged file of another run's shard leaves it incomplete too
         remove(manifest_url, storage)  # the archive is incomplete until this run finishes
     log.total = len(todo)
-    log.started = time.monotonic()
     tasks = [{"shard": s.name, "url": s.url, "file_name": s.file_name} for s in todo]
     results: dict[str, dict[str, Any]] = {}
     workers: set[tuple] = set()
@@ -336,7 +338,8 @@ def compress(
     worker_args = (codec.id, codec.quality, archive, asdict(storage), asdict(guard or Guard()),
                    metrics, effort, asdict(batching), device, effort_for, effort_max_pixels)
     try:
-        for result in run_per_shard(CompressWorker, worker_args, tasks, ray_options):
+        for result in run_per_shard(CompressWorker, worker_args, tasks, ray_options,
+                                    on_start=log.start):
             if result.get("pid") is not None:  # not the runner's own "worker died" results
                 workers.add((result.get("node"), result["pid"]))
             name = result["shard"]

@@ -35,7 +35,13 @@ RESTORE_FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP", 
 
 
 class Unsupported(ValueError):
-    """The image cannot go through the codec; the message is the passthrough reason."""
+    """The image cannot go through the codec; the message is the passthrough reason.
+    ``header``: (format, mode, height, width) where Pillow read the image's header, so that
+    the passthrough row records them (``--where "width > 8000"`` finds it), else None."""
+
+    def __init__(self, reason: str, header: tuple[str, str, int, int] | None = None) -> None:
+        super().__init__(reason)
+        self.header = header
 
 
 def image_member_index(suffixes: list[str]) -> int | None:
@@ -58,12 +64,14 @@ def prepare(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarr
     """
     if not data:
         raise Unsupported("empty image member")
+    header = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as im:
                 fmt = im.format or "unknown"
                 mode = im.mode
+                header = (fmt, mode, im.height, im.width)
                 if im.width * im.height > max_pixels:
                     raise Unsupported(
                         f"{im.width}x{im.height} ({im.width * im.height / 1e6:.3g} MP) is above "
@@ -84,12 +92,13 @@ def prepare(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarr
                                       "codec would drop")
                 im.load()
                 array = np.asarray(im.convert("RGB"))
-    except Unsupported:
+    except Unsupported as exc:
+        exc.header = header
         raise
     except UnidentifiedImageError:
         raise Unsupported("image does not decode: not a format Pillow recognises") from None
     except Exception as exc:  # Pillow signals bad data with many exception types
-        raise Unsupported(f"image does not decode: {type(exc).__name__}: {exc}") from exc
+        raise Unsupported(f"image does not decode: {type(exc).__name__}: {exc}", header) from exc
     return np.ascontiguousarray(array), mode, fmt
 
 

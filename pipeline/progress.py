@@ -30,6 +30,12 @@ class Progress:
         self.bytes_out = 0
         self.started = time.monotonic()
 
+    def start(self) -> None:
+        """The work starts now (the first actor is ready): rates and the ETA count from here,
+        not from Ray's start-up and the codec's loading, which made the first ETAs several
+        times too long."""
+        self.started = time.monotonic()
+
     def update(self, shard: str, images: int = 0, bytes_in: int = 0, bytes_out: int = 0,
                error: str | None = None) -> None:
         self.done += 1

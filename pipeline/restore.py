@@ -539,7 +539,7 @@ def restore(
     args = (archive, destination, image_format, jpeg_quality, asdict(storage), where, layout,
             decoder, worker_device(ray_options))
     try:
-        for result in run_per_shard(RestoreWorker, args, tasks, ray_options):
+        for result in run_per_shard(RestoreWorker, args, tasks, ray_options, on_start=log.start):
             name = result["shard"]
             if result["ok"]:
                 report.written[name] = result["samples"]

@@ -22,7 +22,7 @@ import os
 import re
 import sys
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -293,9 +293,12 @@ def run_per_shard(
     worker_args: tuple,
     tasks: list[dict[str, Any]],
     options: RayOptions,
+    on_start: Callable[[], None] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Yield each task's result as it completes (any order); every task yields exactly one.
 
+    ``on_start`` is called once, when the first actor is ready (its codec loaded): the
+    progress line's rates count from there, not from Ray's start-up.
     The actors are killed when the iteration ends (or is abandoned), so a compress followed by
     a restore in one Ray session finds its CPUs free."""
     if not tasks:
@@ -340,6 +343,9 @@ def run_per_shard(
                 try:
                     ray.get(ref)
                     idle.append(actor)
+                    if on_start is not None:
+                        on_start()
+                        on_start = None
                 except ray.exceptions.RayError as exc:  # its constructor raised
                     start_error = exc
                 continue

@@ -44,7 +44,7 @@ from pipeline.images import (
 from pipeline.prefetch import Pending, prefetch
 from pipeline.sources import Shard
 from pipeline.storage import StorageOptions, filesystem, write_atomic
-from pipeline.tars import Sample, iter_samples
+from pipeline.tars import NOT_RETRYABLE, Sample, ShardReadError, iter_samples
 
 CHUNK_SAMPLES = 8
 # Decoded pixels per codec batch (and ahead of it, in the prefetch thread): 8 Kodak images
@@ -166,6 +166,7 @@ class _Prepared:
     mode: str | None = None
     fmt: str | None = None
     reason: str | None = None
+    header: tuple[str, str, int, int] | None = None  # a passthrough image's, where Pillow read it
 
 
 class _CountingReader:
@@ -187,6 +188,9 @@ def _members(sample: Sample, skip: int | None) -> list[dict[str, Any]]:
 
 def _passthrough_row(p: _Prepared, shard: str) -> dict[str, Any]:
     image = p.sample.members[p.image_pos][1] if p.image_pos is not None else None
+    header = p.header  # not decoded; or decoded, and the size guard or --min-psnr kept it
+    if header is None and p.image is not None:
+        header = (p.fmt, p.mode, *p.image.shape[:2])
     return {
         "shard": shard,
         "key": p.sample.key,
@@ -194,6 +198,9 @@ def _passthrough_row(p: _Prepared, shard: str) -> dict[str, Any]:
         "status": STATUS_PASSTHROUGH,
         "reason": p.reason,
         "image_name": p.sample.members[p.image_pos][0] if p.image_pos is not None else None,
+        # what Pillow read of the image's header, where it could: --where finds these rows
+        **(dict(zip(("format", "mode", "height", "width"), header, strict=True))
+           if header else {}),
         "codec": None,
         "orig_sha256": hashlib.sha256(image).digest() if image is not None else None,
         "orig_size": len(image) if image is not None else None,
@@ -338,7 +345,7 @@ def _prepare(sample: Sample, index: int, max_pixels: int) -> _Prepared:
     try:
         p.image, p.mode, p.fmt = prepare(sample.members[pos][1], max_pixels)
     except Unsupported as exc:
-        p.reason = str(exc)
+        p.reason, p.header = str(exc), exc.header
     return p
 
 
@@ -521,7 +528,13 @@ def encode_shard(
         writer.add_key_value_metadata({META_KEY: json.dumps(meta, sort_keys=True)})
 
     def write(out) -> None:
-        with fs.open(path, "rb") as raw:
+        try:
+            raw_file = fs.open(path, "rb")
+        except FileNotFoundError as exc:  # a brace list's missing member (sources.py)
+            raise ShardReadError(f"shard {shard.name}: its source {shard.url} does not exist "
+                                 f"(mistyped, or moved since it was listed), so {NOT_RETRYABLE} "
+                                 "until it is there") from exc
+        with raw_file as raw:
             source = _CountingReader(raw)
             # Page CRCs cover what the bitstream CRC and content hash do not: the kept members
             # and every other column. Readers verify them (archive_format.open_shard_file).

@@ -53,7 +53,8 @@ def _hidden(path: str) -> bool:
     return path.rstrip("/").rsplit("/", 1)[-1].startswith(".")
 
 
-def _expand_one(src: str, storage: StorageOptions | None) -> list[str]:
+def _expand_one(src: str, storage: StorageOptions | None, alone: bool = False) -> list[str]:
+    """``alone``: ``src`` is a whole SRC argument, not one name of a brace list."""
     fs, path = filesystem(src, storage)
     # A file or directory whose name holds [ ] or ? is that file or directory, not a pattern
     # (a[1].tar matched a1.tar; a directory batch[1] matched nothing and was refused).
@@ -82,8 +83,11 @@ def _expand_one(src: str, storage: StorageOptions | None) -> list[str]:
         return [_full_url(fs, p) for p in found]
     if src.endswith("/"):  # meant as a directory or prefix: a missing one is no shard
         raise SourceError(f"{src} is not a directory or prefix (or its bucket does not exist)")
-    # A single named shard is taken as given: a missing one fails as that shard, not the job
-    # (one missing file of a brace list of a thousand should not stop the other 999).
+    # A named shard of a brace list is taken as given: a missing one fails as that shard, not
+    # the job (one missing file of a list of a thousand should not stop the other 999). An
+    # SRC that names one file is looked for (a mistyped directory ran a job that failed).
+    if alone and not fs.exists(path):
+        raise SourceError(f"{src} does not exist (no such file, directory or prefix)")
     return [_full_url(fs, path)]
 
 
@@ -92,8 +96,9 @@ def expand_sources(sources: list[str], storage: StorageOptions | None = None) ->
     shards: list[Shard] = []
     seen: dict[str, str] = {}
     for src in sources:
-        for pattern in braceexpand.braceexpand(src):
-            for url in _expand_one(pattern, storage):
+        patterns = list(braceexpand.braceexpand(src))
+        for pattern in patterns:
+            for url in _expand_one(pattern, storage, alone=len(patterns) == 1):
                 name, file_name = shard_name(url)
                 if name in seen:
                     if seen[name] == url:

@@ -109,7 +109,7 @@ def verify(
     digests: dict[str, str | None] = {}
     try:
         for result in run_per_shard(VerifyWorker, (archive, asdict(storage)), tasks,
-                                    ray_options or RayOptions()):
+                                    ray_options or RayOptions(), on_start=log.start):
             seen.add(result["shard"])
             if result["ok"]:
                 report.rows += result["rows"]

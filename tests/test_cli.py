@@ -54,6 +54,10 @@ def test_refusals_exit_2_with_one_line(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "refused" in err[0], (argv, err)
         assert "pw@" not in err[0] and "abc" not in err[0]
+    for flag, value in (("--batch-size", "0"), ("--batch-size", "-1"), ("--batch-mp", "0"),
+                        ("--batch-mp", "1e-7"), ("--batch-mp", "nan")):  # 0 meant the default
+        assert main(["compress", str(src), str(tmp_path / "a"), flag, value]) == EXIT_REFUSED
+        assert f"{flag} must be" in capsys.readouterr().err, (flag, value)
     for argv in (["compress", str(src), str(tmp_path / "a"), "--actors", "0"],
                  ["verify", str(tmp_path / "a"), "--actors", "-3"]):  # ran with 1 actor, exit 0
         assert main(argv) == EXIT_REFUSED

@@ -253,6 +253,27 @@ def test_images_above_the_pixel_budget_are_kept_without_decoding(small_shards, t
     rows = {r["key"]: r for r in pq.read_table(archive / "shards").to_pylist()}
     assert rows["a0"]["reason"] == (
         "96x64 (0.00614 MP) is above the per-image budget of 0.005 MP (--max-pixels)")
+    # the header Pillow read is in the row, so --where finds it (it was null)
+    assert (rows["a0"]["format"], rows["a0"]["mode"], rows["a0"]["width"]) == ("PNG", "RGB", 96)
+    wide = restore(str(archive), str(tmp_path / "wide"), where="status == 'passthrough' and "
+                   "width > 90", progress=False)
+    assert wide.written == {"shard-000000": 2, "shard-000001": 3}  # not "bad": no header
+    assert rows["bad"]["width"] is None and rows["bad"]["format"] is None
     assert restore(str(archive), str(tmp_path / "out"), progress=False).ok
     assert read_tar(tmp_path / "out" / "shard-000000.tar")["a0"] == \
         read_tar(small_shards / "shard-000000.tar")["a0"]
+
+
+def test_the_archive_bpp_weighs_images_by_their_pixels():
+    """A 1x1 image coded in 30 bytes has 240 bpp; per image it turned a mean of about 1 into
+    80, printed beside the archive's ratio. ``bpp`` counts bits over pixels."""
+    from pipeline.compress import totals
+
+    photo = {"compressed": 2, "bitstream_bytes": 2 * 8192, "pixels": 2 * 65536, "bpp_sum": 2.0,
+             "psnr_sum": 70.0, "psnr_count": 2}
+    tiny = {"compressed": 1, "bitstream_bytes": 30, "pixels": 1, "bpp_sum": 240.0,
+            "psnr_sum": 50.0, "psnr_count": 1}
+    out = totals([photo, tiny])
+    assert out["bpp"] == pytest.approx(8 * (2 * 8192 + 30) / (2 * 65536 + 1))
+    assert out["mean_bpp"] == pytest.approx(242 / 3) and out["mean_psnr"] == pytest.approx(40)
+    assert totals([])["bpp"] is None

@@ -96,9 +96,33 @@ def test_every_shard_gets_one_result_whatever_its_worker_does(ray_local, tmp_pat
     assert _wait_for_free_cpus(ray_local, 2.0) == 2.0  # the pool's actors are gone
 
 
+class SlowStart:
+    """Loads for a while, as a codec does: the progress line's clock starts after that."""
+
+    def __init__(self):
+        time.sleep(2)
+
+    @shard_task
+    def __call__(self, task):
+        return {"shard": task["shard"], "at": time.time()}
+
+
+def test_on_start_is_called_once_when_the_first_actor_is_ready(ray_local):
+    calls: list[float] = []
+    began = time.time()
+    results = list(run_per_shard(SlowStart, (), [{"shard": n} for n in "abc"],
+                                 RayOptions(actors=2, num_cpus=0.5),
+                                 on_start=lambda: calls.append(time.time())))
+    assert len(calls) == 1 and all(r["ok"] for r in results)
+    assert began + 2 <= calls[0] <= min(r["at"] for r in results) + 1
+
+
 def test_a_worker_that_cannot_start_fails_each_shard_with_its_cause(ray_local):
+    starts: list[int] = []
     results = list(run_per_shard(NeverStarts, (), [{"shard": "a"}, {"shard": "b"}],
-                                 RayOptions(actors=2, num_cpus=0.5)))
+                                 RayOptions(actors=2, num_cpus=0.5),
+                                 on_start=lambda: starts.append(1)))
+    assert starts == []
     assert sorted(r["shard"] for r in results) == ["a", "b"]
     for r in results:
         assert not r["ok"]

@@ -87,3 +87,26 @@ def test_a_shard_name_near_the_file_name_limit_can_be_written(tmp_path):
     name = "漢" * 75 + ".parquet"  # 233 bytes of UTF-8
     write_bytes_atomic(str(tmp_path / name), b"data")
     assert (tmp_path / name).read_bytes() == b"data" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_a_missing_src_is_refused_and_a_missing_brace_member_fails_as_its_shard(tmp_path, ray_local):
+    from conftest import sample, write_shards
+
+    from pipeline.cli import EXIT_INCOMPLETE, EXIT_REFUSED, main
+
+    # a mistyped directory (no trailing /) started Ray, made the archive folder and failed
+    assert main(["compress", str(tmp_path / "typo"), str(tmp_path / "arc"), "--codec", "webp"]) \
+        == EXIT_REFUSED
+    assert not (tmp_path / "arc").exists()
+    with pytest.raises(SourceError, match=r"typo does not exist \(no such file, directory or"):
+        expand_sources([str(tmp_path / "typo")])
+    # one missing name of a brace list fails that shard alone, saying a rerun will not help
+    write_shards(tmp_path / "src", [[sample("a", 1)], [sample("b", 2)]])
+    (tmp_path / "src" / "shard-000001.tar").unlink()
+    brace = str(tmp_path / "src" / "shard-{000000..000001}.tar")
+    assert main(["compress", brace, str(tmp_path / "arc"), "--codec", "webp", "-q"]) \
+        == EXIT_INCOMPLETE
+    stats = (tmp_path / "arc" / "_stats.json").read_text()
+    assert "shard shard-000001: its source " in stats and "does not exist" in stats
+    assert "rerunning will not help until it is there" in stats
+    assert (tmp_path / "arc" / "shards" / "shard-000000.parquet").exists()
