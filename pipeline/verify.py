@@ -63,10 +63,11 @@ def verify_shard(archive: str, shard: str, expected_rows: int, storage: StorageO
                     problems.append(str(exc))
     except Exception as exc:  # the file itself (a damaged page): no later row can be read
         where = f"after key {key!r}" if key is not None else "before its first row"
-        problems.append(f"shard {shard}: unreadable {where} ({rows} rows read): "
-                        f"{type(exc).__name__}: {exc}")
-    if rows != expected_rows:
-        problems.append(f"shard {shard}: has {rows} rows, the manifest says {expected_rows}")
+        problems.append(f"shard {shard}: unreadable {where} ({rows} of {expected_rows} rows "
+                        f"read): {type(exc).__name__}: {exc}")
+    else:  # read to its end: a count that differs is a problem of its own (said once, not twice)
+        if rows != expected_rows:
+            problems.append(f"shard {shard}: has {rows} rows, the manifest says {expected_rows}")
     try:  # what _index.parquet should say about this shard (verify compares)
         f, parquet = open_shard_file(archive, shard, storage)
         with f:

@@ -76,6 +76,11 @@ def test_damaged_index_and_shard_files_are_named_by_get_verify_and_the_dataset(a
     with pytest.raises((OSError, FormatError), match=r"shard shard-000001 \(row group 0 of "
                                                      r".*shard-000001.parquet\)"):
         list(ArchiveDataset(str(archive), shards=["shard-000001"]))
+    # verify says it once: not again as "has 0 rows, the manifest says 4"
+    from pipeline.verify import verify
+
+    said = [p for p in verify(str(archive), progress=False).problems if "shard-000001" in p]
+    assert len(said) == 1 and "unreadable before its first row (0 of 4 rows read)" in said[0]
 
 
 def test_lookups_say_what_is_wrong_with_the_key(archive):
