@@ -197,6 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace shards (or, with --layout files, shard directories) that DST "
                    "already has; without it such a restore is refused (exit 2), so that restoring "
                    "into the source folder cannot replace the originals")
+    p.add_argument("--skip-damaged", action="store_true",
+                   help="restore what checks out of a shard with damaged rows: each row that "
+                   "fails its checks (CRC, decode, content hash), and the rest of a row group "
+                   "whose pages cannot be read, is left out and named (exit 1). Without it such "
+                   "a shard is not written at all")
     p.add_argument("--decoder", default="faithful", metavar="faithful|realistic[:R]",
                    help="which decoder turns the stored bitstreams into pixels. faithful (default): "
                    "the decoder the codec was trained and measured with (the archive's PSNR); "
@@ -326,7 +331,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     report = restore(args.archive, args.destination, args.shards, args.keys, args.image_format,
                      args.jpeg_quality, _storage(args), _ray(args), progress=not args.quiet,
                      where=args.where, layout=args.layout, decoder=args.decoder,
-                     overwrite=args.overwrite)
+                     overwrite=args.overwrite, skip_damaged=args.skip_damaged)
     samples = sum(report.written.values())
     pushed = f"; {report.row_groups_skipped} row group(s) skipped by --where" if args.where else ""
     decoder = f" ({args.decoder} decoder)" if args.decoder != "faithful" else ""
@@ -345,8 +350,18 @@ def _cmd_restore(args: argparse.Namespace) -> int:
             where = f"the shards restored ({len(report.failed)} failed, and may hold them)"
         print(f"latentarc: {len(report.missing_keys)} requested key(s) not in {where}: {shown}",
               file=sys.stderr)
+    lost = [f"{name} {problem}" for name, problems in report.damaged.items() for problem in problems]
+    for line in lost[:50]:
+        print(f"DAMAGED {line}", file=sys.stderr)
+    if lost:
+        more = " (the first 50 above)" if len(lost) > 50 else ""
+        print(f"latentarc: {len(lost)} damaged row(s) or row group(s) left out of "
+              f"{len(report.damaged)} restored shard(s){more}; the rest of each was restored "
+              "and checks out", file=sys.stderr)
     if report.failed:
-        print(f"latentarc: {len(report.failed)} shard(s) not restored", file=sys.stderr)
+        hint = ("" if args.skip_damaged else
+                "; where a shard failed on damaged rows, --skip-damaged restores the rest of it")
+        print(f"latentarc: {len(report.failed)} shard(s) not restored{hint}", file=sys.stderr)
     return EXIT_OK if report.ok else EXIT_INCOMPLETE
 
 

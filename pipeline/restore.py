@@ -86,11 +86,13 @@ class RestoreReport:
     # requested keys that are in the archive but that --where excluded: not a failure
     excluded_keys: list[str] = field(default_factory=list)
     row_groups_skipped: int = 0  # by --where statistics pushdown
+    # --skip-damaged: shard -> "key: problem" of each row left out of its restored output
+    damaged: dict[str, list[str]] = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
-        return not self.failed and not self.missing_keys
+        return not self.failed and not self.missing_keys and not self.damaged
 
 
 def read_keys_file(path: str) -> tuple[set[str], set[tuple[str, str]]]:
@@ -140,6 +142,7 @@ def restore_shard(
     layout: str = "webdataset",
     writers: int = 1,
     expected_rows: int | None = None,
+    skip_damaged: bool = False,
 ) -> dict[str, Any]:
     """Restore one shard file into one tar at ``destination_url`` (layout "webdataset"), or
     into one image file per sample under the directory ``destination_url`` (layout "files").
@@ -147,17 +150,43 @@ def restore_shard(
 
     ``expected_rows``: the manifest's sample count for this shard, checked where the file is
     opened (``rows.iter_rows``): a file copied over from another shard or left by another run
-    would otherwise restore other samples under this shard's name."""
+    would otherwise restore other samples under this shard's name.
+
+    ``skip_damaged``: a row that fails its checks, or the rest of a row group whose page
+    cannot be read, is left out and named in ``damaged`` instead of failing the shard, so that
+    what checks out is restored (the result is still not ok: the caller reports them)."""
     decoder = decoder or RowDecoder()
     found: list[str] = []
     skipped: list[int] = []
+    damaged: list[str] = []  # "key: problem" of each row left out (--skip-damaged)
+    damaged_keys: list[str] = []
+
+    def lost(row_group: int, exc: Exception, lost_keys: list[str] | None) -> None:
+        if lost_keys is None:
+            damaged.append(f"row group {row_group}: its rows cannot be read, nor their keys "
+                           f"({type(exc).__name__}: {exc})")
+            return
+        for key in lost_keys:
+            if keys is None or key in keys:
+                damaged.append(f"key {key!r}: unreadable (row group {row_group}: "
+                               f"{type(exc).__name__}: {exc})")
+                damaged_keys.append(key)
 
     def decoded_rows():
-        for row in iter_rows(archive, shard, storage, where, skipped, expected_rows):
+        for row in iter_rows(archive, shard, storage, where, skipped, expected_rows,
+                             unreadable=lost if skip_damaged else None):
             if keys is not None and row["key"] not in keys:
                 continue
+            try:
+                checked = decoder.check(row)
+            except RowError as exc:
+                if not skip_damaged:
+                    raise
+                damaged.append(f"key {row['key']!r}: {exc.problem}")
+                damaged_keys.append(row["key"])
+                continue
             found.append(row["key"])
-            yield row, decoder.check(row)
+            yield row, checked
             if len(found) % READ_BATCH_ROWS == 0:
                 release_freed_memory()  # as compress does per codec batch (models/allocator.py)
 
@@ -224,10 +253,11 @@ def restore_shard(
         f, parquet = open_shard_file(archive, shard, storage)
         with f:
             present = {key for key, _ in shard_index_entries(parquet)}
-        excluded = sorted(present & (keys - set(found)))
+        excluded = sorted(present & (keys - set(found) - set(damaged_keys)))
     return {"shard": shard, "samples": len(found), "keys": found, "bytes_out": size,
             "row_groups_skipped": len(skipped), "excluded_keys": excluded,
-            "wrote": bool(found) or not (where or keys is not None)}
+            "wrote": bool(found) or not (where or keys is not None),
+            "damaged": damaged, "damaged_keys": damaged_keys}
 
 
 def _kept_apart(samples: Iterator[Sample], shard: str) -> Iterator[Sample]:
@@ -376,7 +406,7 @@ class RestoreWorker:
 
     def __init__(self, archive: str, destination: str, image_format: str | None,
                  jpeg_quality: int, storage: dict, where: str | None, layout: str,
-                 decoder: str = "faithful", device: str = "cpu") -> None:
+                 decoder: str = "faithful", device: str = "cpu", skip_damaged: bool = False) -> None:
         cpus = use_reserved_cpus()
         keep_freed_memory()  # this actor's process is ours (models/allocator.py)
         self.archive = archive
@@ -388,6 +418,7 @@ class RestoreWorker:
         self.where = parse_where(where) if where else None
         self.layout = layout
         self.writers = writer_threads(cpus)
+        self.skip_damaged = skip_damaged
 
     @shard_task
     def __call__(self, task: dict[str, Any]) -> dict[str, Any]:
@@ -396,7 +427,8 @@ class RestoreWorker:
         url = join(self.destination, name)
         return restore_shard(self.archive, task["shard"], url, keys, self.image_format,
                              self.jpeg_quality, self.storage, self.decoder, self.where, self.layout,
-                             self.writers, expected_rows=task.get("samples"))
+                             self.writers, expected_rows=task.get("samples"),
+                             skip_damaged=self.skip_damaged)
 
 
 def _may_write(archive: str, shard: str, where: list[Condition], storage: StorageOptions) -> bool:
@@ -439,6 +471,7 @@ def restore(
     layout: str = "webdataset",
     decoder: str = "faithful",
     overwrite: bool = False,
+    skip_damaged: bool = False,
 ) -> RestoreReport:
     """Restore ``archive`` (or the chosen shards/keys/rows) into WebDataset shards at
     ``destination``, or into plain image files (``layout="files"``: DST/<shard>/<key>.<ext>).
@@ -446,6 +479,9 @@ def restore(
     ``decoder``: "faithful" (the pixels compress measured) or another decoder of the archive's
     codec, e.g. "realistic" (same bitstream, a synthesis trained for appearance); refused when
     the codec has none. Passthrough and jpeg-lossless rows come back byte-identical either way.
+
+    ``skip_damaged``: restore what checks out of a shard with damaged rows (each left out is
+    named in ``report.damaged``; the report is not ok), instead of failing the shard.
 
     Refused when ``destination`` already holds a shard (or, with ``layout="files"``, a shard
     directory) this restore would write, unless ``overwrite``: restoring into the source
@@ -537,7 +573,7 @@ def restore(
         ray_options = resolve(ray_options, _uses_gpu(manifest.get("codec")))
         log.note(describe(ray_options))
     args = (archive, destination, image_format, jpeg_quality, asdict(storage), where, layout,
-            decoder, worker_device(ray_options))
+            decoder, worker_device(ray_options), skip_damaged)
     try:
         for result in run_per_shard(RestoreWorker, args, tasks, ray_options, on_start=log.start):
             name = result["shard"]
@@ -546,7 +582,9 @@ def restore(
                 if result["wrote"]:
                     report.outputs.append(name)
                 report.row_groups_skipped += result["row_groups_skipped"]
-                found_pairs.update((name, k) for k in result["keys"])
+                found_pairs.update((name, k) for k in result["keys"] + result["damaged_keys"])
+                if result["damaged"]:
+                    report.damaged[name] = result["damaged"]
                 excluded_pairs.update((name, k) for k in result["excluded_keys"])
                 log.update(name, result["samples"], 0, result["bytes_out"])
             else:

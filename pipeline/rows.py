@@ -8,10 +8,11 @@ raises ``RowError`` naming shard and key; nothing unchecked is ever returned as 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import crc32c
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from models.codec import Codec, CodecError, Decoded, parse_decoder
@@ -56,6 +57,7 @@ def iter_rows(
     archive: str, shard: str, storage: StorageOptions | None = None,
     where: list[Condition] | None = None, skipped: list[int] | None = None,
     expected_rows: int | None = None,
+    unreadable: Callable[[int, Exception, list[str] | None], None] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Stream a shard file's rows, ``READ_BATCH_ROWS`` at a time (metadata is checked first,
     page CRCs are verified on read; no pre-buffering and a bounded read buffer).
@@ -64,6 +66,11 @@ def iter_rows(
 
     With ``where``, row groups whose statistics rule it out are not read (their numbers are
     appended to ``skipped``) and only matching rows are yielded.
+
+    ``unreadable`` (restore --skip-damaged): a row group that cannot be read to its end (a
+    damaged page) is passed to it, with the keys of its rows not yielded where its key column
+    still reads (else None), and reading goes on with the next row group. Without it, the error
+    ends the iteration.
     """
     fs, path = filesystem(shard_url(archive, shard), storage)
     with fs.open(path, "rb") as f:
@@ -78,11 +85,31 @@ def iter_rows(
                 if skipped is not None:
                     skipped.append(i)
                 continue
-            for batch in parquet.iter_batches(batch_size=READ_BATCH_ROWS, row_groups=[i],
-                                              use_threads=False):
-                for row in batch.to_pylist():
-                    if not where or row_matches(where, row):
-                        yield row
+            done: set[int] = set()  # the rows of this group read (their index column)
+            try:
+                for batch in parquet.iter_batches(batch_size=READ_BATCH_ROWS, row_groups=[i],
+                                                  use_threads=False):
+                    for row in batch.to_pylist():
+                        done.add(row["index"])
+                        if not where or row_matches(where, row):
+                            yield row
+            except (OSError, pa.ArrowException) as exc:
+                if unreadable is None:
+                    raise
+                unreadable(i, exc, _lost_keys(parquet, i, done, where))
+
+
+def _lost_keys(parquet: pq.ParquetFile, row_group: int, done: set[int],
+               where: list[Condition] | None) -> list[str] | None:
+    """Keys of a damaged row group's rows that were not read (and match ``where``), from the
+    small columns (their pages are usually intact); None when they cannot be read either."""
+    columns = {"key", "index", *(c.column for c in where or [])} & set(parquet.schema_arrow.names)
+    try:
+        rows = parquet.read_row_group(row_group, columns=sorted(columns),
+                                      use_threads=False).to_pylist()
+    except (OSError, pa.ArrowException):
+        return None
+    return [r["key"] for r in rows if r["index"] not in done and (not where or row_matches(where, r))]
 
 
 def shard_has_match(archive: str, shard: str, where: list[Condition],

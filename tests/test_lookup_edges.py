@@ -146,3 +146,62 @@ def test_info_says_why_an_archive_is_incomplete(archive, tmp_path, capsys):
     report = restore(str(archive), str(tmp_path / "out"), shards=["shard-000000"] * 2,
                      progress=False)
     assert report.ok and report.shards == ["shard-000000"]
+
+
+def _row_groups_of_one(path: Path, change=None) -> None:
+    """Rewrite a shard file with one row per row group (page checksums on, its metadata kept),
+    ``change`` applied to each row."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.archive_format import META_KEY
+
+    parquet = pq.ParquetFile(path)
+    meta = parquet.metadata.metadata[META_KEY.encode()]
+    rows = parquet.read().to_pylist()
+    for row in rows:
+        if change:
+            change(row)
+    with pq.ParquetWriter(path, parquet.schema_arrow, write_page_checksum=True) as writer:
+        writer.write_table(pa.Table.from_pylist(rows, schema=parquet.schema_arrow), row_group_size=1)
+        writer.add_key_value_metadata({META_KEY: meta})
+
+
+def test_skip_damaged_restores_what_checks_out_and_names_the_rest(archive, tmp_path, capsys):
+    import crc32c
+    import pyarrow.parquet as pq
+    from conftest import read_tar
+
+    def damage_a(row):  # a flipped bit under a matching CRC: the content hash catches it
+        if row["key"] == "a":
+            stream = bytearray(row["bitstream"])
+            stream[len(stream) // 2] ^= 0x10
+            row["bitstream"] = bytes(stream)
+            row["crc32c"] = crc32c.crc32c(row["bitstream"])
+
+    shard = archive / "shards" / "shard-000001.parquet"
+    _row_groups_of_one(shard, damage_a)
+    group = pq.ParquetFile(shard).metadata.row_group(2)  # the second "rep" (index 2)
+    column = next(group.column(i) for i in range(group.num_columns)
+                  if group.column(i).path_in_schema == "bitstream")
+    assert column.has_dictionary_page  # the value is in the dictionary page, which ends where
+    data = bytearray(shard.read_bytes())  # the data page starts (page headers hold statistics
+    data[column.data_page_offset - 10] ^= 0xFF  # that the page CRC does not cover)
+    shard.write_bytes(bytes(data))
+
+    plain = restore(str(archive), str(tmp_path / "plain"), shards=["shard-000001"], progress=False)
+    assert "shard-000001" in plain.failed and not (tmp_path / "plain" / "shard-000001.tar").exists()
+
+    out = tmp_path / "out"
+    assert main(["restore", str(archive), str(out), "--shards", "shard-000001", "--skip-damaged",
+                 "-q"]) == EXIT_INCOMPLETE
+    err = capsys.readouterr().err
+    assert "DAMAGED shard-000001 key 'a': bitstream does not decode" in err
+    assert "DAMAGED shard-000001 key 'rep': unreadable (row group 2: " in err
+    assert "latentarc: 2 damaged row(s) or row group(s) left out of 1 restored shard(s)" in err
+    restored = read_tar(out / "shard-000001.tar")
+    assert sorted(restored) == ["bad", "rep"]  # the first "rep" (index 1) and the passthrough
+    assert restored["bad"]["png"] == b"not an image"
+    again = restore(str(archive), str(tmp_path / "again"), shards=["shard-000001"],
+                    skip_damaged=True, progress=False)
+    assert not again.ok and again.written == {"shard-000001": 2} and not again.failed
