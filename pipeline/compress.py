@@ -304,6 +304,7 @@ def compress(
         raise Refused(f"cannot list the shards of {' '.join(map(_printable, sources))}: {exc}") from exc
 
     manifest_url = join(archive, MANIFEST)
+    manifest = None
     if exists(manifest_url, storage):
         manifest = read_json(manifest_url, storage)
         try:  # an archive of another format version is not ours to add to (or rewrite)
@@ -311,10 +312,14 @@ def compress(
         except FormatError as exc:
             raise Refused(str(exc)) from exc
         _check_same_codec(manifest, codec, archive)
+    listed_before = _listed_before(archive, storage, manifest)
     report = CompressReport(archive, codec.id, codec.quality, [s.name for s in shards])
     log = Progress("compress", len(shards), progress)
 
     finished, others, interrupted_before = _plan(shards, archive, codec, storage, report, log)
+    for shard in shards:  # listed by the manifest, yet gone: said, as a damaged one is
+        if shard.name in listed_before and shard.name not in finished and shard.name not in report.redone:
+            report.redone[shard.name] = f"missing ({MANIFEST} listed it)"
     if report.skipped:
         log.note(f"skipping {len(report.skipped)} finished shard(s): {', '.join(report.skipped)}")
     for name, reason in report.redone.items():
@@ -369,7 +374,7 @@ def compress(
                         report.done.append(shard.name)
             report.interrupted = sorted(interrupted_before)
             _write_stats(archive, storage, report, codec, metrics, effort, limits, skip_above,
-                         earlier, results, started)
+                         earlier, results, started, listed_before)
         left = len(todo) - len(report.done)
         n_failed = len({s.name for s in todo} & set(report.failed))  # not other sources' files
         failed = f" ({n_failed} of them failed)" if n_failed else ""
@@ -392,9 +397,23 @@ def compress(
         if shard.name not in results and shard.name not in report.failed:
             report.failed[shard.name] = "no result returned by the worker"
 
-    per_shard = _write_stats(archive, storage, report, codec, metrics, effort, limits, skip_above,
-                             earlier, results, started)
-    if report.ok:
+    # The archive as it is now, not as it was when this run started: another compress run into
+    # it (a second `ray job submit` with other shards) may have finished shards meanwhile, and
+    # the manifest written last must list them too. Listed again after the manifest is written,
+    # until nothing changed in between: whichever run writes last, writes all.
+    wanted, wrote = {s.name for s in shards}, False
+    for _ in range(FINISH_ROUNDS):
+        present = set(_existing_shards(archive, storage))
+        conflict = _take_in(archive, storage, codec, present, earlier, results, wanted,
+                            listed_before, report, log)
+        complete = report.ok
+        per_shard = _write_stats(archive, storage, report, codec, metrics, effort, limits,
+                                 skip_above, earlier, results, started,
+                                 None if complete else listed_before)
+        if not complete:
+            if conflict or wrote:  # another run's manifest, or ours of a round before: not whole
+                remove(manifest_url, storage)
+            break
         write_index(archive, sorted(per_shard), storage)
         write_json(
             manifest_url,
@@ -409,16 +428,77 @@ def compress(
             },
             storage,
         )
+        wrote = True
+        if set(_existing_shards(archive, storage)) == present:
+            break
     return report
+
+
+# Rounds of "list the shard files, write the manifest, list again" at the end of a run (see
+# compress); more than two only while other runs keep finishing shards.
+FINISH_ROUNDS = 5
+
+
+def _listed_before(archive: str, storage: StorageOptions, manifest: dict[str, Any] | None) -> set[str]:
+    """The shards that the archive's last manifest listed: its own, or, when a run removed it
+    (it does while it works) and did not finish, the list that run kept in ``_stats.json``.
+    A shard among them whose file goes missing is a failure, not dropped without a word."""
+    if manifest is not None:
+        return {e["shard"] for e in manifest.get("shards", []) if isinstance(e, dict)}
+    url = join(archive, STATS)
+    if not exists(url, storage):
+        return set()
+    try:
+        stats = read_json(url, storage)
+    except FormatError:
+        return set()
+    listed = stats.get("listed")  # written since session 26; before, the archive's shards
+    return set(listed if isinstance(listed, list) else stats.get("shards", {}))
+
+
+def _take_in(archive: str, storage: StorageOptions, codec, present: set[str],
+             earlier: dict[str, dict[str, Any]], results: dict[str, dict[str, Any]],
+             wanted: set[str], listed_before: set[str], report: CompressReport,
+             log: Progress) -> bool:
+    """Bring ``earlier`` (the shard files this run did not write) up to the files ``present``
+    now; what cannot be taken in is a failure. Returns whether a file of another codec, quality
+    or weights appeared (a concurrent run with other settings)."""
+    conflict = False
+    for name in sorted(present - set(earlier) - set(results) - set(report.failed)):
+        found, reason = validate_shard_file(archive, name, storage)
+        if found is None:
+            report.failed[name] = (f"shard {name}: its file, written during this run by another "
+                                   f"compress run, is {reason}")
+            continue
+        try:
+            _check_same_codec(found.meta, codec, found.url)
+        except Refused as exc:
+            conflict = True
+            report.failed[name] = (f"shard {name}: written during this run by another compress "
+                                   f"run with other settings, so the archive mixes them: {exc}")
+            continue
+        earlier[name] = found.meta
+        log.note(f"shard {name}: finished during this run by another compress run; taken in")
+    for name in sorted(set(earlier) - present):
+        del earlier[name]
+        report.failed[name] = (f"shard {name}: its file was in the archive when this run "
+                               "started and is gone; compress again with its source to redo it")
+    for name in sorted(listed_before - present - wanted - set(report.failed)):
+        report.failed[name] = (f"shard {name}: {MANIFEST} listed it, but its file is missing; "
+                               "compress again with its source to redo it")
+    return conflict
 
 
 def _write_stats(archive: str, storage: StorageOptions, report: CompressReport, codec: Any,
                  metrics: tuple[str, ...], effort: int | None, limits: tuple | None,
                  skip_above: float, earlier: dict[str, dict[str, Any]],
-                 results: dict[str, dict[str, Any]], started: float) -> dict[str, dict[str, Any]]:
+                 results: dict[str, dict[str, Any]], started: float,
+                 listed: set[str] | None = None) -> dict[str, dict[str, Any]]:
     """Write ``_stats.json``: this run's record and the figures of every shard in the archive
     (``earlier``: the skipped ones' and any older ones', from their files; ``results``: this
-    run's). Returns the per-shard figures. Also sets ``report.totals`` and ``report.seconds``."""
+    run's). Returns the per-shard figures. Also sets ``report.totals`` and ``report.seconds``.
+    ``listed``: the shards the last manifest listed (``_listed_before``), kept for the next run
+    when this one writes none; None: this run writes the manifest, of the shards here."""
     shard_stats = {**earlier, **results}
     per_shard = {n: _public_stats(s) for n, s in sorted(shard_stats.items())}
     report.totals = totals(list(per_shard.values()))
@@ -452,6 +532,7 @@ def _write_stats(archive: str, storage: StorageOptions, report: CompressReport, 
             },
             "totals": report.totals,
             "shards": per_shard,
+            "listed": sorted(per_shard if listed is None else listed),
         },
         storage,
     )

@@ -361,7 +361,7 @@ def run_per_shard(
         # A shard in flight is cancelled first: it is not to be retried (its attempts drop to
         # none), so Ray does not print "... failed. There are 3 retries remaining, so the task
         # will be retried" for each one that ray.kill ends (a Ctrl-C, `ray job stop`).
-        for ref in running:
+        for ref in [*running, *starting]:  # an actor still starting too (its __ray_ready__)
             with contextlib.suppress(Exception):
                 ray.cancel(ref)
         for actor in actors:

@@ -54,7 +54,8 @@ def _hidden(path: str) -> bool:
 
 
 def _expand_one(src: str, storage: StorageOptions | None, alone: bool = False) -> list[str]:
-    """``alone``: ``src`` is a whole SRC argument, not one name of a brace list."""
+    """``alone``: ``src`` is a whole SRC argument, not one name of a brace list (whose names
+    are not looked for one by one: a request each on an object store)."""
     fs, path = filesystem(src, storage)
     # A file or directory whose name holds [ ] or ? is that file or directory, not a pattern
     # (a[1].tar matched a1.tar; a directory batch[1] matched nothing and was refused).
@@ -83,11 +84,11 @@ def _expand_one(src: str, storage: StorageOptions | None, alone: bool = False) -
         return [_full_url(fs, p) for p in found]
     if src.endswith("/"):  # meant as a directory or prefix: a missing one is no shard
         raise SourceError(f"{src} is not a directory or prefix (or its bucket does not exist)")
-    # A named shard of a brace list is taken as given: a missing one fails as that shard, not
-    # the job (one missing file of a list of a thousand should not stop the other 999). An
-    # SRC that names one file is looked for (a mistyped directory ran a job that failed).
-    if alone and not fs.exists(path):
-        raise SourceError(f"{src} does not exist (no such file, directory or prefix)")
+    # A named shard is taken as given: a missing one fails as that shard, not the job (one
+    # missing file of a brace list of a thousand should not stop the other 999). An SRC that
+    # is not named as a shard is looked for: a mistyped directory ran a job that failed.
+    if alone and not path.endswith(SHARD_SUFFIX) and not fs.exists(path):
+        raise SourceError(f"{src} does not exist (no such directory, prefix or {SHARD_SUFFIX} file)")
     return [_full_url(fs, path)]
 
 

@@ -8,6 +8,7 @@ environment or the usual credential files, exactly as boto/gcsfs do without late
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -213,6 +214,8 @@ def write_atomic(
         tmp = os.path.join(directory, f".{_short(os.path.basename(path))}.tmp-{uuid.uuid4().hex}")
         try:
             with open(tmp, "wb") as f:
+                if fcntl is not None:  # a live writer's: remove_temp_files leaves it alone
+                    fcntl.flock(f.fileno(), fcntl.LOCK_EX)
                 write(f)
                 f.flush()
                 os.fsync(f.fileno())
@@ -240,8 +243,9 @@ def remove_temp_files(directory: str, storage: StorageOptions | None = None,
     its writer died: a killed worker, a stopped run. Only those for the file names in
     ``finals`` when it is given. Returns their final names (cut as ``_short`` cut them).
 
-    Never valid, so safe to remove once their writer is gone. A writer still alive loses its
-    temp file and fails that file with an error; nothing half-written appears."""
+    Never valid, so safe to remove once their writer is gone. A writer still alive holds the
+    ``flock`` that ``write_atomic`` takes (another compress run into the same archive, say):
+    its temp file is left alone. (Temp files of versions before session 26 had no lock.)"""
     fs, path = filesystem(directory, storage)
     if not fs.exists(path):
         return []
@@ -249,9 +253,31 @@ def remove_temp_files(directory: str, storage: StorageOptions | None = None,
     stale = {p: match["final"] for p in fs.ls(path, detail=False)
              if (match := TEMP_NAME.match(p.rsplit("/", 1)[-1]))
              and (wanted is None or match["final"] in wanted)}
-    for p in stale:
-        fs.rm(p)
-    return list(stale.values())
+    removed = []
+    for p, final in stale.items():
+        if is_local(fs) and _locked(p):
+            continue
+        with contextlib.suppress(FileNotFoundError):  # its writer finished meanwhile
+            fs.rm(p)
+            removed.append(final)
+    return removed
+
+
+def _locked(path: str) -> bool:
+    """Whether a live writer holds ``path``'s flock."""
+    if fcntl is None:
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return True  # gone already: nothing to remove
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def _short(name: str, limit: int = 200) -> str:

@@ -98,8 +98,10 @@ def run_in_process(monkeypatch) -> None:
     import pipeline.runner
     import pipeline.verify
 
-    def run(worker_cls, worker_args, tasks, options):
+    def run(worker_cls, worker_args, tasks, options, on_start=None):
         worker = worker_cls(*worker_args)
+        if on_start is not None:
+            on_start()
         for task in tasks:
             yield worker(task)
 

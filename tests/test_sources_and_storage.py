@@ -98,7 +98,7 @@ def test_a_missing_src_is_refused_and_a_missing_brace_member_fails_as_its_shard(
     assert main(["compress", str(tmp_path / "typo"), str(tmp_path / "arc"), "--codec", "webp"]) \
         == EXIT_REFUSED
     assert not (tmp_path / "arc").exists()
-    with pytest.raises(SourceError, match=r"typo does not exist \(no such file, directory or"):
+    with pytest.raises(SourceError, match=r"typo does not exist \(no such directory, prefix or"):
         expand_sources([str(tmp_path / "typo")])
     # one missing name of a brace list fails that shard alone, saying a rerun will not help
     write_shards(tmp_path / "src", [[sample("a", 1)], [sample("b", 2)]])
