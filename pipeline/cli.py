@@ -29,11 +29,12 @@ EXIT_OK, EXIT_INCOMPLETE, EXIT_REFUSED = 0, 1, 2
 EXIT_CODES = """exit codes:
   0  done: every input shard is accounted for (verify: every row checks out)
   1  ran, but some shard failed or some row is bad (each is named with shard and key), or a
-     key that --keys asked for was not found
-  2  refused: bad arguments (a missing --keys or --storage-config file, actors that no
-     node can place), changed codec, quality or weights on resume, a shard of the same
-     name from another source, unknown archive version, restore over existing output
-     without --overwrite
+     key that --keys asked for was not found, or restore --skip-damaged left rows out
+  2  refused: bad arguments (a missing SRC or --keys or --storage-config file, actors that
+     no node can place), changed codec, quality or weights on resume, a shard of the same
+     name from another source, unknown archive version, a damaged manifest, restore over
+     existing output without --overwrite, an object store without credentials or that
+     refuses them
   130, 143  stopped by Ctrl-C (SIGINT) or SIGTERM (`ray job stop`, `timeout`, `kill`): the
      actors are stopped, finished shards are kept, and one line says what is left; compress
      records the run in _stats.json and a rerun of the same command does the rest
@@ -359,9 +360,13 @@ def _cmd_restore(args: argparse.Namespace) -> int:
               f"{len(report.damaged)} restored shard(s){more}; the rest of each was restored "
               "and checks out", file=sys.stderr)
     if report.failed:
+        names = sorted(report.failed)
+        again = (f"; to restore just those, rerun with --shards {' '.join(names[:10])}"
+                 f"{' ...' if len(names) > 10 else ''}")  # a plain rerun is refused over the rest
         hint = ("" if args.skip_damaged else
                 "; where a shard failed on damaged rows, --skip-damaged restores the rest of it")
-        print(f"latentarc: {len(report.failed)} shard(s) not restored{hint}", file=sys.stderr)
+        print(f"latentarc: {len(report.failed)} shard(s) not restored{again}{hint}",
+              file=sys.stderr)
     return EXIT_OK if report.ok else EXIT_INCOMPLETE
 
 
@@ -488,6 +493,11 @@ def main(argv: Sequence[str] | None = None) -> int:
               "permissions", file=sys.stderr)
         return EXIT_REFUSED
     except Exception as exc:
+        if type(exc).__name__ in ("NoCredentialsError", "PartialCredentialsError"):  # botocore
+            print(f"latentarc {args.verb}: refused: no credentials for this store ({exc}): set "
+                  "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile in the usual "
+                  "credential files", file=sys.stderr)
+            return EXIT_REFUSED
         if type(exc).__name__ == "ParamValidationError":  # botocore: e.g. an invalid bucket name
             first = str(exc).splitlines()[1:2] or [str(exc)]  # without the regex that follows
             print(f"latentarc {args.verb}: refused: {first[0].split(':')[0]}", file=sys.stderr)
@@ -496,8 +506,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         # compress never removes a finished shard file: e.g. a store still down as the run
         # ends fails the final listing, and the rerun has only the rest to do
-        hint = ("; the shard files it finished are kept: rerun the same command to do the rest"
-                if args.verb == "compress" else "")
+        hint = ("; shard files finished before the error, if any, are kept: rerun the same "
+                "command to do the rest" if args.verb == "compress" else "")
         print(f"latentarc {args.verb}: error: {type(exc).__name__}: {exc}{hint}", file=sys.stderr)
         return EXIT_INCOMPLETE
 

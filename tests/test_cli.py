@@ -91,3 +91,16 @@ def test_an_archive_of_another_format_version_is_refused_by_info_and_compress(tm
         assert "has archive format version 2; this latentarc reads version 1" in \
             capsys.readouterr().err
     assert json.loads((archive / "_archive.json").read_text()) == manifest
+
+
+def test_no_credentials_for_a_store_is_a_refusal_that_says_what_to_set(monkeypatch, tmp_path, capsys):
+    """botocore's NoCredentialsError was exit 1, "error", with compress's "rerun the same
+    command" after it; wrong credentials were already a refusal."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    assert main(["info", "s3://bucket/arc", "--endpoint-url", "http://127.0.0.1:1"]) == EXIT_REFUSED
+    err = capsys.readouterr().err
+    assert "refused: no credentials for this store" in err and "AWS_ACCESS_KEY_ID" in err
