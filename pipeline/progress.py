@@ -8,7 +8,8 @@ from typing import IO
 
 
 def _mb(n: float) -> str:
-    return f"{n / 1e6:.1f} MB"
+    """MB to one decimal, or kB below 0.1 MB: "0.0 MB out, ratio 8.6x" could not be read."""
+    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
 
 
 def _eta(seconds: float) -> str:
