@@ -101,6 +101,11 @@ def test_no_credentials_for_a_store_is_a_refusal_that_says_what_to_set(monkeypat
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    import s3fs
+
+    # fsspec keeps filesystems by their options: one made earlier for this endpoint, while the
+    # test S3 server's credentials were in the environment, would still hold them
+    s3fs.S3FileSystem.clear_instance_cache()
     assert main(["info", "s3://bucket/arc", "--endpoint-url", "http://127.0.0.1:1"]) == EXIT_REFUSED
     err = capsys.readouterr().err
     assert "refused: no credentials for this store" in err and "AWS_ACCESS_KEY_ID" in err
