@@ -158,6 +158,8 @@ class Archive:
         self.manifest = manifest
         self.storage = storage
         self._decoders: dict[str, RowDecoder] = {}
+        # samples of each shard, from the manifest: every get checks its shard file against it
+        self._samples = {e["shard"]: e["samples"] for e in manifest["shards"]}
 
     @classmethod
     def open(cls, url: str, storage: StorageOptions | None = None) -> Archive:
@@ -191,7 +193,7 @@ class Archive:
         if shard is not None:
             hits = [h for h in hits if h[0] == shard]
         if not hits:
-            if shard is not None and shard not in self._samples():
+            if shard is not None and shard not in self._samples:
                 raise ArchiveKeyError(f"the archive has no shard {shard!r} (looking up key {key!r})")
             if shard is None:
                 raise ArchiveKeyError(f"key {key!r} is not in the archive")
@@ -215,7 +217,7 @@ class Archive:
             with f:
                 # a file copied or renamed from another shard that has the key too would give
                 # that shard's image as this one's
-                check_against_manifest(parquet, shard, self._samples().get(shard, -1),
+                check_against_manifest(parquet, shard, self._samples.get(shard, -1),
                                        f"shard {shard}")
                 rows = []
                 for rg in groups:
@@ -235,10 +237,6 @@ class Archive:
             raise ArchiveKeyError(f"key {key!r} appears {len(rows)} times in shard {shard} "
                                   f"(sample indexes {indexes}); call get(shard, key, index=N)")
         return rows[0]
-
-    def _samples(self) -> dict[str, int]:
-        """Samples of each shard, from the manifest."""
-        return {e["shard"]: e["samples"] for e in self.manifest["shards"]}
 
     def decoders(self) -> tuple[str, ...]:
         """The decoders this archive's codec has ("faithful", and e.g. "realistic")."""
