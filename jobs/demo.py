@@ -71,9 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     checked = verify(str(archive))
     print()
     print(f"latentarc demo: codec {report.codec} quality {report.quality}")
-    print(summary_table(report.totals, str(archive)))
-    print(f"  {'restored to':<24}  {restored} ({sum(back.written.values())} samples)")
-    print(f"  {'verify':<24}  {'OK' if checked.ok else checked.problems}")
+    print(summary_table(report.totals, str(archive), extra=[
+        ("restored to", f"{restored} ({sum(back.written.values())} samples)"),
+        ("verify", "OK" if checked.ok else str(checked.problems)),
+    ]))
     passthrough = report.totals["passthrough"]
     if passthrough:
         print(f"  ({passthrough} sample(s) stored as passthrough, see `latentarc info {archive}`)")

@@ -438,18 +438,21 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("prepare", help="build training shards from ../shared training sets")
     p.add_argument("--datasets", type=Path,
                    default=Path(__file__).resolve().parents[2] / "shared" / "datasets")
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="directory for the training shards")
     p.add_argument("--image-format", choices=["png", "jpg"], default="png",
                    help="png (lossless, default) or jpg (compact, to carry elsewhere)")
     p.add_argument("--min-side", type=int, default=0,
                    help="downscale less so the shorter side stays >= this (e.g. the crop size)")
-    p.add_argument("--jpeg-quality", type=int, default=95)
+    p.add_argument("--jpeg-quality", type=int, default=95,
+                   help="quality of --image-format jpg (default 95)")
     p.add_argument("--subsampling", type=int, choices=[0, 2], default=0,
                    help="JPEG chroma subsampling: 0 = 4:4:4 (default), 2 = 4:2:0")
     p = sub.add_parser("run", help="train (resumes from --checkpoint-dir)")
     p.add_argument("--shards", required=True, help="training shards (directory, URL or brace list)")
-    p.add_argument("--checkpoint-dir", required=True)
-    p.add_argument("--prior", choices=["mean-scale", "scale", "factorized"], default="mean-scale")
+    p.add_argument("--checkpoint-dir", required=True,
+                   help=f"where {CHECKPOINT} and {LOSS_LOG} are kept; a run resumes from it")
+    p.add_argument("--prior", choices=["mean-scale", "scale", "factorized"], default="mean-scale",
+                   help="entropy model of the latent (default mean-scale)")
     p.add_argument("--init-from", help="checkpoint whose matching tensors start a new run")
     p.add_argument("--N", type=int, default=64, help="channels of the hidden layers (default 64)")
     p.add_argument("--M", type=int, default=96, help="channels of the latent y (default 96)")
@@ -458,8 +461,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crop", type=int, default=128, help="square crop side in pixels (default 128)")
     p.add_argument("--steps", type=int, default=1_000_000, help="stop at this total step")
     p.add_argument("--minutes", type=float, default=60, help="stop after this long (this chunk)")
-    p.add_argument("--save-minutes", type=float, default=5)
-    p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--save-minutes", type=float, default=5,
+                   help="checkpoint at least this often (default 5)")
+    p.add_argument("--log-every", type=int, default=50,
+                   help=f"steps between rows of {LOSS_LOG}, log lines and the finite-loss check "
+                        "(default 50)")
     p.add_argument("--threads", type=int, default=2, help="torch threads per worker")
     p.add_argument("--workers", type=int, default=1, help="Ray Train workers (default 1)")
     p.add_argument("--cpus-per-worker", type=float, default=1,
@@ -472,16 +478,18 @@ def main(argv: list[str] | None = None) -> int:
                    help="steps of linear warm-up when starting without optimizer state")
     p.add_argument("--decay-last", type=float, default=0.0,
                    help="anneal the lr (cosine, to lr/20) over this last fraction of --minutes")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds the weights' init and the crops (default 0)")
     p.add_argument("--gan", action="store_true",
                    help="instead: GAN fine-tune of a codec's synthesis transform (realistic "
                         "decoder), handled by jobs.train_gan; `run --gan --help` lists its flags")
     p = sub.add_parser("export", help="checkpoint -> models/weights/<id>.safetensors + registry")
-    p.add_argument("--checkpoint-dir", required=True)
+    p.add_argument("--checkpoint-dir", required=True, help="the directory `run` trained in")
     p.add_argument("--id", required=True, help="codec id, e.g. msh-n64")
     p.add_argument("--code", type=int, required=True, help="bitstream header code (never reuse)")
     p.add_argument("--label", required=True, help="training budget label shown by `latentarc codecs`")
-    p.add_argument("--hardware", default="2-core CPU (no GPU)")
+    p.add_argument("--hardware", default="2-core CPU (no GPU)",
+                   help="the model card's hardware line (default: 2-core CPU (no GPU))")
     p.add_argument("--fp16", action="store_true", help="store transforms as float16")
     p.add_argument("--weights-dir", help="where to write (default: models/weights, the shipped registry)")
     p.add_argument("--data", default="BSDS500 (500) + ImageNet samples (400), downscaled x0.5-0.75; "

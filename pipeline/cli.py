@@ -19,6 +19,7 @@ from models.codec import CodecError
 from pipeline import interrupt
 from pipeline.archive_format import MANIFEST, STATS, FormatError, read_json, read_manifest
 from pipeline.errors import Refused
+from pipeline.progress import failed_line
 from pipeline.runner import RayOptions
 from pipeline.sources import SourceError
 from pipeline.storage import StorageError, StorageOptions, exists, join
@@ -256,10 +257,13 @@ def _fmt(value: float | None, spec: str) -> str:
     return format(value, spec)
 
 
-def summary_table(totals: dict[str, Any], archive: str) -> str:
-    """The one table users read after a run."""
+def summary_table(totals: dict[str, Any], archive: str,
+                  extra: list[tuple[str, str]] | None = None) -> str:
+    """The one table users read after a run; ``extra`` rows (the demo's restore and verify)
+    are aligned with it. Its first line counts samples, not images: a passthrough sample may
+    hold no image at all."""
     rows = [
-        ("images", str(totals.get("samples", 0))),
+        ("samples", str(totals.get("samples", 0))),
         ("compressed / passthrough", f"{totals.get('compressed', 0)} / {totals.get('passthrough', 0)}"),
         ("MB in (source shards)", _fmt(totals.get("source_bytes", 0) / 1e6, ".2f")),
         ("MB out (archive files)", _fmt(totals.get("archive_bytes", 0) / 1e6, ".2f")),
@@ -271,6 +275,7 @@ def summary_table(totals: dict[str, Any], archive: str) -> str:
         *([("mean LPIPS-alex per image", _fmt(totals["mean_lpips"], ".4f"))]
           if "mean_lpips" in totals else []),
         ("archive", archive),
+        *(extra or []),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
@@ -308,7 +313,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     print(summary_table(report.totals, report.archive))
     if report.failed:
         for name, error in report.failed.items():
-            print(f"FAILED {name}: {error}", file=sys.stderr)
+            print(failed_line(name, error), file=sys.stderr)
         mine = [n for n in report.failed if n in set(report.shards)]
         if mine:
             # e.g. a compressed shard: its error says so, and a rerun meets it again
@@ -339,7 +344,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     print(f"restore: {samples} sample(s) from {len(report.outputs)} shard(s) written to "
           f"{report.destination}{decoder} in {report.seconds:.1f} s{pushed}")
     for name, error in report.failed.items():
-        print(f"FAILED {name}: {error}", file=sys.stderr)
+        print(failed_line(name, error), file=sys.stderr)
     if report.excluded_keys:
         shown = ", ".join(report.excluded_keys[:10])
         print(f"restore: {len(report.excluded_keys)} requested key(s) excluded by --where: "
@@ -426,7 +431,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         print(f"shards     {len(stats['shards'])} in archive; last run: {len(stats['run']['done'])} "
               f"done, {len(stats['run']['skipped'])} skipped, {len(failed)} failed{stopped}")
         for name, error in failed.items():
-            print(f"  FAILED {name}: {error}")
+            print(f"  {failed_line(name, error)}")
         interrupted = stats["run"].get("interrupted_attempts") or []
         if interrupted:
             print(f"           {len(interrupted)} shard attempt(s) were interrupted and redone: "

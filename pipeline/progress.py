@@ -12,6 +12,11 @@ def _mb(n: float) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
 
 
+def failed_line(shard: str, error: str) -> str:
+    """``FAILED shard: error``. Errors name their shard first ("shard S: ..."); said once."""
+    return f"FAILED {shard}: {error.removeprefix(f'shard {shard}: ')}"
+
+
 def _eta(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
@@ -52,7 +57,7 @@ class Progress:
             f", {_mb(n)} {label}" for n, label in ((self.bytes_in, "in"), (self.bytes_out, "out")) if n
         )
         ratio = f", ratio {self.bytes_in / self.bytes_out:.1f}x" if self.bytes_in and self.bytes_out else ""
-        status = f"FAILED {shard}: {error}" if error else shard
+        status = failed_line(shard, error) if error else shard
         print(
             f"[{self.verb} {self.done}/{self.total} shards] {self.images} images, "
             f"{rate:.1f} img/s{volume}{ratio}, ETA {_eta(remaining)} | {status}",

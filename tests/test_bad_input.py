@@ -74,6 +74,6 @@ def test_damaged_shards_fail_alone_and_are_named(tmp_path, capsys, name):
     code = main(["compress", str(src), str(tmp_path / "arc"), "--codec", "jpeg", "-q"])
     assert code == EXIT_INCOMPLETE
     err = capsys.readouterr().err
-    assert f"FAILED {name[:-4]}: shard {name[:-4]}: {expected}" in err
+    assert f"FAILED {name[:-4]}: {expected}" in err
     assert (tmp_path / "arc" / "shards" / "fine.parquet").exists()
     assert not (tmp_path / "arc" / "shards" / f"{name[:-4]}.parquet").exists()

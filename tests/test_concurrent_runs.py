@@ -88,7 +88,7 @@ def test_a_listed_shard_whose_file_is_gone_is_a_failure_until_redone(sources, tm
     for _ in range(2):  # the failed run removed the manifest: its list is kept in _stats.json
         assert main(add) == EXIT_INCOMPLETE
         err = capsys.readouterr().err
-        assert "FAILED shard-000001: shard shard-000001: _archive.json listed it, but its file " \
+        assert "FAILED shard-000001: _archive.json listed it, but its file " \
                "is missing; compress again with its source to redo it" in err
         assert not (archive / "_archive.json").exists()
     assert main(["compress", str(sources / "shard-00000{0..2}.tar"), str(archive), "--codec",

@@ -29,3 +29,13 @@ def test_rates_and_eta_count_from_start_and_small_volumes_read_in_kb(monkeypatch
 @pytest.mark.parametrize("n, text", [(0, "0.0 kB"), (99_999, "100.0 kB"), (100_000, "0.1 MB")])
 def test_volumes(n, text):
     assert pipeline.progress._mb(n) == text
+
+
+def test_a_failed_shard_is_named_once():
+    out = io.StringIO()
+    log = Progress("compress", 2, out=out)
+    log.update("s0", error="shard s0: tar is damaged (key k)")
+    log.update("s1", error="no result returned by the worker")
+    first, second = out.getvalue().splitlines()
+    assert first.endswith("| FAILED s0: tar is damaged (key k)"), first
+    assert second.endswith("| FAILED s1: no result returned by the worker"), second

@@ -65,7 +65,7 @@ def test_missing_or_damaged_input_shard_fails_alone(small_shards, tmp_path, caps
     code = main(["compress", str(small_shards), missing, str(archive), "--codec", "png", "-q"])
     assert code == EXIT_INCOMPLETE
     err = capsys.readouterr().err
-    assert "FAILED shard-000002: shard shard-000002: tar is damaged" in err
+    assert "FAILED shard-000002: tar is damaged" in err
     assert "FAILED shard-000009" in err and "2 of 4 shards not compressed" in err
     assert sorted(os.listdir(archive / "shards")) == ["shard-000000.parquet", "shard-000001.parquet"]
     assert not (archive / "_archive.json").exists()  # incomplete archives have no manifest
@@ -152,7 +152,7 @@ def test_resumed_totals_count_every_file_and_a_damaged_file_of_another_run_fails
                  "webp", "--quality", "70", "-q"])
     assert code == EXIT_INCOMPLETE
     err = capsys.readouterr().err
-    assert "FAILED shard-000001: shard shard-000001: its file is unreadable" in err
+    assert "FAILED shard-000001: its file is unreadable" in err
     assert "1 shard file(s) in the archive from other sources are damaged" in err
     assert "rerun the same command" not in err  # this run's one shard was fine
     stats = json.loads((archive / "_stats.json").read_text())
