@@ -31,7 +31,7 @@ from pipeline.archive_format import (
 )
 from pipeline.images import Unsupported, prepare
 from pipeline.rows import RowDecoder, check_decoder_for
-from pipeline.storage import StorageOptions, filesystem, join, write_atomic
+from pipeline.storage import StorageOptions, join, open_random_access, per_file, write_atomic
 
 INDEX_ROW_GROUP = 16384
 REBUILD_INDEX = "rerun the compress command to rebuild it"
@@ -69,9 +69,21 @@ def index_digest(entries: Iterable[tuple[str, int]]) -> str:
     ``_index.parquet``, or the same pairs read from the shard file, which ``verify`` compares."""
     total = 0
     for key, row_group in entries:
-        h = hashlib.blake2b(f"{row_group}\0{key}".encode(), digest_size=16).digest()
-        total = (total + int.from_bytes(h, "big")) % (1 << 128)
+        total = _digest_add(total, key, row_group)
     return f"{total:032x}"
+
+
+def _digest_add(total: int, key: str, row_group: int) -> int:
+    h = hashlib.blake2b(f"{row_group}\0{key}".encode(), digest_size=16).digest()
+    return (total + int.from_bytes(h, "big")) % (1 << 128)
+
+
+def _open_index(archive: str, storage: StorageOptions | None):
+    """The open ``_index.parquet`` (FormatError naming the fix if there is none)."""
+    try:
+        return open_random_access(join(archive, INDEX), storage)
+    except FileNotFoundError:
+        raise FormatError(f"{archive} has no {INDEX}; {REBUILD_INDEX}") from None
 
 
 def shard_index_entries(parquet: pq.ParquetFile) -> Iterator[tuple[str, int]]:
@@ -83,17 +95,15 @@ def shard_index_entries(parquet: pq.ParquetFile) -> Iterator[tuple[str, int]]:
 
 def index_digests(archive: str, storage: StorageOptions | None = None) -> dict[str, str]:
     """``index_digest`` of each shard's entries in ``_index.parquet`` (FormatError if none)."""
-    fs, path = filesystem(join(archive, INDEX), storage)
-    if not fs.exists(path):
-        raise FormatError(f"{archive} has no {INDEX} (Archive.get needs it); rerun the compress "
-                          "command to build it")
-    with fs.open(path, "rb") as f, reading(join(archive, INDEX), REBUILD_INDEX):
-        table = pq.read_table(f, columns=["key", "shard", "row_group"])
-    by_shard: dict[str, list[tuple[str, int]]] = {}
-    for key, shard, rg in zip(*(table.column(c).to_pylist() for c in ("key", "shard", "row_group")),
-                              strict=True):
-        by_shard.setdefault(shard, []).append((key, rg))
-    return {shard: index_digest(entries) for shard, entries in by_shard.items()}
+    totals: dict[str, int] = {}  # a running digest per shard: the index is never held whole
+    with _open_index(archive, storage) as f, reading(join(archive, INDEX), REBUILD_INDEX):
+        index = pq.ParquetFile(f, page_checksum_verification=True)
+        for batch in index.iter_batches(batch_size=INDEX_ROW_GROUP,
+                                        columns=["key", "shard", "row_group"], use_threads=False):
+            for key, shard, rg in zip(*(batch.column(c).to_pylist()
+                                        for c in ("key", "shard", "row_group")), strict=True):
+                totals[shard] = _digest_add(totals.get(shard, 0), key, rg)
+    return {shard: f"{total:032x}" for shard, total in totals.items()}
 
 
 def shards_holding(archive: str, keys: Iterable[str],
@@ -103,12 +113,9 @@ def shards_holding(archive: str, keys: Iterable[str],
     The index is sorted by key, so only its row groups whose key range holds a wanted key are
     read: a restore of a few keys from a large archive reads the footer, a few index row groups
     and then only the shards that hold them. FormatError if the archive has no index."""
-    fs, path = filesystem(join(archive, INDEX), storage)
-    if not fs.exists(path):
-        raise FormatError(f"{archive} has no {INDEX}")
     wanted = sorted(set(keys))
     found: dict[str, set[str]] = {}
-    with fs.open(path, "rb") as f:
+    with _open_index(archive, storage) as f:
         index = pq.ParquetFile(f, page_checksum_verification=True)
         for rg in range(index.num_row_groups):
             stats = index.metadata.row_group(rg).column(0).statistics
@@ -128,18 +135,24 @@ def shards_holding(archive: str, keys: Iterable[str],
 
 def write_index(archive: str, shards: list[str], storage: StorageOptions | None = None) -> int:
     """Build ``_index.parquet`` from the key column of every shard file; returns its row count."""
-    tables = []
-    for shard in shards:
+    def entries(shard: str) -> list[pa.Table]:
         f, parquet = open_shard_file(archive, shard, storage)
         with f:
+            out = []
             for rg in range(parquet.num_row_groups):
                 keys = parquet.read_row_group(rg, columns=["key"]).column("key")
-                tables.append(pa.table({
+                out.append(pa.table({
                     "key": keys,
-                    "shard": pa.array([shard] * len(keys), pa.string()),
-                    "row_group": pa.array([rg] * len(keys), pa.int32()),
+                    "shard": pa.repeat(pa.scalar(shard, pa.string()), len(keys)),
+                    "row_group": pa.repeat(pa.scalar(rg, pa.int32()), len(keys)),
                 }, schema=INDEX_SCHEMA))
+            return out
+
+    # footers and key columns only, several files at once (on an object store each is a round
+    # trip); the table is held whole to be sorted: about 100 bytes a row
+    tables = [t for ts in per_file(entries, shards) for t in ts]
     table = pa.concat_tables(tables) if tables else INDEX_SCHEMA.empty_table()
+    del tables
     table = table.sort_by([("key", "ascending"), ("shard", "ascending")])
 
     def write(out) -> None:
@@ -175,10 +188,7 @@ class Archive:
             if not isinstance(value, str) and (name == "key" or value is not None):
                 raise TypeError(f"get: the {name} must be a str, not {type(value).__name__}")
         url = join(self.url, INDEX)
-        fs, path = filesystem(url, self.storage)
-        if not fs.exists(path):
-            raise FormatError(f"{self.url} has no {INDEX}; rerun compress to build it")
-        with fs.open(path, "rb") as f, reading(url, REBUILD_INDEX):
+        with _open_index(self.url, self.storage) as f, reading(url, REBUILD_INDEX):
             index = pq.ParquetFile(f, page_checksum_verification=True)
             hits: list[tuple[str, int]] = []
             for rg in range(index.num_row_groups):
@@ -205,12 +215,16 @@ class Archive:
                             "call get(shard, key)")
         return shards[0], sorted({rg for _, rg in hits})
 
-    def row(self, key: str, shard: str | None = None, index: int | None = None) -> dict[str, Any]:
+    def row(self, key: str, shard: str | None = None, index: int | None = None,
+            members: bool = True) -> dict[str, Any]:
         """The archive row of (shard, key), read from one row group of one shard file (more
         than one only where the key repeats within the shard).
 
         A key that repeats within its shard needs ``index``, the sample's position in the
-        source shard (the rows' ``index`` column); without it the error lists the candidates."""
+        source shard (the rows' ``index`` column); without it the error lists the candidates.
+        ``members=False`` leaves the kept members out (the row's ``members`` is None) and does
+        not read their column: a coded image decodes without them, and they may be most of
+        the row group's bytes."""
         shard, groups = self.locate(key, shard)
         with reading(f"shard {shard} ({shard_url(self.url, shard)})"):
             f, parquet = open_shard_file(self.url, shard, self.storage)
@@ -219,10 +233,15 @@ class Archive:
                 # that shard's image as this one's
                 check_against_manifest(parquet, shard, self._samples.get(shard, -1),
                                        f"shard {shard}")
+                columns = None if members else [
+                    c for c in parquet.schema_arrow.names if c != "members"]
                 rows = []
                 for rg in groups:
-                    table = parquet.read_row_group(rg)
+                    table = parquet.read_row_group(rg, columns=columns)
                     rows += table.filter(pc.equal(table.column("key"), key)).to_pylist()
+                if not members:
+                    for r in rows:
+                        r["members"] = None
         if not rows:
             raise FormatError(f"{INDEX} places key {key!r} in row group(s) {groups} of shard "
                               f"{shard}, but it is not there: the index is stale or damaged "
@@ -264,10 +283,11 @@ class Archive:
         else:
             raise TypeError("get(key) or get(shard, key)")
         rows = self._row_decoder(decoder)  # refuse an unknown decoder before any read
-        row = self.row(key, shard, index)
-        decoded = rows.check(row)
+        row = self.row(key, shard, index, members=False)
         if row["status"] == STATUS_OK:
-            return writable(decoded.image)
+            return writable(rows.decode(row).image)
+        row = self.row(key, row["shard"], row["index"])  # passthrough: the image is a member
+        rows.check(row)
         where = f"sample {key!r} in shard {row['shard']} (index {row['index']})"
         try:
             image = passthrough_pixels(row)

@@ -23,7 +23,15 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.storage import StorageError, StorageOptions, filesystem, join, read_bytes, write_bytes_atomic
+from pipeline.storage import (
+    StorageError,
+    StorageOptions,
+    filesystem,
+    join,
+    open_random_access,
+    read_bytes,
+    write_bytes_atomic,
+)
 
 FORMAT_VERSION = 1
 FORMAT_NAME = "latentarc-archive"
@@ -173,8 +181,7 @@ class ShardFile:
 
 def open_shard_file(archive: str, shard: str, storage: StorageOptions | None = None):
     """Open a shard file for reading; the caller closes the returned file object."""
-    fs, path = filesystem(shard_url(archive, shard), storage)
-    f = fs.open(path, "rb")
+    f = open_random_access(shard_url(archive, shard), storage)
     try:
         return f, pq.ParquetFile(f, page_checksum_verification=True)
     except Exception:
@@ -191,17 +198,16 @@ def validate_shard_file(
     that is ``verify``'s job.
     """
     url = shard_url(archive, shard)
-    fs, path = filesystem(url, storage)
-    if not fs.exists(path):
-        return None, "missing"
     try:
-        f, parquet = open_shard_file(archive, shard, storage)
+        f, parquet = open_shard_file(archive, shard, storage)  # no HEAD before: one request less
         with f:
             meta = shard_meta(parquet, url)
             rows = parquet.metadata.num_rows
             size = f.size  # known from opening it: no second request to the store
     except FormatError:
         raise
+    except FileNotFoundError:
+        return None, "missing"
     except Exception as exc:
         return None, f"unreadable ({type(exc).__name__}: {exc})"
     if rows != meta.get("samples"):

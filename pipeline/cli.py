@@ -437,9 +437,13 @@ def _cmd_info(args: argparse.Namespace) -> int:
             print(f"           {len(interrupted)} shard attempt(s) were interrupted and redone: "
                   f"{', '.join(interrupted)}")
         passthrough = [(n, r) for n, s in stats["shards"].items() for r in s.get("passthrough_reasons", [])]
-        if passthrough:
-            print(f"passthrough samples ({len(passthrough)}):")
-            for name, r in passthrough[:20]:
+        if passthrough:  # each shard lists its first ones; the rows hold every reason
+            total = sum(s.get("passthrough", 0) for s in stats["shards"].values())
+            shown = passthrough[:20]
+            print(f"passthrough samples ({total}; {len(shown)} shown, every one with "
+                  "`restore --where \"status == 'passthrough'\"`):" if total > len(shown)
+                  else f"passthrough samples ({total}):")
+            for name, r in shown:
                 print(f"  {name} {r['key']}: {r['reason']}")
     return EXIT_OK if complete else EXIT_INCOMPLETE
 
@@ -520,3 +524,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run() -> None:
     """Console-script entry point."""
     sys.exit(main())
+
+
+if __name__ == "__main__":  # python -m pipeline.cli, as the latentarc script
+    run()

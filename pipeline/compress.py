@@ -60,6 +60,7 @@ from pipeline.storage import (
     exists,
     filesystem,
     join,
+    per_file,
     remove,
     remove_temp_files,
 )
@@ -227,11 +228,12 @@ def _plan(shards: list[Shard], archive: str, codec, storage: StorageOptions,
     others: dict[str, ShardFile] = {}
     invalid: dict[str, str] = {}
     wanted = {s.name for s in shards}
-    for name in _existing_shards(archive, storage):
-        try:
-            found, reason = validate_shard_file(archive, name, storage)
-        except FormatError as exc:
-            raise Refused(str(exc)) from exc
+    names = _existing_shards(archive, storage)
+    try:  # footers only, several at once (on an object store each is a round trip)
+        checked = per_file(lambda name: validate_shard_file(archive, name, storage), names)
+    except FormatError as exc:
+        raise Refused(str(exc)) from exc
+    for name, (found, reason) in zip(names, checked, strict=True):
         if found is None:
             invalid[name] = reason
             continue
@@ -321,7 +323,10 @@ def compress(
         if shard.name in listed_before and shard.name not in finished and shard.name not in report.redone:
             report.redone[shard.name] = f"missing ({MANIFEST} listed it)"
     if report.skipped:
-        log.note(f"skipping {len(report.skipped)} finished shard(s): {', '.join(report.skipped)}")
+        shown = report.skipped[:SKIPPED_SHOWN]  # every name made one line of 56 kB at 4,000 shards
+        more = f" and {len(report.skipped) - len(shown)} more" if len(report.skipped) > len(shown) else ""
+        log.note(f"skipping {len(report.skipped)} finished shard(s): {', '.join(shown)}{more} "
+                 f"({STATS} lists them)")
     for name, reason in report.redone.items():
         log.note(f"redoing shard {name}: its file is {reason}")
     todo = [s for s in shards if s.name not in finished]
@@ -434,6 +439,9 @@ def compress(
     return report
 
 
+# Finished shards that a resumed run names in its "skipping" line.
+SKIPPED_SHOWN = 10
+
 # Rounds of "list the shard files, write the manifest, list again" at the end of a run (see
 # compress); more than two only while other runs keep finishing shards.
 FINISH_ROUNDS = 5
@@ -464,8 +472,10 @@ def _take_in(archive: str, storage: StorageOptions, codec, present: set[str],
     now; what cannot be taken in is a failure. Returns whether a file of another codec, quality
     or weights appeared (a concurrent run with other settings)."""
     conflict = False
-    for name in sorted(present - set(earlier) - set(results) - set(report.failed)):
-        found, reason = validate_shard_file(archive, name, storage)
+    names = sorted(present - set(earlier) - set(results) - set(report.failed))
+    for name, (found, reason) in zip(
+            names, per_file(lambda name: validate_shard_file(archive, name, storage), names),
+            strict=True):
         if found is None:
             report.failed[name] = (f"shard {name}: its file, written during this run by another "
                                    f"compress run, is {reason}")

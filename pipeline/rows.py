@@ -24,7 +24,7 @@ from pipeline.archive_format import (
     shard_meta,
     shard_url,
 )
-from pipeline.storage import StorageOptions, filesystem
+from pipeline.storage import StorageOptions, open_random_access
 from pipeline.where import Condition, row_group_may_match, row_matches
 
 
@@ -72,8 +72,7 @@ def iter_rows(
     still reads (else None), and reading goes on with the next row group. Without it, the error
     ends the iteration.
     """
-    fs, path = filesystem(shard_url(archive, shard), storage)
-    with fs.open(path, "rb") as f:
+    with open_random_access(shard_url(archive, shard), storage) as f:
         parquet = pq.ParquetFile(f, page_checksum_verification=True, pre_buffer=False,
                                  buffer_size=READ_BUFFER_BYTES)
         if expected_rows is None:
@@ -118,8 +117,7 @@ def shard_has_match(archive: str, shard: str, where: list[Condition],
     own columns only (of the row groups the statistics do not rule out): no bitstream or
     member is read. restore asks this of the shards already at its destination, so that a
     ``--where`` restore refuses over only those it would write."""
-    fs, path = filesystem(shard_url(archive, shard), storage)
-    with fs.open(path, "rb") as f:
+    with open_random_access(shard_url(archive, shard), storage) as f:
         parquet = pq.ParquetFile(f, pre_buffer=False, buffer_size=READ_BUFFER_BYTES)
         columns = sorted({c.column for c in where})
         if not set(columns) <= set(parquet.schema_arrow.names):

@@ -63,6 +63,11 @@ CHUNK_PIXELS = 16_000_000
 # (benchmarks/pipeline/check-thread/big_photos.py). 1 MP covers Kodak (0.4 MP) and most
 # web-scale image sets.
 CHECK_THREAD_MAX_IMAGE_PIXELS = 1 << 20
+# Passthrough rows whose key and reason a shard's metadata (and _stats.json) lists: the first
+# ones, as examples. Every one was listed, so a shard of 10k passthrough rows had a footer of
+# about 600 kB, read on every lookup, and _stats.json grew 138 bytes a row. Each row keeps its
+# reason (restore --where "status == 'passthrough'"; ArchiveDataset's sample["reason"]).
+PASSTHROUGH_REASONS_KEPT = 20
 ROW_GROUP_BYTES = 8 << 20  # caps what a random access (Archive.get) reads
 # Optional per-row metrics (--metrics): column -> models.perceptual metric. Off by default:
 # each costs a network forward per image, where PSNR is free.
@@ -571,4 +576,5 @@ def _account(stats: dict[str, Any], row: dict[str, Any], codec: Codec) -> None:
             stats["unrefined"] += 1
     else:
         stats["passthrough"] += 1
-        stats["passthrough_reasons"].append({"key": row["key"], "reason": row["reason"]})
+        if len(stats["passthrough_reasons"]) < PASSTHROUGH_REASONS_KEPT:
+            stats["passthrough_reasons"].append({"key": row["key"], "reason": row["reason"]})

@@ -15,9 +15,10 @@ import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 from urllib.parse import urlsplit
 
 import fsspec
@@ -350,6 +351,37 @@ def read_bytes(url: str, storage: StorageOptions | None = None) -> bytes:
     fs, path = filesystem(url, storage)
     with fs.open(path, "rb") as f:
         return f.read()
+
+
+# Requests made at once where the driver reads one small thing per shard file (footers, key
+# columns): on an object store each is a round trip of 10-50 ms, so one after another, ten
+# thousand shards took minutes before and after any work.
+REQUEST_THREADS = 16
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+def per_file(fn: Callable[[_T], _R], items: Iterable[_T]) -> list[_R]:
+    """``[fn(x) for x in items]``, up to ``REQUEST_THREADS`` at a time, in order; the first
+    error (in order) is raised."""
+    items = list(items)
+    if len(items) < 2:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(min(REQUEST_THREADS, len(items))) as pool:
+        return list(pool.map(fn, items))
+
+
+def open_random_access(url: str, storage: StorageOptions | None = None):
+    """Open a file that is read at a few places, not front to back: Parquet (a footer, then the
+    column chunks wanted). A remote file reads exactly what is asked, one ranged request per
+    read: fsspec's default readahead fetches a whole block on every miss (s3fs: 50 MiB), so an
+    ``Archive.get`` downloaded the whole index and the whole shard file, and a compress rerun
+    with nothing to do downloaded the whole archive to rebuild the index from its key column.
+    (Interleaved reads of several columns would also thrash a smaller readahead block.)"""
+    fs, path = filesystem(url, storage)
+    if is_local(fs) or _is_chained(url):  # local reads are not requests; a chain sets its own
+        return fs.open(path, "rb")
+    return fs.open(path, "rb", cache_type="none")
 
 
 def exists(url: str, storage: StorageOptions | None = None) -> bool:

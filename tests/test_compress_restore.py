@@ -116,6 +116,33 @@ def test_stats_file_accounts_for_every_sample(small_shards, tmp_path):
     assert [r["key"] for r in reasons] == ["bad"]
 
 
+def test_a_shard_of_many_passthrough_rows_lists_only_its_first_reasons(tmp_path, capsys):
+    """Each passthrough row's key and reason went into the shard file's footer and _stats.json:
+    both grew with the rows (a footer of ~600 kB for 10k such rows, read by every lookup). The
+    first PASSTHROUGH_REASONS_KEPT are listed; info counts them all; the rows keep every reason."""
+    from pipeline.cli import main
+    from pipeline.shard_encode import PASSTHROUGH_REASONS_KEPT
+
+    n = PASSTHROUGH_REASONS_KEPT + 5
+    write_shards(tmp_path / "src", [[{"__key__": f"k{i:02d}", "png": b"not a png %d" % i}
+                                     for i in range(n)]])
+    archive = tmp_path / "arc"
+    report = compress([str(tmp_path / "src")], str(archive), "webp", progress=False)
+    assert report.ok and report.totals["passthrough"] == n
+    stats = json.loads((archive / "_stats.json").read_text())["shards"]["shard-000000"]
+    assert stats["passthrough"] == n
+    assert [r["key"] for r in stats["passthrough_reasons"]] == [f"k{i:02d}" for i in range(20)]
+    footer = json.loads(pq.ParquetFile(archive / "shards" / "shard-000000.parquet")
+                        .metadata.metadata[b"latentarc"])
+    assert len(footer["passthrough_reasons"]) == PASSTHROUGH_REASONS_KEPT
+    capsys.readouterr()
+    assert main(["info", str(archive)]) == 0
+    assert f"passthrough samples ({n}; 20 shown" in capsys.readouterr().out
+    back = restore(str(archive), str(tmp_path / "out"), where="status == 'passthrough'",
+                   progress=False)
+    assert back.ok and back.written == {"shard-000000": n}
+
+
 def test_guard_keeps_originals_that_coding_would_make_worse(small_shards, tmp_path):
     archive = tmp_path / "arc"
     # Lossless PNG of an already-PNG source is never smaller: stored as the original bytes.

@@ -149,3 +149,73 @@ def test_names_with_glob_characters_are_files_not_patterns_on_s3(s3_bucket, tmp_
     assert names(f"{bucket}/src") == ["a1", "a[1]", "b?", "bX"]  # sorted keys
     with pytest.raises(SourceError, match="is not a directory or prefix"):
         expand_sources([f"{bucket}/no-such-prefix/"], storage)
+
+
+class _S3Bytes:
+    """Counts the requests this process makes to S3 and the bytes its GETs return (every s3fs
+    request goes through S3FileSystem._call_s3)."""
+
+    def __init__(self, monkeypatch):
+        self.requests, self.got = 0, 0
+        original = s3fs.S3FileSystem._call_s3
+
+        async def counted(fs, method, *args, **kwargs):
+            out = await original(fs, method, *args, **kwargs)
+            self.requests += 1
+            name = method if isinstance(method, str) else getattr(method, "__name__", "")
+            if name == "get_object" and isinstance(out, dict):
+                self.got += out.get("ContentLength") or 0
+            return out
+
+        monkeypatch.setattr(s3fs.S3FileSystem, "_call_s3", counted)
+
+    def reset(self) -> None:
+        self.requests, self.got = 0, 0
+
+
+def test_lookups_and_a_rerun_read_footers_and_one_row_group_not_whole_files(
+        s3_bucket, tmp_path, monkeypatch):
+    """fsspec's remote files read ahead 50 MiB on every miss: a get downloaded the whole
+    index and the whole shard file (now it does not read even the kept members), and a
+    compress rerun with nothing to do downloaded the whole archive to rebuild the index from
+    its key column. A shard file here has 3 row groups (1 MiB of random bytes kept beside each
+    of 20 small images; row groups are cut at ROW_GROUP_BYTES of payload)."""
+    from pipeline.archive import Archive
+
+    url, storage = s3_bucket
+    rng = np.random.default_rng(3)
+    samples = []
+    for i in range(20):
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(buf, "PNG")
+        samples.append({"__key__": f"k{i:02d}", "png": buf.getvalue(),
+                        "bin": rng.bytes(1 << 20)})
+    write_shards(tmp_path / "src", [samples])
+    archive = f"{url}/arc"
+    args = [str(tmp_path / "src"), archive, "--codec", "webp", "--endpoint-url",
+            storage.endpoint_url, "--quiet"]
+    assert main(["compress", *args]) == EXIT_OK
+    fs, path = filesystem(f"{archive}/shards/shard-000000.parquet", storage)
+    with fs.open(path, "rb") as f:
+        meta = pq.ParquetFile(f).metadata
+        size = f.size
+    assert meta.num_row_groups >= 3
+    largest = max(sum(group.column(c).total_compressed_size for c in range(group.num_columns))
+                  for group in map(meta.row_group, range(meta.num_row_groups)))
+    assert size > 1.5 * largest, (size, largest)  # cut at ROW_GROUP_BYTES after a batch
+
+    counter = _S3Bytes(monkeypatch)
+    arc = Archive.open(archive, storage)
+    counter.reset()
+    assert arc.get("k00").shape == (16, 16, 3)
+    # the index (a few kB), the shard's footer (pyarrow reads up to 64 KiB from the end) and
+    # the columns of one row group that decoding needs: not the kept members
+    assert counter.got < 4 * 65536, (counter.got, size)
+    counter.reset()
+    row = arc.row("k00")
+    assert row["members"][-1]["data"] == samples[0]["bin"]  # row() reads the members too
+    assert counter.got < largest + 4 * 65536, (counter.got, size)  # of one row group
+
+    counter.reset()
+    assert main(["compress", *args]) == EXIT_OK  # nothing to do: footers and key columns
+    assert counter.got < 4 * 65536, (counter.got, size)
