@@ -31,8 +31,12 @@ from pipeline.where import Condition, row_group_may_match, row_matches
 class RowError(ValueError):
     """A row is damaged or does not decode to what was written."""
 
-    def __init__(self, shard: str, key: str, problem: str) -> None:
-        super().__init__(f"shard {shard} key {key!r}: {problem}")
+    def __init__(self, shard: str, key: str | None = None, problem: str | None = None) -> None:
+        # One argument: a whole message. PyTorch's DataLoader re-raises a worker's error as
+        # type(exc)(message); with three required arguments that failed, and the error came
+        # as a RuntimeError that `except RowError` did not catch.
+        super().__init__(shard if key is None and problem is None
+                         else f"shard {shard} key {key!r}: {problem}")
         self.shard, self.key, self.problem = shard, key, problem
 
 

@@ -2,23 +2,28 @@
 
 Samples stream out of the shard files and are decoded on the fly (each row checked like a
 restore). The unit of work is one row group of one shard file; units are dealt over the slots
-(Ray Train rank x DataLoader worker), so every sample is seen exactly once per epoch across all
+(distributed rank x DataLoader worker), so every sample is seen exactly once per epoch across all
 of them (the compressed ones; passthrough ones too with ``include_passthrough``), or, with
 ``drop_last``, every slot yields the same number of samples.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import os
+import random
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from pipeline.archive import passthrough_pixels, writable
 from pipeline.archive_format import (
     STATUS_OK,
+    FormatError,
     check_against_manifest,
     open_shard_file,
     read_manifest,
@@ -26,20 +31,32 @@ from pipeline.archive_format import (
     shard_url,
 )
 from pipeline.images import Unsupported
-from pipeline.rows import RowDecoder, check_decoder_for
-from pipeline.storage import StorageOptions
+from pipeline.rows import RowDecoder, RowError, check_decoder_for
+from pipeline.storage import StorageOptions, per_file
 from pipeline.where import parse_where, row_group_may_match, row_matches
 
+Unit = tuple[str, int]  # (shard, row group)
 
-def _ray_train_rank() -> tuple[int, int]:
-    """(rank, world size) inside a Ray Train worker, else (0, 1)."""
+
+def _distributed_rank() -> tuple[int, int]:
+    """(rank, world size) of this training process: Ray Train's context, else an initialised
+    ``torch.distributed`` group, else torchrun's ``RANK``/``WORLD_SIZE``, else (0, 1). Only
+    Ray Train was looked at: under torchrun every rank read the whole archive."""
     try:
         import ray.train
 
         context = ray.train.get_context()
-        return context.get_world_rank(), context.get_world_size()
+        if context.get_world_size() > 1:
+            return context.get_world_rank(), context.get_world_size()
     except Exception:  # not inside Ray Train
+        pass
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    try:
+        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    except (KeyError, ValueError):
         return 0, 1
+    return (rank, world) if 0 <= rank < world else (0, 1)
 
 
 class ArchiveDataset(IterableDataset):
@@ -51,36 +68,56 @@ class ArchiveDataset(IterableDataset):
     where they are 8-bit RGB or grey, as ``Archive.get`` returns them, else None, and
     ``reason`` says why they were kept.
     ``decoder="realistic"`` trains on the codec's realistic decodes of the same rows.
-    ``transform`` maps each sample dict to whatever the training loop wants.
+    ``transform`` maps each sample dict to whatever the training loop wants; PyTorch's default
+    collate cannot batch the raw dicts (members differ between samples, passthrough images may
+    be None), so batch what a transform returns (e.g. ``to_tensor``).
 
-    Units are whole row groups, dealt round-robin over the slots (Ray Train rank x DataLoader
-    worker), so slots get unequal numbers of samples (none at all where there are fewer row
-    groups than slots; ``units()`` lists them). Every sample is seen exactly once, but a
-    DistributedDataParallel loop must then allow for uneven inputs
+    ``shuffle=True``: each epoch, the row groups are dealt in an order drawn from ``seed`` and
+    the epoch, and each row group's samples come in an order drawn from them too (the same in
+    every process, so the slots still split the epoch exactly). Call ``set_epoch(epoch)`` before
+    each epoch, as with ``DistributedSampler``: DataLoader workers that are not persistent are
+    made afresh each epoch and would otherwise repeat epoch 0's order (an iteration in this
+    process, or in a persistent worker, counts epochs on from the last ``set_epoch``).
+    Without ``shuffle``, every epoch is in archive order.
+
+    Units are whole row groups, dealt round-robin over the slots (distributed rank x
+    DataLoader worker), so slots get unequal numbers of samples (none at all where there are
+    fewer row groups than slots; ``units()`` lists them). Every sample is seen exactly once, but
+    a DistributedDataParallel loop must then allow for uneven inputs
     (``torch.distributed.algorithms.Join``), or the ranks that run out first wait for ever on
     the others' gradients.
 
     ``drop_last=True`` (as in PyTorch's ``DistributedSampler``) makes every slot yield the same
     number of samples, so every rank runs the same number of batches: the samples each row
     group yields are counted first (one read of the ``status`` column, and of the ``where``
-    columns, per row group, in ``__init__``), the units are dealt so that slots are as even as
-    whole row groups allow, and each slot stops at the smallest slot's count. The rest of the
-    epoch's samples is dropped, at most about one row group per slot, and it is the same
-    samples every epoch (the deal is fixed; ``DistributedSampler`` reshuffles with
-    ``set_epoch``, this does not). Fewer row groups that yield samples than slots is an error
-    then, not an empty epoch, and so is a row group that yields fewer samples than counted
-    (a shard file rewritten meanwhile): a slot that came up short would hang a DDP loop.
+    columns, per row group, in ``__init__``), and the epoch's samples, in their order, are cut
+    into equal runs, one per slot (a row group cut between two slots is read by both, each
+    taking its part). Fewer samples than the epoch has slots are dropped (the remainder;
+    with ``shuffle``, other ones each epoch). Fewer samples than slots is an error then, not
+    an empty epoch, and so is a row group that yields fewer samples than counted (a shard
+    file rewritten meanwhile): a slot that came up short would hang a DDP loop.
 
-    Ranks: a DataLoader worker started with spawn gets the rank of the process that pickled
-    the dataset (``__getstate__``); one started with fork keeps the rank recorded in
-    ``__init__``, so make the dataset inside the Ray Train loop.
+    ``skip_damaged=True``: a row that fails its checks (CRC, decode, content hash), or a row
+    group that cannot be read, is left out with a warning naming its shard and key, instead of
+    ending the epoch (where the other DDP ranks would wait for ever). Not with ``drop_last``,
+    whose equal counts a left-out row would break.
+
+    Ranks: from Ray Train, ``torch.distributed`` or torchrun's environment (``RANK``,
+    ``WORLD_SIZE``), recorded when the dataset is made. A DataLoader worker started with spawn
+    gets the rank of the process that pickled the dataset (``__getstate__``); one started with
+    fork keeps the rank recorded in ``__init__``, so make the dataset in the training process
+    (inside the Ray Train loop, after ``init_process_group``).
+
+    Every shard file's footer is read once, in ``__init__`` (several at a time), and checked
+    against the manifest; the workers carry the list of row groups along.
     """
 
     def __init__(self, url: str, storage: StorageOptions | None = None,
-                 shards: list[str] | None = None, where: str | None = None,
+                 shards: Sequence[str] | None = None, where: str | None = None,
                  include_passthrough: bool = False,
                  transform: Callable[[dict[str, Any]], Any] | None = None,
-                 decoder: str = "faithful", drop_last: bool = False) -> None:
+                 decoder: str = "faithful", drop_last: bool = False, shuffle: bool = False,
+                 seed: int = 0, skip_damaged: bool = False) -> None:
         self.url = url.rstrip("/")
         self.storage = storage or StorageOptions()
         manifest = read_manifest(self.url, self.storage)
@@ -89,6 +126,11 @@ class ArchiveDataset(IterableDataset):
         self.decoder = decoder
         if isinstance(shards, str):  # iterated, it would be a list of characters
             raise TypeError(f"shards must be a list of shard names, e.g. [{shards!r}]")
+        if isinstance(shards, (set, frozenset, dict)):  # an order that differs between processes
+            raise TypeError("shards must be a list or tuple: every process must deal the units "
+                            "in the same order, and a set's order differs between processes")
+        if shards is not None:
+            shards = list(shards)
         if shards is not None and not shards:  # not "every shard": an empty split is a mistake
             raise ValueError("shards=[] selects nothing; pass None for every shard")
         if shards is not None and len(set(shards)) < len(shards):  # a split built by concatenation
@@ -102,6 +144,9 @@ class ArchiveDataset(IterableDataset):
         if unknown:
             raise ValueError(f"the archive has no shard(s) {', '.join(unknown)}; it has "
                              f"{len(self.expected)} shards")
+        if drop_last and skip_damaged:
+            raise ValueError("skip_damaged cannot be combined with drop_last: a row left out "
+                             "would leave its slot short of the count every slot must yield")
         self.shards = shards if shards is not None else list(self.expected)
         self.where = where
         self.include_passthrough = include_passthrough
@@ -109,20 +154,20 @@ class ArchiveDataset(IterableDataset):
         if where is not None:  # "" too: it must not mean "every row"
             parse_where(where)  # refuse a bad filter now, not in a worker
         self.drop_last = drop_last
-        self._rank = _ray_train_rank()  # see my_units
-        # samples each unit yields: counted once here, so DataLoader workers inherit them
-        self.counts = self._count_units() if drop_last else None
+        self.shuffle, self.seed, self.skip_damaged = shuffle, seed, skip_damaged
+        self._epoch, self._iterated = 0, 0  # see set_epoch
+        self._rank = _distributed_rank()  # see my_units
+        # row groups (and, for drop_last, the samples each yields): read once here, so that
+        # DataLoader workers inherit them instead of each opening every shard file each epoch
+        self._units, self.counts = self._scan()
 
-    def units(self) -> list[tuple[str, int]]:
-        """(shard, row group) pairs: the unit of work that is dealt to workers."""
-        out = []
-        for shard in self.shards:
-            with self._reading(shard):
-                f, parquet = open_shard_file(self.url, shard, self.storage)
-                with f:
-                    self._check(shard, parquet)
-                    out += [(shard, rg) for rg in range(parquet.num_row_groups)]
-        return out
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch the next iteration is (the shuffle's order depends on it)."""
+        self._epoch, self._iterated = epoch, 0
+
+    def units(self) -> list[Unit]:
+        """(shard, row group) pairs, in archive order: the unit of work dealt to workers."""
+        return list(self._units)
 
     def _reading(self, shard: str, rg: int | None = None):
         """Errors while reading name the shard file (and row group): see ``reading``."""
@@ -136,15 +181,20 @@ class ArchiveDataset(IterableDataset):
         return ((not where or row_matches(where, row))
                 and (row["status"] == STATUS_OK or self.include_passthrough))
 
-    def _count_units(self) -> dict[tuple[str, int], int]:
-        """Samples each unit yields, from the columns the filters read (no bitstreams)."""
+    def _scan(self) -> tuple[list[Unit], dict[Unit, int] | None]:
+        """Every shard's row groups, and with ``drop_last`` the samples each yields (from the
+        columns the filters read: no bitstreams), several shard files at a time."""
         where = parse_where(self.where) if self.where else None
-        counts = {}
-        for shard in self.shards:
+
+        def scan(shard: str) -> tuple[list[Unit], dict[Unit, int]]:
+            counts = {}
             with self._reading(shard):
                 f, parquet = open_shard_file(self.url, shard, self.storage)
                 with f:
                     self._check(shard, parquet)
+                    units = [(shard, rg) for rg in range(parquet.num_row_groups)]
+                    if not self.drop_last:
+                        return units, counts
                     present = set(parquet.schema_arrow.names)
                     columns = [c for c in dict.fromkeys(["status", *(c.column for c in where or [])])
                                if c in present]
@@ -154,49 +204,76 @@ class ArchiveDataset(IterableDataset):
                             continue
                         rows = parquet.read_row_group(rg, columns=columns).to_pylist()
                         counts[(shard, rg)] = sum(self._wanted(r, where) for r in rows)
-        return counts
+            return units, counts
+
+        units, counts = [], {}
+        for mine, counted in per_file(scan, self.shards):
+            units += mine
+            counts.update(counted)
+        return units, (counts if self.drop_last else None)
 
     def __getstate__(self) -> dict[str, Any]:
-        """Pickled for a DataLoader worker (spawn): the worker process is outside Ray Train's
-        context, so it takes the rank of the process that made it."""
+        """Pickled for a DataLoader worker (spawn): the worker process is outside the training
+        context, so it takes the rank of the process that made it, and the epoch it is at."""
         state = self.__dict__.copy()
-        rank = _ray_train_rank()
+        rank = _distributed_rank()
         if rank[1] > 1:
             state["_rank"] = rank
+        state["_epoch"], state["_iterated"] = self._epoch + self._iterated, 0
         return state
 
-    def my_units(self) -> list[tuple[str, int, int | None]]:
-        """This slot's (shard, row group, most samples to take from it, or None for all)."""
-        rank, world = _ray_train_rank()
-        if world == 1:  # a DataLoader worker process, or made inside Ray Train and carried out
+    def my_units(self, epoch: int = 0) -> list[tuple[str, int, int, int | None]]:
+        """This slot's (shard, row group, samples to skip, samples to take or None for all)
+        in ``epoch``."""
+        rank, world = _distributed_rank()
+        if world == 1:  # a DataLoader worker process, or made inside the trainer and carried out
             rank, world = self._rank
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         slot, slots = rank * workers + worker, world * workers
+        order = list(self._units)
+        if self.shuffle:
+            random.Random(f"{self.seed}:{epoch}").shuffle(order)
         if self.counts is None:
-            return [(*u, None) for i, u in enumerate(self.units()) if i % slots == slot]
-        return even_deal(self.counts, slots)[slot]
+            return [(*u, 0, None) for i, u in enumerate(order) if i % slots == slot]
+        return split_even([(u, self.counts[u]) for u in order], slots)[slot]
 
     def __iter__(self) -> Iterator[Any]:
+        epoch = self._epoch + self._iterated
+        self._iterated += 1
         decoder = RowDecoder(self.decoder)
         where = parse_where(self.where) if self.where else None
-        for shard, rg, limit in self.my_units():
-            if limit == 0:
+        for shard, rg, skip, take in self.my_units(epoch):
+            try:
+                with self._reading(shard, rg):
+                    f, parquet = open_shard_file(self.url, shard, self.storage)
+                    with f:
+                        self._check(shard, parquet)
+                        if where and not row_group_may_match(where, parquet.metadata.row_group(rg)):
+                            continue
+                        rows = parquet.read_row_group(rg).to_pylist()
+            except (FormatError, OSError, pa.ArrowException) as exc:
+                if not self.skip_damaged:
+                    raise
+                warnings.warn(f"ArchiveDataset: skipped row group {rg} of shard {shard}: {exc}",
+                              stacklevel=2)
                 continue
-            with self._reading(shard, rg):
-                f, parquet = open_shard_file(self.url, shard, self.storage)
-                with f:
-                    if where and not row_group_may_match(where, parquet.metadata.row_group(rg)):
-                        continue
-                    rows = parquet.read_row_group(rg).to_pylist()
-            taken = 0
-            for row in rows:
-                if not self._wanted(row, where):
+            rows = [r for r in rows if self._wanted(r, where)]
+            if self.shuffle:  # the same order in every slot that takes part of this row group
+                random.Random(f"{self.seed}:{epoch}:{shard}:{rg}").shuffle(rows)
+            mine = rows[skip:] if take is None else rows[skip:skip + take]
+            if take is not None and len(mine) < take:
+                raise ValueError(f"drop_last: {shard} row group {rg} yielded {len(rows)} "
+                                 f"sample(s), {skip + take} or more were counted when the "
+                                 "dataset was made; was the archive rewritten meanwhile?")
+            for row in mine:
+                try:
+                    decoded = decoder.check(row)
+                except RowError as exc:
+                    if not self.skip_damaged:
+                        raise
+                    warnings.warn(f"ArchiveDataset: skipped {exc}", stacklevel=2)
                     continue
-                if limit is not None and taken == limit:
-                    break
-                taken += 1
-                decoded = decoder.check(row)
                 image = decoded.image if decoded is not None else _passthrough_image(row)
                 sample = {
                     "shard": shard,
@@ -208,10 +285,6 @@ class ArchiveDataset(IterableDataset):
                 if row["status"] != STATUS_OK:
                     sample["reason"] = row["reason"]
                 yield self.transform(sample) if self.transform else sample
-            if limit is not None and taken < limit:
-                raise ValueError(f"drop_last: {shard} row group {rg} yielded {taken} sample(s), "
-                                 f"{limit} were counted when the dataset was made; was the "
-                                 "archive rewritten meanwhile?")
 
 
 def _passthrough_image(row: dict[str, Any]) -> np.ndarray | None:
@@ -223,34 +296,28 @@ def _passthrough_image(row: dict[str, Any]) -> np.ndarray | None:
         return None
 
 
-def even_deal(counts: dict[tuple[str, int], int],
-              slots: int) -> list[list[tuple[str, int, int | None]]]:
-    """Units dealt to ``slots`` so that every slot yields the same number of samples: each unit,
-    largest first, goes to the slot with the fewest samples so far (the same deal in every
-    process: ties go by archive order and slot number); each slot keeps its units in archive
-    order and takes from them only up to the smallest slot's total."""
-    order = {unit: i for i, unit in enumerate(counts)}
-    totals = [0] * slots
-    dealt: list[list[tuple[str, int]]] = [[] for _ in range(slots)]
-    for unit in sorted(counts, key=lambda u: -counts[u]):  # stable: archive order among equals
-        if counts[unit] == 0:
-            continue
-        slot = min(range(slots), key=lambda i: totals[i])
-        dealt[slot].append(unit)
-        totals[slot] += counts[unit]
-    target = min(totals)
-    if target == 0:
-        raise ValueError(f"drop_last: {sum(c > 0 for c in counts.values())} row group(s) hold "
-                         f"samples, fewer than the {slots} slots (Ray Train ranks x DataLoader "
-                         "workers), so every slot would yield nothing; use fewer workers")
-    out = []
-    for units in dealt:
-        left, mine = target, []
-        for unit in sorted(units, key=order.__getitem__):
-            take = min(left, counts[unit])
-            mine.append((*unit, take))
-            left -= take
-        out.append(mine)
+def split_even(counts: list[tuple[Unit, int]],
+               slots: int) -> list[list[tuple[str, int, int, int]]]:
+    """The epoch's samples (``counts``: units in the epoch's order, with the samples each yields)
+    cut into ``slots`` equal runs, in that order: each slot's (shard, row group, samples to skip,
+    samples to take). A unit cut between two slots is in both; fewer than ``slots`` samples (the
+    remainder) are left out. The same cut in every process: it depends on nothing else."""
+    total = sum(n for _, n in counts)
+    per = total // slots
+    if per == 0:
+        raise ValueError(f"drop_last: the epoch has {total} sample(s), fewer than the {slots} "
+                         "slots (distributed ranks x DataLoader workers), so every slot would "
+                         "yield nothing; use fewer workers")
+    out: list[list[tuple[str, int, int, int]]] = [[] for _ in range(slots)]
+    slot, room = 0, per
+    for (shard, rg), n in counts:
+        start = 0
+        while start < n and slot < slots:
+            take = min(room, n - start)
+            out[slot].append((shard, rg, start, take))
+            start, room = start + take, room - take
+            if room == 0:
+                slot, room = slot + 1, per
     return out
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import sample, write_shards
 
 from pipeline.archive import Archive, ArchiveKeyError
@@ -167,20 +168,45 @@ def _row_groups_of_one(path: Path, change=None) -> None:
         writer.add_key_value_metadata({META_KEY: meta})
 
 
-def test_skip_damaged_restores_what_checks_out_and_names_the_rest(archive, tmp_path, capsys):
+def _damage_a(row):
+    """A flipped bit in key a's bitstream, under a matching CRC: the decode or the content
+    hash catches it."""
     import crc32c
+
+    if row["key"] == "a":
+        stream = bytearray(row["bitstream"])
+        stream[len(stream) // 2] ^= 0x10
+        row["bitstream"] = bytes(stream)
+        row["crc32c"] = crc32c.crc32c(row["bitstream"])
+
+
+def test_the_dataset_skips_a_damaged_row_when_told_and_its_error_crosses_workers(archive):
+    """A damaged row ended the epoch (under DDP the other ranks then wait for ever), and from a
+    DataLoader worker it came as a RuntimeError: PyTorch re-raises a worker's error as
+    type(exc)(message), which RowError's three arguments did not allow."""
+    from pipeline.rows import RowError
+
+    _row_groups_of_one(archive / "shards" / "shard-000001.parquet", _damage_a)
+    with pytest.raises(RowError, match=r"^shard shard-000001 key 'a': "):
+        list(ArchiveDataset(str(archive), shards=["shard-000001"]))
+    loader = torch.utils.data.DataLoader(ArchiveDataset(str(archive), shards=["shard-000001"]),
+                                         batch_size=None, num_workers=2,
+                                         multiprocessing_context="fork")
+    with pytest.raises(RowError, match=r"shard shard-000001 key 'a': "):
+        list(loader)
+    with pytest.warns(UserWarning, match=r"ArchiveDataset: skipped shard shard-000001 key 'a': "):
+        kept = [s["key"] for s in ArchiveDataset(str(archive), skip_damaged=True)]
+    assert kept == ["a", "b", "rep", "rep"]  # shard-000000's a, and not shard-000001's
+    with pytest.raises(ValueError, match="skip_damaged cannot be combined with drop_last"):
+        ArchiveDataset(str(archive), skip_damaged=True, drop_last=True)
+
+
+def test_skip_damaged_restores_what_checks_out_and_names_the_rest(archive, tmp_path, capsys):
     import pyarrow.parquet as pq
     from conftest import read_tar
 
-    def damage_a(row):  # a flipped bit under a matching CRC: the content hash catches it
-        if row["key"] == "a":
-            stream = bytearray(row["bitstream"])
-            stream[len(stream) // 2] ^= 0x10
-            row["bitstream"] = bytes(stream)
-            row["crc32c"] = crc32c.crc32c(row["bitstream"])
-
     shard = archive / "shards" / "shard-000001.parquet"
-    _row_groups_of_one(shard, damage_a)
+    _row_groups_of_one(shard, _damage_a)
     group = pq.ParquetFile(shard).metadata.row_group(2)  # the second "rep" (index 2)
     column = next(group.column(i) for i in range(group.num_columns)
                   if group.column(i).path_in_schema == "bitstream")

@@ -1,18 +1,23 @@
 """Training straight from an archive: every sample exactly once across DataLoader workers and
-Ray Train ranks; with ``drop_last``, the same number of samples (hence of batches) on every one."""
+distributed ranks (Ray Train's, or torchrun's); with ``drop_last``, the same number of samples
+(hence of batches) on every one; ``shuffle`` draws another order each epoch, the same in every
+process."""
 
 import json
 import operator
+import pickle
 import sys
 from collections import Counter
+from types import SimpleNamespace
 
 import pytest
 import torch
 from conftest import sample, write_shards
 
+import pipeline.torch_dataset
 from pipeline.compress import compress
 from pipeline.shard_encode import Guard
-from pipeline.torch_dataset import ArchiveDataset, even_deal
+from pipeline.torch_dataset import ArchiveDataset, split_even
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -56,31 +61,99 @@ def test_passthrough_samples_come_with_their_pixels_where_they_have_some(small_s
     assert "bad" not in {s["key"] for s in ArchiveDataset(archive)}
 
 
-@pytest.mark.parametrize("slots", [1, 2, 3, 4, 7])
-def test_even_deal_gives_every_slot_the_same_count_from_whole_units(slots):
-    counts = {(f"s{i}", rg): (7 * i + 3 * rg) % 11 for i in range(6) for rg in range(2)}
-    deal = even_deal(counts, slots)
-    taken = [sum(n for _, _, n in units) for units in deal]
-    assert len(set(taken)) == 1, taken
-    units = [(shard, rg) for mine in deal for shard, rg, _ in mine]
-    assert len(units) == len(set(units)), "a unit went to two slots"
-    assert all(0 < n <= counts[(shard, rg)] for mine in deal for shard, rg, n in mine)
-    # largest-first to the emptiest slot: each slot is within one unit of an even share
-    assert taken[0] >= sum(counts.values()) / slots - max(counts.values())
-    assert even_deal(counts, slots) == deal
+@pytest.mark.parametrize("slots", [1, 2, 3, 4, 7, 40])
+def test_split_even_gives_every_slot_the_same_count_and_each_sample_once(slots):
+    counts = [((f"s{i}", rg), (7 * i + 3 * rg) % 11) for i in range(6) for rg in range(2)]
+    total = sum(n for _, n in counts)
+    cut = split_even(counts, slots)
+    taken = [sum(n for *_, n in mine) for mine in cut]
+    assert taken == [total // slots] * slots  # fewer than `slots` samples left out
+    samples = [(shard, rg, i) for mine in cut for shard, rg, skip, n in mine
+               for i in range(skip, skip + n)]
+    assert len(samples) == len(set(samples)), "a sample went to two slots"
+    assert all(i < dict(counts)[(shard, rg)] for shard, rg, i in samples)
+    assert split_even(counts, slots) == cut
 
 
-def test_even_deal_is_this_exact_deal():
-    """The deal is a pure function of the counts, which every process reads alike: pinned here,
-    so a change to it (which would split processes built from different versions) is seen."""
-    counts = {("a", 0): 5, ("a", 1): 3, ("b", 0): 4, ("c", 0): 2}
-    assert even_deal(counts, 2) == [[("a", 0, 5), ("c", 0, 2)], [("a", 1, 3), ("b", 0, 4)]]
-    assert even_deal(counts, 3) == [[("a", 0, 4)], [("b", 0, 4)], [("a", 1, 3), ("c", 0, 1)]]
+def test_split_even_is_this_exact_cut():
+    """The cut is a pure function of the units' order and counts, which every process reads
+    alike: pinned here, so a change to it (which would split processes built from different
+    versions) is seen."""
+    counts = [(("a", 0), 5), (("a", 1), 3), (("b", 0), 4), (("c", 0), 2)]
+    assert split_even(counts, 2) == [[("a", 0, 0, 5), ("a", 1, 0, 2)],
+                                     [("a", 1, 2, 1), ("b", 0, 0, 4), ("c", 0, 0, 2)]]
+    assert split_even(counts, 3) == [[("a", 0, 0, 4)], [("a", 0, 4, 1), ("a", 1, 0, 3)],
+                                     [("b", 0, 0, 4)]]
 
 
-def test_even_deal_refuses_more_slots_than_units_with_samples():
-    with pytest.raises(ValueError, match="2 row group.*fewer than the 3 slots"):
-        even_deal({("a", 0): 5, ("a", 1): 0, ("b", 0): 4}, 3)
+def test_split_even_refuses_more_slots_than_samples():
+    with pytest.raises(ValueError, match=r"the epoch has 2 sample\(s\), fewer than the 3 slots"):
+        split_even([(("a", 0), 1), (("a", 1), 0), (("b", 0), 1)], 3)
+
+
+@pytest.fixture(scope="module")
+def uneven(tmp_path_factory):
+    """5 shards of 1, 3, 7, 4 and 6 samples."""
+    base = tmp_path_factory.mktemp("uneven")
+    sizes = [1, 3, 7, 4, 6]
+    write_shards(base / "src", [[sample(f"s{i}-{j}", 10 * i + j) for j in range(n)]
+                                for i, n in enumerate(sizes)])
+    assert compress([str(base / "src")], str(base / "arc"), "jpeg", 80, progress=False,
+                    guard=Guard(size=False)).ok
+    return str(base / "arc"), sorted((f"shard-{i:06d}", f"s{i}-{j}")
+                                     for i, n in enumerate(sizes) for j in range(n))
+
+
+def _slots(monkeypatch, archive, world, workers, epoch=0, **options):
+    """What each (torchrun rank, DataLoader worker) slot yields in ``epoch``: ranks from the
+    environment torchrun sets, the worker from a stand-in for get_worker_info."""
+    out = []
+    for rank in range(world):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", str(world))
+        dataset = ArchiveDataset(archive, transform=_key, **options)
+        monkeypatch.delenv("RANK")
+        monkeypatch.delenv("WORLD_SIZE")
+        for worker in range(workers):
+            monkeypatch.setattr(pipeline.torch_dataset, "get_worker_info",
+                                lambda w=worker: SimpleNamespace(id=w, num_workers=workers))
+            dataset.set_epoch(epoch)
+            out.append(list(dataset))
+    monkeypatch.setattr(pipeline.torch_dataset, "get_worker_info", lambda: None)
+    return out
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_torchrun_ranks_split_the_archive_and_shuffle_reorders_each_epoch(
+        uneven, monkeypatch, shuffle):
+    """Under torchrun (RANK/WORLD_SIZE, no Ray) every rank read the whole archive."""
+    archive, everything = uneven
+    for world, workers in ((2, 1), (2, 3), (3, 2)):
+        slots = _slots(monkeypatch, archive, world, workers, shuffle=shuffle)
+        assert sorted(s for slot in slots for s in slot) == everything, (world, workers)
+        even = _slots(monkeypatch, archive, world, workers, drop_last=True, shuffle=shuffle)
+        kept = [s for slot in even for s in slot]
+        assert len({len(slot) for slot in even}) == 1 and len(kept) == len(set(kept))
+        assert len(everything) - len(kept) < world * workers  # only the remainder is dropped
+    epochs = [[s for slot in _slots(monkeypatch, archive, 2, 2, epoch=e, shuffle=shuffle)
+               for s in slot] for e in (0, 1)]
+    assert sorted(epochs[0]) == sorted(epochs[1]) == everything
+    assert (epochs[0] != epochs[1]) == shuffle
+
+
+def test_an_epoch_counts_on_in_the_process_and_in_a_pickled_worker(uneven):
+    archive, everything = uneven
+    dataset = ArchiveDataset(archive, transform=_key, shuffle=True, seed=7)
+    first, second = list(dataset), list(dataset)  # no set_epoch: epochs 0 and 1
+    assert sorted(first) == sorted(second) == everything and first != second
+    dataset.set_epoch(1)
+    assert list(dataset) == second
+    dataset.set_epoch(5)
+    copy = pickle.loads(pickle.dumps(dataset))  # a spawned (or persistent) worker's copy
+    assert list(copy) == list(dataset) and list(copy) == list(dataset)  # epochs 5, then 6
+    assert list(ArchiveDataset(archive, transform=_key, shuffle=True, seed=8)) != first
+    with pytest.raises(TypeError, match="shards must be a list or tuple"):
+        ArchiveDataset(archive, shards={"shard-000000", "shard-000001"})
 
 
 def _ranks_loop(config):
@@ -107,7 +180,8 @@ def _ranks_loop(config):
 def test_ray_train_ranks_with_dataloader_workers(tmp_path):
     """Two Ray Train ranks x two DataLoader workers over 7 shards of 3..9 samples. Without
     drop_last every sample comes exactly once and the ranks get 22 and 20; with it, every rank
-    gets the same count and the same number of batches, and no sample comes twice."""
+    gets the same count (20: 2 of the 42 are left out) and the same number of batches, and no
+    sample comes twice."""
     from ray import cloudpickle
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -136,5 +210,5 @@ def test_ray_train_ranks_with_dataloader_workers(tmp_path):
     kept = [s for rank in samples[True] for s in rank]
     assert not [s for s, n in Counter(map(tuple, kept)).items() if n > 1]
     assert set(map(tuple, kept)) <= set(map(tuple, everything))
-    assert len(samples[True][0]) == len(samples[True][1]) == 18  # 4 slots x 9: the smallest slot
+    assert len(samples[True][0]) == len(samples[True][1]) == 20  # 4 slots x 10 of the 42
     assert len(per_rank[True][0]) == len(per_rank[True][1]), "ranks ran different numbers of batches"
