@@ -76,7 +76,7 @@ def iter_rows(
     still reads (else None), and reading goes on with the next row group. Without it, the error
     ends the iteration.
     """
-    with open_random_access(shard_url(archive, shard), storage) as f:
+    with open_random_access(shard_url(archive, shard), storage, streamed=True) as f:
         parquet = pq.ParquetFile(f, page_checksum_verification=True, pre_buffer=False,
                                  buffer_size=READ_BUFFER_BYTES)
         if expected_rows is None:

@@ -371,16 +371,29 @@ def per_file(fn: Callable[[_T], _R], items: Iterable[_T]) -> list[_R]:
         return list(pool.map(fn, items))
 
 
-def open_random_access(url: str, storage: StorageOptions | None = None):
-    """Open a file that is read at a few places, not front to back: Parquet (a footer, then the
-    column chunks wanted). A remote file reads exactly what is asked, one ranged request per
-    read: fsspec's default readahead fetches a whole block on every miss (s3fs: 50 MiB), so an
+# A Parquet file streamed front to back on an object store (restore's and verify's rows) is
+# fetched in blocks of this size, a few kept (pyarrow reads each column as its own stream, so
+# the reads of two large columns interleave): one request per block, not one per pyarrow read.
+STREAM_BLOCK = 4 << 20
+STREAM_BLOCKS_KEPT = 4
+
+
+def open_random_access(url: str, storage: StorageOptions | None = None, *,
+                       streamed: bool = False):
+    """Open a Parquet file for reading. Read at a few places (a footer, then the column chunks
+    wanted), a remote file reads exactly what is asked, one ranged request per read: fsspec's
+    default readahead fetches a whole block on every miss (s3fs: 50 MiB), so an
     ``Archive.get`` downloaded the whole index and the whole shard file, and a compress rerun
     with nothing to do downloaded the whole archive to rebuild the index from its key column.
-    (Interleaved reads of several columns would also thrash a smaller readahead block.)"""
+    ``streamed``: read through (rows in order), in ``STREAM_BLOCK`` blocks, of which an LRU
+    keeps ``STREAM_BLOCKS_KEPT``: a readahead of one range would thrash between interleaved
+    columns, and no cache at all made a request of every 1 MiB pyarrow read."""
     fs, path = filesystem(url, storage)
     if is_local(fs) or _is_chained(url):  # local reads are not requests; a chain sets its own
         return fs.open(path, "rb")
+    if streamed:
+        return fs.open(path, "rb", cache_type="blockcache", block_size=STREAM_BLOCK,
+                       cache_options={"maxblocks": STREAM_BLOCKS_KEPT})
     return fs.open(path, "rb", cache_type="none")
 
 

@@ -219,3 +219,13 @@ def test_lookups_and_a_rerun_read_footers_and_one_row_group_not_whole_files(
     counter.reset()
     assert main(["compress", *args]) == EXIT_OK  # nothing to do: footers and key columns
     assert counter.got < 4 * 65536, (counter.got, size)
+
+    # restore's and verify's workers read rows in order: in blocks, not a request per pyarrow
+    # read (1 MiB), and each byte about once, though two large columns' reads interleave
+    from pipeline.rows import iter_rows
+    from pipeline.storage import STREAM_BLOCK
+
+    counter.reset()
+    assert len(list(iter_rows(archive, "shard-000000", storage))) == 20
+    assert size <= counter.got < size + 2 * STREAM_BLOCK, (counter.got, size)
+    assert counter.requests < size / STREAM_BLOCK + 8, counter.requests
