@@ -203,7 +203,10 @@ def validate_shard_file(
         with f:
             meta = shard_meta(parquet, url)
             rows = parquet.metadata.num_rows
-            size = f.size  # known from opening it: no second request to the store
+            size = getattr(f, "size", None)  # known from opening it: no second request
+            if size is None:  # a chained URL's local copy (simplecache::s3://...) has none
+                fs, path = filesystem(url, storage)
+                size = fs.size(path)
     except FormatError:
         raise
     except FileNotFoundError:

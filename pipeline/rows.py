@@ -76,9 +76,17 @@ def iter_rows(
     still reads (else None), and reading goes on with the next row group. Without it, the error
     ends the iteration.
     """
-    with open_random_access(shard_url(archive, shard), storage, streamed=True) as f:
-        parquet = pq.ParquetFile(f, page_checksum_verification=True, pre_buffer=False,
-                                 buffer_size=READ_BUFFER_BYTES)
+    url = shard_url(archive, shard)
+    # The footer through a handle of its own: read through the streamed one, it brought in the
+    # file's last blocks, which the block cache had dropped by the time the last row group
+    # needed them (up to 2 blocks fetched twice per file).
+    with open_random_access(url, storage) as f:
+        metadata, size = pq.ParquetFile(f).metadata, getattr(f, "size", None)
+    with open_random_access(url, storage, streamed=True) as f:
+        if getattr(f, "size", None) != size:
+            raise OSError(f"shard file {url} changed while it was opened; read it again")
+        parquet = pq.ParquetFile(f, metadata=metadata, page_checksum_verification=True,
+                                 pre_buffer=False, buffer_size=READ_BUFFER_BYTES)
         if expected_rows is None:
             shard_meta(parquet, f"shard file {shard}")
         else:

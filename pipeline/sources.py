@@ -57,8 +57,9 @@ def _expand_one(src: str, storage: StorageOptions | None, alone: bool = False) -
     """``alone``: ``src`` is a whole SRC argument, not one name of a brace list (whose names
     are not looked for one by one: a request each on an object store)."""
     fs, path = filesystem(src, storage)
-    if not alone and path.endswith(SHARD_SUFFIX) and not any(ch in path for ch in "*?["):
-        return [_full_url(fs, path)]  # a name of a brace list, taken as given (no request)
+    if not alone and path.endswith(SHARD_SUFFIX) and not any(ch in path for ch in "*?[") \
+            and not is_local(fs):
+        return [_full_url(fs, path)]  # a name of a brace list on a store: no request each
     # A file or directory whose name holds [ ] or ? is that file or directory, not a pattern
     # (a[1].tar matched a1.tar; a directory batch[1] matched nothing and was refused).
     if any(ch in path for ch in "*?[") and not fs.isfile(path) and not fs.isdir(path):

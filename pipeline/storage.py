@@ -170,7 +170,13 @@ def filesystem(url: str, storage: StorageOptions | None = None) -> tuple[fsspec.
     """Resolve ``url`` to (filesystem, path) with the non-secret options applied."""
     check_url(url)
     chained = _is_chained(url)
-    protocol = (fsspec.core.split_protocol(url)[0] if not chained else None) or "file"
+    if chained:  # the options go to the chain's last link, the store (simplecache::s3://...)
+        target = fsspec.core.split_protocol(url.rsplit("::", 1)[1])[0] or "file"
+        target_options = (storage or StorageOptions()).fsspec_options(target)
+        if target in ("s3", "s3a"):
+            target_options.setdefault("use_listings_cache", False)  # see below
+        return fsspec.core.url_to_fs(url, **({target: target_options} if target_options else {}))
+    protocol = fsspec.core.split_protocol(url)[0] or "file"
     options = (storage or StorageOptions()).fsspec_options(protocol)
     if protocol in ("s3", "s3a"):
         # No listing cache: shard files are written by Ray workers in other processes, so a
@@ -179,7 +185,7 @@ def filesystem(url: str, storage: StorageOptions | None = None) -> tuple[fsspec.
         # workers had just written (write_index: FileNotFoundError), and no _archive.json was
         # written. Found by tests/test_s3_restart.py. A given use_listings_cache is kept.
         options.setdefault("use_listings_cache", False)
-    if "::" in url and not chained:  # a name holding "::": no chaining (see _is_chained)
+    if "::" in url:  # a name holding "::": no chaining (see _is_chained)
         fs = fsspec.filesystem(protocol, **options)
         # _strip_protocol treats "::" as chaining too (memory:// then drops its leading "/"):
         # hide it from the call
@@ -374,7 +380,9 @@ def per_file(fn: Callable[[_T], _R], items: Iterable[_T]) -> list[_R]:
 # A Parquet file streamed front to back on an object store (restore's and verify's rows) is
 # fetched in blocks of this size, a few kept (pyarrow reads each column as its own stream, so
 # the reads of two large columns interleave): one request per block, not one per pyarrow read.
-STREAM_BLOCK = 4 << 20
+# At most 32 MiB held per file (s3fs's default readahead held 50 MiB); a block is one request
+# one after another, so it is large enough for a store 20-50 ms away.
+STREAM_BLOCK = 8 << 20
 STREAM_BLOCKS_KEPT = 4
 
 

@@ -22,6 +22,15 @@ def test_brace_list_directory_and_glob(tmp_path):
     assert brace[0].file_name == "shard-000000.tar"
 
 
+def test_a_brace_list_name_that_is_a_local_directory_is_expanded_as_one(tmp_path):
+    """Brace-list names ending in .tar are taken as files without a request on a store; on a
+    local disk a directory so named is still looked into, as it is when given alone."""
+    _touch(tmp_path / "part.tar" / "inner-a.tar")
+    _touch(tmp_path / "x" / "inner-b.tar")
+    names = [s.name for s in expand_sources([str(tmp_path / "{part.tar,x}")])]
+    assert names == ["inner-a", "inner-b"]
+
+
 def test_duplicate_shard_names_are_refused(tmp_path):
     _touch(tmp_path / "a" / "s.tar")
     _touch(tmp_path / "b" / "s.tar")
