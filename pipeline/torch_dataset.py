@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -41,15 +42,16 @@ Unit = tuple[str, int]  # (shard, row group)
 def _distributed_rank() -> tuple[int, int]:
     """(rank, world size) of this training process: Ray Train's context, else an initialised
     ``torch.distributed`` group, else torchrun's ``RANK``/``WORLD_SIZE``, else (0, 1). Only
-    Ray Train was looked at: under torchrun every rank read the whole archive."""
-    try:
-        import ray.train
-
-        context = ray.train.get_context()
-        if context.get_world_size() > 1:
-            return context.get_world_rank(), context.get_world_size()
-    except Exception:  # not inside Ray Train
-        pass
+    Ray Train was looked at: under torchrun every rank read the whole archive. Ray is asked
+    only where it is loaded already (a Ray Train worker): importing it cost a DataLoader
+    worker 5 s and 100 MB."""
+    if "ray.train" in sys.modules:
+        try:
+            context = sys.modules["ray.train"].get_context()
+            if context.get_world_size() > 1:
+                return context.get_world_rank(), context.get_world_size()
+        except Exception:  # not inside Ray Train
+            pass
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     try:
@@ -75,9 +77,11 @@ class ArchiveDataset(IterableDataset):
     ``shuffle=True``: each epoch, the row groups are dealt in an order drawn from ``seed`` and
     the epoch, and each row group's samples come in an order drawn from them too (the same in
     every process, so the slots still split the epoch exactly). Call ``set_epoch(epoch)`` before
-    each epoch, as with ``DistributedSampler``: DataLoader workers that are not persistent are
-    made afresh each epoch and would otherwise repeat epoch 0's order (an iteration in this
-    process, or in a persistent worker, counts epochs on from the last ``set_epoch``).
+    each epoch, as with ``DistributedSampler``; it reaches persistent DataLoader workers too
+    (shared memory). Without it, each iteration counts an epoch in its own process: workers
+    that are not persistent are made afresh each epoch and repeat epoch 0's order, and an extra
+    iteration on one rank (a peek at a few samples) would put that rank an epoch ahead of the
+    others, so that they split different orders: samples lost and repeated.
     Without ``shuffle``, every epoch is in archive order.
 
     Units are whole row groups, dealt round-robin over the slots (distributed rank x
@@ -103,7 +107,9 @@ class ArchiveDataset(IterableDataset):
     whose equal counts a left-out row would break.
 
     Ranks: from Ray Train, ``torch.distributed`` or torchrun's environment (``RANK``,
-    ``WORLD_SIZE``), recorded when the dataset is made. A DataLoader worker started with spawn
+    ``WORLD_SIZE``), recorded when the dataset is made; ``rank=`` and ``world_size=`` say them
+    instead (``world_size=1``: all of the archive in this process, e.g. an evaluation on rank 0
+    only, or shards the caller has already split between ranks). A DataLoader worker started with spawn
     gets the rank of the process that pickled the dataset (``__getstate__``); one started with
     fork keeps the rank recorded in ``__init__``, so make the dataset in the training process
     (inside the Ray Train loop, after ``init_process_group``).
@@ -117,7 +123,8 @@ class ArchiveDataset(IterableDataset):
                  include_passthrough: bool = False,
                  transform: Callable[[dict[str, Any]], Any] | None = None,
                  decoder: str = "faithful", drop_last: bool = False, shuffle: bool = False,
-                 seed: int = 0, skip_damaged: bool = False) -> None:
+                 seed: int = 0, skip_damaged: bool = False, rank: int | None = None,
+                 world_size: int | None = None) -> None:
         self.url = url.rstrip("/")
         self.storage = storage or StorageOptions()
         manifest = read_manifest(self.url, self.storage)
@@ -155,15 +162,32 @@ class ArchiveDataset(IterableDataset):
             parse_where(where)  # refuse a bad filter now, not in a worker
         self.drop_last = drop_last
         self.shuffle, self.seed, self.skip_damaged = shuffle, seed, skip_damaged
-        self._epoch, self._iterated = 0, 0  # see set_epoch
-        self._rank = _distributed_rank()  # see my_units
+        # set_epoch's epoch (-1: never called), in shared memory so that it reaches persistent
+        # DataLoader workers (fork and spawn carry the storage across); else iterations count
+        self._epoch_given = torch.full((), -1, dtype=torch.int64).share_memory_()
+        self._iterated = 0
+        if (rank is None) != (world_size is None):
+            raise ValueError("give rank and world_size together, or neither")
+        if world_size is not None and not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in 0..{world_size - 1} (world_size {world_size})")
+        self._given_rank = None if world_size is None else (rank, world_size)
+        self._rank = self._given_rank or _distributed_rank()  # see my_units
         # row groups (and, for drop_last, the samples each yields): read once here, so that
         # DataLoader workers inherit them instead of each opening every shard file each epoch
         self._units, self.counts = self._scan()
 
     def set_epoch(self, epoch: int) -> None:
-        """The epoch the next iteration is (the shuffle's order depends on it)."""
-        self._epoch, self._iterated = epoch, 0
+        """The epoch of the iterations from now on (the shuffle's order depends on it); every
+        rank must give the same one."""
+        if epoch < 0:
+            raise ValueError(f"epoch must be 0 or more, not {epoch}")
+        self._epoch_given.fill_(epoch)
+
+    def _next_epoch(self) -> int:
+        if (epoch := int(self._epoch_given)) >= 0:
+            return epoch
+        self._iterated += 1
+        return self._iterated - 1
 
     def units(self) -> list[Unit]:
         """(shard, row group) pairs, in archive order: the unit of work dealt to workers."""
@@ -217,17 +241,16 @@ class ArchiveDataset(IterableDataset):
         context, so it takes the rank of the process that made it, and the epoch it is at."""
         state = self.__dict__.copy()
         rank = _distributed_rank()
-        if rank[1] > 1:
+        if rank[1] > 1 and self._given_rank is None:
             state["_rank"] = rank
-        state["_epoch"], state["_iterated"] = self._epoch + self._iterated, 0
         return state
 
     def my_units(self, epoch: int = 0) -> list[tuple[str, int, int, int | None]]:
         """This slot's (shard, row group, samples to skip, samples to take or None for all)
         in ``epoch``."""
-        rank, world = _distributed_rank()
-        if world == 1:  # a DataLoader worker process, or made inside the trainer and carried out
-            rank, world = self._rank
+        rank, world = self._given_rank or _distributed_rank()
+        if world == 1 and self._given_rank is None:
+            rank, world = self._rank  # a DataLoader worker, or made in the trainer and carried out
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         slot, slots = rank * workers + worker, world * workers
@@ -239,8 +262,7 @@ class ArchiveDataset(IterableDataset):
         return split_even([(u, self.counts[u]) for u in order], slots)[slot]
 
     def __iter__(self) -> Iterator[Any]:
-        epoch = self._epoch + self._iterated
-        self._iterated += 1
+        epoch = self._next_epoch()
         decoder = RowDecoder(self.decoder)
         where = parse_where(self.where) if self.where else None
         for shard, rg, skip, take in self.my_units(epoch):
