@@ -238,7 +238,8 @@ class ArchiveDataset(IterableDataset):
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled for a DataLoader worker (spawn): the worker process is outside the training
-        context, so it takes the rank of the process that made it, and the epoch it is at."""
+        context, so it takes the rank of the process that made it. (``set_epoch``'s epoch is
+        in shared memory: DataLoader's pickler shares it, where plain pickle copies it.)"""
         state = self.__dict__.copy()
         rank = _distributed_rank()
         if rank[1] > 1 and self._given_rank is None:
