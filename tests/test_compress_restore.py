@@ -118,7 +118,7 @@ def test_stats_file_accounts_for_every_sample(small_shards, tmp_path):
 
 def test_a_shard_of_many_passthrough_rows_lists_only_its_first_reasons(tmp_path, capsys):
     """Each passthrough row's key and reason went into the shard file's footer and _stats.json:
-    both grew with the rows (a footer of ~600 kB for 10k such rows, read by every lookup). The
+    both grew with the rows (about 1.4 MB for 10k such rows; every lookup reads the footer). The
     first PASSTHROUGH_REASONS_KEPT are listed; info counts them all; the rows keep every reason."""
     from pipeline.cli import main
     from pipeline.shard_encode import PASSTHROUGH_REASONS_KEPT
