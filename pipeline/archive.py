@@ -222,9 +222,9 @@ class Archive:
 
         A key that repeats within its shard needs ``index``, the sample's position in the
         source shard (the rows' ``index`` column); without it the error lists the candidates.
-        ``members=False`` leaves the kept members out (the row's ``members`` is None) and does
-        not read their column: a coded image decodes without them, and they may be most of
-        the row group's bytes."""
+        ``members=False`` leaves a coded row's kept members out (its ``members`` is None) and
+        does not read their column for it: the image decodes without them, and they may be
+        most of the row group's bytes. A passthrough row's are read (its image is one)."""
         shard, groups = self.locate(key, shard)
         with reading(f"shard {shard} ({shard_url(self.url, shard)})"):
             f, parquet = open_shard_file(self.url, shard, self.storage)
@@ -238,10 +238,15 @@ class Archive:
                 rows = []
                 for rg in groups:
                     table = parquet.read_row_group(rg, columns=columns)
-                    rows += table.filter(pc.equal(table.column("key"), key)).to_pylist()
-                if not members:
-                    for r in rows:
-                        r["members"] = None
+                    mask = pc.equal(table.column("key"), key)
+                    found = table.filter(mask).to_pylist()
+                    if not members:
+                        kept = ([None] * len(found) if all(r["status"] == STATUS_OK for r in found)
+                                else parquet.read_row_group(rg, columns=["members"]).filter(mask)
+                                .column("members").to_pylist())
+                        for r, m in zip(found, kept, strict=True):
+                            r["members"] = None if r["status"] == STATUS_OK else m
+                    rows += found
         if not rows:
             raise FormatError(f"{INDEX} places key {key!r} in row group(s) {groups} of shard "
                               f"{shard}, but it is not there: the index is stale or damaged "
@@ -283,11 +288,10 @@ class Archive:
         else:
             raise TypeError("get(key) or get(shard, key)")
         rows = self._row_decoder(decoder)  # refuse an unknown decoder before any read
-        row = self.row(key, shard, index, members=False)
+        row = self.row(key, shard, index, members=False)  # a passthrough row's image is a member
+        decoded = rows.check(row)
         if row["status"] == STATUS_OK:
-            return writable(rows.decode(row).image)
-        row = self.row(key, row["shard"], row["index"])  # passthrough: the image is a member
-        rows.check(row)
+            return writable(decoded.image)
         where = f"sample {key!r} in shard {row['shard']} (index {row['index']})"
         try:
             image = passthrough_pixels(row)
