@@ -9,6 +9,7 @@ Every returned image is checked (CRC, framing, content hash) like a restore.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import hashlib
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -29,11 +30,22 @@ from pipeline.archive_format import (
     reading,
     shard_url,
 )
+from pipeline.external_sort import exact_batches, sorted_tables
 from pipeline.images import Unsupported, prepare
+from pipeline.ordered_map import ordered_map
 from pipeline.rows import RowDecoder, check_decoder_for
-from pipeline.storage import StorageOptions, join, open_random_access, per_file, write_atomic
+from pipeline.storage import (
+    REQUEST_THREADS,
+    StorageOptions,
+    join,
+    open_random_access,
+    write_atomic,
+)
 
 INDEX_ROW_GROUP = 16384
+# Index rows the driver sorts in memory at once (about 150 bytes each at the peak, so about
+# 160 MB); an archive with more is sorted in runs spilled to local disk (write_index)
+INDEX_SORT_ROWS = 1 << 20
 REBUILD_INDEX = "rerun the compress command to rebuild it"
 # A passthrough image is decoded for get() whatever its size (the caller asked for this one
 # image); Pillow's decompression-bomb limit still applies.
@@ -133,9 +145,14 @@ def shards_holding(archive: str, keys: Iterable[str],
     return found
 
 
-def write_index(archive: str, shards: list[str], storage: StorageOptions | None = None) -> int:
-    """Build ``_index.parquet`` from the key column of every shard file; returns its row count."""
-    def entries(shard: str) -> list[pa.Table]:
+def write_index(archive: str, shards: list[str], storage: StorageOptions | None = None,
+                sort_rows: int | None = None) -> int:
+    """Build ``_index.parquet`` from the key column of every shard file; returns its row count.
+
+    The driver holds about ``sort_rows`` index rows (default ``INDEX_SORT_ROWS``) whatever
+    the archive's size: more are sorted in runs on local disk and merged
+    (``pipeline.external_sort``). Row groups are ``INDEX_ROW_GROUP`` rows either way."""
+    def entries(shard: str) -> pa.Table:
         f, parquet = open_shard_file(archive, shard, storage)
         with f:
             out = []
@@ -146,21 +163,28 @@ def write_index(archive: str, shards: list[str], storage: StorageOptions | None 
                     "shard": pa.repeat(pa.scalar(shard, pa.string()), len(keys)),
                     "row_group": pa.repeat(pa.scalar(rg, pa.int32()), len(keys)),
                 }, schema=INDEX_SCHEMA))
-            return out
+            return pa.concat_tables(out) if out else INDEX_SCHEMA.empty_table()
 
     # footers and key columns only, several files at once (on an object store each is a round
-    # trip); the table is held whole to be sorted: about 100 bytes a row
-    tables = [t for ts in per_file(entries, shards) for t in ts]
-    table = pa.concat_tables(tables) if tables else INDEX_SCHEMA.empty_table()
-    del tables
-    table = table.sort_by([("key", "ascending"), ("shard", "ascending")])
+    # trip), in order, a bounded number in flight
+    tables = ordered_map(entries, shards, workers=REQUEST_THREADS)
+    rows = sorted_tables(tables, ["key", "shard", "row_group"], sort_rows or INDEX_SORT_ROWS,
+                         INDEX_SCHEMA)
+    written = 0
 
     def write(out) -> None:
-        pq.write_table(table, out, row_group_size=INDEX_ROW_GROUP, compression="zstd",
-                       write_statistics=True, write_page_checksum=True)
+        nonlocal written
+        with contextlib.closing(rows), pq.ParquetWriter(
+                out, INDEX_SCHEMA, compression="zstd", write_statistics=True,
+                write_page_checksum=True) as writer:
+            for group in exact_batches(rows, INDEX_ROW_GROUP):
+                writer.write_table(group, row_group_size=INDEX_ROW_GROUP)
+                written += group.num_rows
+            if not written:  # as pyarrow writes an empty table: one row group of no rows
+                writer.write_table(INDEX_SCHEMA.empty_table())
 
     write_atomic(join(archive, INDEX), write, storage)
-    return table.num_rows
+    return written
 
 
 class Archive:
