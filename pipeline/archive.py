@@ -3,7 +3,9 @@
 ``_index.parquet`` maps every key to its shard file and row group, sorted by key, in row groups
 of ``INDEX_ROW_GROUP`` rows, so a lookup reads the index's footer (row-group key ranges from the
 column statistics), one index row group, then the footer and one row group of one shard file.
-Every returned image is checked (CRC, framing, content hash) like a restore.
+An ``Archive`` keeps the footers it read (``FOOTERS_KEPT``), so its next get of a file that has
+not changed since reads only the row groups. Every returned image is checked (CRC, framing,
+content hash) like a restore.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from models.registry import codec_decoders
 from pipeline.archive_format import (
     INDEX,
     STATUS_OK,
+    Footers,
     FormatError,
     check_against_manifest,
     open_shard_file,
@@ -50,6 +53,8 @@ REBUILD_INDEX = "rerun the compress command to rebuild it"
 # A passthrough image is decoded for get() whatever its size (the caller asked for this one
 # image); Pillow's decompression-bomb limit still applies.
 PASSTHROUGH_MAX_PIXELS = 1 << 62
+# Parquet footers an Archive keeps for its next gets: the index's and recent shard files'
+FOOTERS_KEPT = 64
 INDEX_SCHEMA = pa.schema([("key", pa.string()), ("shard", pa.string()), ("row_group", pa.int32())])
 
 
@@ -197,6 +202,8 @@ class Archive:
         self._decoders: dict[str, RowDecoder] = {}
         # samples of each shard, from the manifest: every get checks its shard file against it
         self._samples = {e["shard"]: e["samples"] for e in manifest["shards"]}
+        # the index's footer and recent shard files': a get of an unchanged file reads none
+        self._footers = Footers(FOOTERS_KEPT)
 
     @classmethod
     def open(cls, url: str, storage: StorageOptions | None = None) -> Archive:
@@ -213,7 +220,7 @@ class Archive:
                 raise TypeError(f"get: the {name} must be a str, not {type(value).__name__}")
         url = join(self.url, INDEX)
         with _open_index(self.url, self.storage) as f, reading(url, REBUILD_INDEX):
-            index = pq.ParquetFile(f, page_checksum_verification=True)
+            index = self._footers.parquet(url, f)
             hits: list[tuple[str, int]] = []
             for rg in range(index.num_row_groups):
                 stats = index.metadata.row_group(rg).column(0).statistics
@@ -251,7 +258,7 @@ class Archive:
         most of the row group's bytes. A passthrough row's are read (its image is one)."""
         shard, groups = self.locate(key, shard)
         with reading(f"shard {shard} ({shard_url(self.url, shard)})"):
-            f, parquet = open_shard_file(self.url, shard, self.storage)
+            f, parquet = open_shard_file(self.url, shard, self.storage, self._footers)
             with f:
                 # a file copied or renamed from another shard that has the key too would give
                 # that shard's image as this one's

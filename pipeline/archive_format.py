@@ -14,8 +14,10 @@ re-reading its rows.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +28,7 @@ import pyarrow.parquet as pq
 from pipeline.storage import (
     StorageError,
     StorageOptions,
+    file_identity,
     filesystem,
     join,
     open_random_access,
@@ -179,10 +182,49 @@ class ShardFile:
     meta: dict[str, Any]
 
 
-def open_shard_file(archive: str, shard: str, storage: StorageOptions | None = None):
-    """Open a shard file for reading; the caller closes the returned file object."""
-    f = open_random_access(shard_url(archive, shard), storage)
+class Footers:
+    """Parquet footers of files read before, reused while the file is unchanged, so that a
+    second ``Archive.get`` reads no footer: on a store each is a request of up to 64 KiB
+    (pyarrow's first read from a file's end), about half of a get's bytes.
+
+    "Unchanged" is ``storage.file_identity`` of the newly opened file: the store's ETag or
+    generation, or a local file's inode, size and mtime, all known from opening it, so the
+    check costs no request. A file that tells none is never cached. The ``kept`` most recently
+    used footers are kept."""
+
+    def __init__(self, kept: int) -> None:
+        self._kept = kept
+        self._cache: collections.OrderedDict[str, tuple[tuple, pq.FileMetaData]] = (
+            collections.OrderedDict())
+        self._lock = threading.Lock()
+
+    def parquet(self, url: str, f) -> pq.ParquetFile:
+        """``pq.ParquetFile`` of the open ``f`` (``url``'s), through the cached footer if any."""
+        identity = file_identity(f)
+        with self._lock:
+            cached = self._cache.get(url)
+            if cached is not None and cached[0] == identity:
+                self._cache.move_to_end(url)
+                return pq.ParquetFile(f, metadata=cached[1], page_checksum_verification=True)
+        parquet = pq.ParquetFile(f, page_checksum_verification=True)
+        if identity is not None:
+            with self._lock:
+                self._cache[url] = (identity, parquet.metadata)
+                self._cache.move_to_end(url)
+                while len(self._cache) > self._kept:
+                    self._cache.popitem(last=False)
+        return parquet
+
+
+def open_shard_file(archive: str, shard: str, storage: StorageOptions | None = None,
+                    footers: Footers | None = None):
+    """Open a shard file for reading; the caller closes the returned file object. With
+    ``footers``, the footer of this same file read before is not read again."""
+    url = shard_url(archive, shard)
+    f = open_random_access(url, storage)
     try:
+        if footers is not None:
+            return f, footers.parquet(url, f)
         return f, pq.ParquetFile(f, page_checksum_verification=True)
     except Exception:
         f.close()

@@ -9,6 +9,7 @@ environment or the usual credential files, exactly as boto/gcsfs do without late
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
@@ -403,6 +404,27 @@ def open_random_access(url: str, storage: StorageOptions | None = None, *,
         return fs.open(path, "rb", cache_type="blockcache", block_size=STREAM_BLOCK,
                        cache_options={"maxblocks": STREAM_BLOCKS_KEPT})
     return fs.open(path, "rb", cache_type="none")
+
+
+# What a store says of an object that changes with every write of it
+_VERSION_FIELDS = ("ETag", "etag", "generation", "VersionId", "md5Hash")
+
+
+def file_identity(f) -> tuple | None:
+    """What tells this version of an open file from any other, from what opening it returned
+    (no request): a store's ETag or generation with the size; a local file's device, inode,
+    size and mtime (an atomic replace is a new inode); None where the file says neither."""
+    details = getattr(f, "details", None)
+    if isinstance(details, dict):
+        for name in _VERSION_FIELDS:
+            if details.get(name):
+                return ("store", details.get("size"), name, str(details[name]))
+        return None
+    try:
+        st = os.fstat(f.fileno())
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return None
+    return ("local", st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def exists(url: str, storage: StorageOptions | None = None) -> bool:

@@ -237,3 +237,47 @@ def test_lookups_and_a_rerun_read_footers_and_one_row_group_not_whole_files(
     assert len(list(iter_rows(archive, "shard-000000", storage))) == 20
     assert size <= counter.got < size + 2 * 65536, (counter.got, size)  # + the footer's read
     assert counter.requests < size / STREAM_BLOCK + 8, counter.requests
+
+
+def test_a_second_get_reads_no_footer_until_the_files_change(s3_bucket, tmp_path, monkeypatch):
+    """An Archive keeps the footers it read: a first get reads the index's footer and the shard
+    file's (pyarrow's 64 KiB from the end), the next gets only row groups. A file rewritten
+    since (a new ETag) has its footer read again: the old one would place the rows wrongly."""
+    from pipeline.archive import Archive, write_index
+
+    url, storage = s3_bucket
+    rng = np.random.default_rng(4)
+    samples = []
+    for i in range(12):
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(buf, "PNG")
+        samples.append({"__key__": f"k{i:02d}", "png": buf.getvalue(), "bin": rng.bytes(40_000)})
+    write_shards(tmp_path / "src", [samples])
+    archive = f"{url}/arc"
+    assert main(["compress", str(tmp_path / "src"), archive, "--codec", "webp", "--endpoint-url",
+                 storage.endpoint_url, "--quiet"]) == EXIT_OK
+    counter = _S3Bytes(monkeypatch)
+    arc = Archive.open(archive, storage)
+    expected = {}
+    reads = []
+    for key in ("k00", "k07", "k11"):
+        counter.reset()
+        expected[key] = arc.get(key)
+        reads.append((counter.requests, counter.got))
+    assert reads[0][1] > 65536, reads  # the shard file's footer read
+    for requests, got in reads[1:]:
+        assert got < 16384 and requests < reads[0][0], reads
+
+    fs, path = filesystem(f"{archive}/shards/shard-000000.parquet", storage)
+    with fs.open(path, "rb") as f:
+        parquet = pq.ParquetFile(f)
+        table = parquet.read().replace_schema_metadata(parquet.metadata.metadata)
+    local = tmp_path / "rewritten.parquet"
+    pq.write_table(table, local, row_group_size=1)  # the same rows, placed elsewhere
+    fs.put_file(str(local), path)
+    write_index(archive, ["shard-000000"], storage)
+    for key in ("k07", "k00"):
+        counter.reset()
+        assert np.array_equal(arc.get(key), expected[key])
+        if key == "k07":
+            assert counter.got > 65536, counter.got  # both footers read anew
