@@ -31,6 +31,7 @@ from pipeline.storage import (
     file_identity,
     filesystem,
     join,
+    missing_credentials,
     open_random_access,
     read_bytes,
     write_bytes_atomic,
@@ -296,6 +297,10 @@ def read_manifest(archive: str, storage: StorageOptions | None = None) -> dict[s
         raise StorageError(
             f"access to {url} was refused ({exc or 'Forbidden'}): check the credentials for "
             "this store (environment or credential files) and its permissions") from exc
+    except Exception as exc:
+        if (refused := missing_credentials(exc)) is not None:
+            raise refused from exc
+        raise
     check_version(manifest, url)
     shards = manifest.get("shards")
     if not isinstance(manifest.get("codec"), str) or not isinstance(shards, list) or not all(

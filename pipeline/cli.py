@@ -22,7 +22,7 @@ from pipeline.errors import Refused
 from pipeline.progress import failed_line
 from pipeline.runner import RayOptions
 from pipeline.sources import SourceError
-from pipeline.storage import StorageError, StorageOptions, exists, join
+from pipeline.storage import StorageError, StorageOptions, exists, join, missing_credentials
 from pipeline.tars import NOT_RETRYABLE
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_REFUSED = 0, 1, 2
@@ -502,10 +502,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               "permissions", file=sys.stderr)
         return EXIT_REFUSED
     except Exception as exc:
-        if type(exc).__name__ in ("NoCredentialsError", "PartialCredentialsError"):  # botocore
-            print(f"latentarc {args.verb}: refused: no credentials for this store ({exc}): set "
-                  "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile in the usual "
-                  "credential files", file=sys.stderr)
+        if (refused := missing_credentials(exc)) is not None:  # botocore's, anywhere else
+            print(f"latentarc {args.verb}: refused: {refused}", file=sys.stderr)
             return EXIT_REFUSED
         if type(exc).__name__ == "ParamValidationError":  # botocore: e.g. an invalid bucket name
             first = str(exc).splitlines()[1:2] or [str(exc)]  # without the regex that follows

@@ -85,6 +85,16 @@ def check_url(url: str) -> None:
                 "give the object's s3:// or gs:// URL, with credentials from the environment")
 
 
+def missing_credentials(exc: BaseException) -> StorageError | None:
+    """The StorageError to raise for botocore's "no credentials" errors (None for any other):
+    the Python API (Archive.open, ArchiveDataset) gave botocore's NoCredentialsError, which
+    does not say where latentarc looks for them."""
+    if type(exc).__name__ not in ("NoCredentialsError", "PartialCredentialsError"):
+        return None
+    return StorageError(f"no credentials for this store ({exc}): set AWS_ACCESS_KEY_ID and "
+                        "AWS_SECRET_ACCESS_KEY, or a profile in the usual credential files")
+
+
 @dataclass(frozen=True)
 class StorageOptions:
     """Non-secret fsspec options for remote URLs (local paths ignore them).

@@ -109,3 +109,12 @@ def test_no_credentials_for_a_store_is_a_refusal_that_says_what_to_set(monkeypat
     assert main(["info", "s3://bucket/arc", "--endpoint-url", "http://127.0.0.1:1"]) == EXIT_REFUSED
     err = capsys.readouterr().err
     assert "refused: no credentials for this store" in err and "AWS_ACCESS_KEY_ID" in err
+    # the Python API says the same (it gave botocore's NoCredentialsError)
+    from pipeline.archive import Archive
+    from pipeline.storage import StorageError, StorageOptions
+    from pipeline.torch_dataset import ArchiveDataset
+
+    storage = StorageOptions(endpoint_url="http://127.0.0.1:1")
+    for make in (Archive.open, ArchiveDataset):
+        with pytest.raises(StorageError, match="no credentials for this store.*AWS_ACCESS_KEY_ID"):
+            make("s3://bucket/arc", storage)
