@@ -155,7 +155,8 @@ def write_index(archive: str, shards: list[str], storage: StorageOptions | None 
     """Build ``_index.parquet`` from the key column of every shard file; returns its row count.
 
     The driver holds about ``sort_rows`` index rows (default ``INDEX_SORT_ROWS``) whatever
-    the archive's size: more are sorted in runs on local disk and merged
+    the archive's size: more are sorted in runs on local disk (``TMPDIR``; about 20 bytes a
+    row for 24-character keys, benchmarks/pipeline/index-sort) and merged
     (``pipeline.external_sort``). Row groups are ``INDEX_ROW_GROUP`` rows either way."""
     def entries(shard: str) -> pa.Table:
         f, parquet = open_shard_file(archive, shard, storage)
