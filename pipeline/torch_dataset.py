@@ -116,6 +116,10 @@ class ArchiveDataset(IterableDataset):
 
     Every shard file's footer is read once, in ``__init__`` (several at a time), and checked
     against the manifest; the workers carry the list of row groups along.
+
+    There is no ``len()``: what a rank yields depends on how many DataLoader workers share its
+    slots, which the dataset is not told. ``units()`` and, with ``drop_last``, ``counts`` (the
+    samples each row group yields) give what a caller needs to compute it.
     """
 
     def __init__(self, url: str, storage: StorageOptions | None = None,
