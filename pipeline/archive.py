@@ -184,7 +184,9 @@ def write_index(archive: str, shards: list[str], storage: StorageOptions | None 
                 out, INDEX_SCHEMA, compression="zstd", write_statistics=True,
                 write_page_checksum=True) as writer:
             for group in exact_batches(rows, INDEX_ROW_GROUP):
-                writer.write_table(group, row_group_size=INDEX_ROW_GROUP)
+                # one chunk, as the in-memory sort gives: the writer's dictionary fallback
+                # (keys past ~1 MiB a row group) is decided per chunk, so chunks change bytes
+                writer.write_table(group.combine_chunks(), row_group_size=INDEX_ROW_GROUP)
                 written += group.num_rows
             if not written:  # as pyarrow writes an empty table: one row group of no rows
                 writer.write_table(INDEX_SCHEMA.empty_table())

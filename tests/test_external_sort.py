@@ -52,6 +52,74 @@ def test_a_stream_closed_early_removes_its_runs(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
+def test_more_runs_than_may_be_open_are_merged_in_groups(tmp_path, monkeypatch):
+    """One open file per run being merged: past MAX_OPEN_RUNS (here 3) runs are merged in
+    groups first, so a sort of any size stays under the open-file limit."""
+    import pipeline.external_sort as external_sort
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(external_sort, "MAX_OPEN_RUNS", 3)
+    open_now, most = 0, 0
+    read_run = external_sort._read_run
+
+    def counted(path, batch_rows):
+        nonlocal open_now, most
+        open_now += 1
+        most = max(most, open_now)
+        try:
+            yield from read_run(path, batch_rows)
+        finally:
+            open_now -= 1
+
+    monkeypatch.setattr(external_sort, "_read_run", counted)
+    tables = _tables(5, 40, 30)
+    expected = pa.concat_tables(tables).sort_by(ORDER)
+    got = pa.concat_tables(list(sorted_tables(iter(tables), KEYS, 20, INDEX_SCHEMA)))
+    assert got.equals(expected)
+    assert most == 3 and open_now == 0
+    assert os.listdir(tmp_path) == []
+
+
+def test_nulls_in_a_key_column_are_refused():
+    table = pa.table({"key": ["a", None], "shard": ["s", "s"],
+                      "row_group": pa.array([0, 0], pa.int32())}, schema=INDEX_SCHEMA)
+    with pytest.raises(ValueError, match="column 'key' has nulls"):
+        list(sorted_tables(iter([table]), KEYS, 1, INDEX_SCHEMA))
+
+
+def test_a_killed_sorts_spill_is_removed_by_the_next_sort(tmp_path):
+    """Runs of a process killed mid-sort (SIGKILL, out of memory) were left in TMPDIR for
+    good; the next sort on the machine removes them, not those of a live process."""
+    import subprocess
+    import sys
+
+    killed = subprocess.run([sys.executable, "-c", f"""
+import os, signal, tempfile
+tempfile.tempdir = {str(tmp_path)!r}
+import pyarrow as pa
+from pipeline.external_sort import sorted_tables
+schema = pa.schema([("k", pa.int64())])
+stream = sorted_tables(iter([pa.table({{"k": list(range(100))}}, schema=schema)] * 5), ["k"], 100,
+                       schema)
+next(stream)
+os.kill(os.getpid(), signal.SIGKILL)
+"""], cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert killed.returncode == -9
+    left = os.listdir(tmp_path)
+    assert len(left) == 1 and left[0].startswith("latentarc-sort-")
+    assert len(os.listdir(tmp_path / left[0])) == 6  # the lock and 5 runs
+    live = tmp_path / f"latentarc-sort-{os.getpid()}-mine"  # this process's: alive
+    live.mkdir()
+    (live / ".lock").touch()
+    tempfile_dir = tempfile.tempdir
+    try:
+        tempfile.tempdir = str(tmp_path)
+        assert pa.concat_tables(list(sorted_tables(iter(_tables(0, 3, 5)), KEYS, 2, INDEX_SCHEMA)))
+    finally:
+        tempfile.tempdir = tempfile_dir
+    assert os.listdir(tmp_path) == [live.name]
+
+
 def test_exact_batches_recut_a_stream():
     tables = [pa.table({"x": pa.array(range(n), pa.int64())}) for n in (3, 0, 9, 1, 4)]
     cut = list(exact_batches(tables, 5))
@@ -60,24 +128,27 @@ def test_exact_batches_recut_a_stream():
     assert list(exact_batches([], 5)) == []
 
 
-def _key_only_archive(root, files: int, per_file: int, seed: int = 0) -> list[str]:
+def _key_only_archive(root, files: int, per_file: int, seed: int = 0, pad: int = 0) -> list[str]:
     """An archive directory whose shard files hold only the key column (all write_index reads),
-    keys in random order across files, some repeated across files."""
+    keys in random order across files, some repeated across files (``pad`` characters more)."""
     rng = random.Random(seed)
     (root / "shards").mkdir(parents=True)
     names = []
     for i in range(files):
-        keys = [f"k{rng.randrange(files * per_file):08d}" for _ in range(per_file)]
+        keys = [f"k{rng.randrange(files * per_file):08d}{'x' * pad}" for _ in range(per_file)]
         pq.write_table(pa.table({"key": keys}), root / "shards" / f"p{i:03d}.parquet",
                        row_group_size=300)
         names.append(f"p{i:03d}")
     return names
 
 
-def test_write_index_spilled_is_byte_identical_with_capped_row_groups(tmp_path, monkeypatch):
+@pytest.mark.parametrize("pad", [0, 100])
+def test_write_index_spilled_is_byte_identical_with_capped_row_groups(pad, tmp_path, monkeypatch):
     """An index sorted in runs (here 8, plus ties) is the same file as one sorted in memory,
-    and its row groups keep the INDEX_ROW_GROUP cap that get's one-row-group read relies on."""
-    names = _key_only_archive(tmp_path / "arc", 40, 1000)
+    and its row groups keep the INDEX_ROW_GROUP cap that get's one-row-group read relies on.
+    Long keys (pad 100) pass the writer's dictionary limit within a row group, where the
+    merge's chunks changed the bytes until each row group was written as one chunk."""
+    names = _key_only_archive(tmp_path / "arc", 40, 1000, pad=pad)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
     digests, tables = [], []

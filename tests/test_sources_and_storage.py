@@ -119,3 +119,23 @@ def test_a_missing_src_is_refused_and_a_missing_brace_member_fails_as_its_shard(
     assert "shard shard-000001: its source " in stats and "does not exist" in stats
     assert "rerunning will not help until it is there" in stats
     assert (tmp_path / "arc" / "shards" / "shard-000000.parquet").exists()
+
+
+def test_file_identity_tells_a_same_size_rewrite_with_its_mtime_set_back(tmp_path):
+    """Archive's kept footers are reused while file_identity is unchanged: a rewrite in place
+    to the same size, its mtime then set back (as a copy tool may), must not look unchanged."""
+    import os
+
+    from pipeline.storage import file_identity, open_random_access
+
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"a" * 100)
+    st = os.stat(path)
+    with open_random_access(str(path)) as f:
+        before = file_identity(f)
+    with open(path, "r+b") as f:
+        f.write(b"b" * 100)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with open_random_access(str(path)) as f:
+        after = file_identity(f)
+    assert before is not None and after is not None and after != before
