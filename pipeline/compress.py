@@ -22,6 +22,7 @@ from models.registry import DEFAULT_CODEC, get_codec, uses_gpu
 from pipeline import interrupt
 from pipeline.archive import write_index
 from pipeline.archive_format import (
+    INDEX,
     MANIFEST,
     STATS,
     FormatError,
@@ -419,7 +420,7 @@ def compress(
             if conflict or wrote:  # another run's manifest, or ours of a round before: not whole
                 remove(manifest_url, storage)
             break
-        write_index(archive, sorted(per_shard), storage)
+        _index(archive, sorted(per_shard), storage, log)
         write_json(
             manifest_url,
             {
@@ -445,6 +446,19 @@ SKIPPED_SHOWN = 10
 # Rounds of "list the shard files, write the manifest, list again" at the end of a run (see
 # compress); more than two only while other runs keep finishing shards.
 FINISH_ROUNDS = 5
+# From this many shard files, compress says that it builds the index and what it took: at
+# millions of rows it reads every key column and sorts on disk, minutes after the last shard
+INDEX_NOTE_SHARDS = 100
+
+
+def _index(archive: str, shards: list[str], storage: StorageOptions, log: Progress) -> None:
+    """write_index, said on the log for a large archive (not silence after the last shard)."""
+    if len(shards) >= INDEX_NOTE_SHARDS:
+        log.note(f"indexing the keys of {len(shards)} shard files into {INDEX}")
+    started = time.monotonic()
+    rows = write_index(archive, shards, storage)
+    if len(shards) >= INDEX_NOTE_SHARDS:
+        log.note(f"{INDEX}: {rows} keys, in {time.monotonic() - started:.1f} s")
 
 
 def _listed_before(archive: str, storage: StorageOptions, manifest: dict[str, Any] | None) -> set[str]:

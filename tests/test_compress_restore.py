@@ -116,6 +116,22 @@ def test_stats_file_accounts_for_every_sample(small_shards, tmp_path):
     assert [r["key"] for r in reasons] == ["bad"]
 
 
+def test_a_large_archive_says_that_it_builds_the_index(small_shards, tmp_path, capsys,
+                                                       monkeypatch):
+    """From INDEX_NOTE_SHARDS shard files (100; here 2) compress says that it builds the index
+    and what it took: at millions of rows that is minutes of silence after the last shard."""
+    import pipeline.compress as compress_module
+
+    archive = tmp_path / "arc"
+    compress([str(small_shards)], str(archive), "webp", 80, guard=NO_GUARD)
+    assert "indexing" not in capsys.readouterr().err
+    monkeypatch.setattr(compress_module, "INDEX_NOTE_SHARDS", 2)
+    compress([str(small_shards)], str(archive), "webp", 80, guard=NO_GUARD)  # nothing to do
+    err = capsys.readouterr().err
+    assert "indexing the keys of 2 shard files into _index.parquet" in err
+    assert "_index.parquet: 6 keys, in " in err
+
+
 def test_a_shard_of_many_passthrough_rows_lists_only_its_first_reasons(tmp_path, capsys):
     """Each passthrough row's key and reason went into the shard file's footer and _stats.json:
     both grew with the rows (about 1.4 MB for 10k such rows; every lookup reads the footer). The
