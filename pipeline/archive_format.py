@@ -189,8 +189,8 @@ class Footers:
     (pyarrow's first read from a file's end), about half of a get's bytes.
 
     "Unchanged" is ``storage.file_identity`` of the newly opened file: the store's ETag or
-    generation, or a local file's inode, size and mtime, all known from opening it, so the
-    check costs no request. A file that tells none is never cached. The ``kept`` most recently
+    generation, or a local file's inode, size, mtime and ctime, all known from opening it, so
+    the check costs no request. A file that tells none is never cached. The ``kept`` most recently
     used footers are kept."""
 
     def __init__(self, kept: int) -> None:
