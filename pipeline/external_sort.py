@@ -5,7 +5,7 @@ archive at once (about 150 bytes a row at its peak: 1.5 GB for 10 M images, and 
 100 M would not fit). Here at most ``max_rows`` rows are sorted in memory; beyond that each
 full buffer is sorted and written to a local temp file (a "run"), and the runs are merged,
 batch by batch, so the rows held are about ``max_rows`` whatever the total. An input that fits
-is sorted in memory, with no temp file. More than ``MAX_OPEN_RUNS`` runs are merged in groups
+is sorted in memory, with no run written. More than ``MAX_OPEN_RUNS`` runs are merged in groups
 first (each group into one longer run): one open file per run being merged, and one batch
 each, so neither the file limit nor the memory grows with the total.
 
