@@ -195,26 +195,33 @@ class Footers:
 
     def __init__(self, kept: int) -> None:
         self._kept = kept
-        self._cache: collections.OrderedDict[str, tuple[tuple, pq.FileMetaData]] = (
-            collections.OrderedDict())
+        self._cache: collections.OrderedDict[
+            str, tuple[tuple, pq.FileMetaData, dict[str, Any]]] = collections.OrderedDict()
         self._lock = threading.Lock()
 
     def parquet(self, url: str, f) -> pq.ParquetFile:
         """``pq.ParquetFile`` of the open ``f`` (``url``'s), through the cached footer if any."""
+        return self.open(url, f)[0]
+
+    def open(self, url: str, f) -> tuple[pq.ParquetFile, dict[str, Any]]:
+        """``parquet(url, f)``, and a dict kept with this version's footer, for what a caller
+        derives from it (a new one for a new version, or where nothing is kept)."""
         identity = file_identity(f)
         with self._lock:
             cached = self._cache.get(url)
             if cached is not None and cached[0] == identity:
                 self._cache.move_to_end(url)
-                return pq.ParquetFile(f, metadata=cached[1], page_checksum_verification=True)
+                return (pq.ParquetFile(f, metadata=cached[1], page_checksum_verification=True),
+                        cached[2])
         parquet = pq.ParquetFile(f, page_checksum_verification=True)
+        derived: dict[str, Any] = {}
         if identity is not None:
             with self._lock:
-                self._cache[url] = (identity, parquet.metadata)
+                self._cache[url] = (identity, parquet.metadata, derived)
                 self._cache.move_to_end(url)
                 while len(self._cache) > self._kept:
                     self._cache.popitem(last=False)
-        return parquet
+        return parquet, derived
 
 
 def open_shard_file(archive: str, shard: str, storage: StorageOptions | None = None,
