@@ -318,9 +318,14 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         if mine:
             # e.g. a compressed shard: its error says so, and a rerun meets it again
             fix_first = sum(NOT_RETRYABLE in report.failed[n] for n in mine)
-            first = f" ({fix_first} of them need their source fixed first)" if fix_first else ""
-            print(f"latentarc: {len(mine)} of {len(report.shards)} shards not compressed; "
-                  f"rerun the same command to retry them{first}", file=sys.stderr)
+            if fix_first == len(mine):
+                then = ("fix their sources first (FAILED above), then rerun the same command; "
+                        "a rerun alone meets the same errors")
+            else:
+                first = f" ({fix_first} of them need their source fixed first)" if fix_first else ""
+                then = f"rerun the same command to retry them{first}"
+            print(f"latentarc: {len(mine)} of {len(report.shards)} shards not compressed; {then}",
+                  file=sys.stderr)
         if others := len(report.failed) - len(mine):
             print(f"latentarc: {others} shard file(s) in the archive from other sources are "
                   "damaged (FAILED above): compress again with their sources, or delete them",

@@ -301,6 +301,11 @@ def compress(
         raise Refused(str(exc)) from exc
     metrics = _check_metrics(tuple(metrics))
     archive = archive.rstrip("/")
+    fs, path = filesystem(archive, storage)
+    if fs.isfile(path):  # e.g. `compress src/*.tar` with ARCHIVE left out: the last tar
+        last = (" (was ARCHIVE left out, so that the last SRC was taken for it?)"
+                if archive.endswith(".tar") else "")
+        raise Refused(f"ARCHIVE {archive} is a file, not a directory or prefix{last}")
     try:
         shards = expand_sources(sources, storage)
     except (ValueError, OSError) as exc:

@@ -87,10 +87,12 @@ def _expand_one(src: str, storage: StorageOptions | None, alone: bool = False) -
         return [_full_url(fs, p) for p in found]
     if src.endswith("/"):  # meant as a directory or prefix: a missing one is no shard
         raise SourceError(f"{src} is not a directory or prefix (or its bucket does not exist)")
-    # A named shard is taken as given: a missing one fails as that shard, not the job (one
-    # missing file of a brace list of a thousand should not stop the other 999). An SRC that
-    # is not named as a shard is looked for: a mistyped directory ran a job that failed.
-    if alone and not path.endswith(SHARD_SUFFIX) and not fs.exists(path):
+    # A named shard of a brace list, or on a store, is taken as given: a missing one fails as
+    # that shard, not the job (one missing file of a brace list of a thousand should not stop
+    # the other 999, and on a store each look is a request). An SRC that is not named as a
+    # shard is looked for (a mistyped directory ran a job that failed), and so is a local file
+    # named alone (a stat: it ran Ray to report one failed shard, and left an archive stub).
+    if alone and (is_local(fs) or not path.endswith(SHARD_SUFFIX)) and not fs.exists(path):
         raise SourceError(f"{src} does not exist (no such directory, prefix or {SHARD_SUFFIX} file)")
     return [_full_url(fs, path)]
 

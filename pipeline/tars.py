@@ -143,7 +143,8 @@ def iter_samples(fileobj: IO[bytes], shard: str) -> Iterator[Sample]:
                     target = f" to {info.linkname!r}" if info.islnk() or info.issym() else ""
                     raise ShardReadError(
                         f"shard {shard}: member {info.name!r} is a {kind}{target}; only regular "
-                        "files can be archived (write the file's bytes into the shard instead)")
+                        "files can be archived (write the file's bytes into the shard instead; "
+                        f"{NOT_RETRYABLE})")
                 reading = info.name
                 key, suffix = split_member_name(info.name)
                 try:
@@ -152,7 +153,8 @@ def iter_samples(fileobj: IO[bytes], shard: str) -> Iterator[Sample]:
                     raise ShardReadError(
                         f"shard {shard}: member {info.name!r} (key {key!r}) has a name that is "
                         "not UTF-8; the archive stores names as UTF-8 text, so this shard is not "
-                        "archived (write the shard again with UTF-8 member names)") from None
+                        f"archived (write the shard again with UTF-8 member names; {NOT_RETRYABLE})"
+                    ) from None
                 handle = stream.extractfile(info)
                 data = handle.read() if handle is not None else b""
                 if current is not None and (key != current.key or suffix in current.suffixes()):
@@ -181,7 +183,10 @@ def iter_samples(fileobj: IO[bytes], shard: str) -> Iterator[Sample]:
             ) from exc
         after = f"after key {current.key!r}" if current is not None else "before its first sample"
         where = f" while reading member {reading!r}" if reading else ""
-        raise ShardReadError(f"shard {shard}: tar is damaged {after}{where}: {exc}") from exc
+        # a read that failed (OSError: the store, the network) may succeed when run again; a
+        # tar that does not parse will not
+        fix = "" if isinstance(exc, OSError) else f" ({NOT_RETRYABLE}: repair the shard, or leave it out)"
+        raise ShardReadError(f"shard {shard}: tar is damaged {after}{where}: {exc}{fix}") from exc
     if current is not None:
         yield current
 

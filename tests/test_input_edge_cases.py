@@ -243,6 +243,7 @@ def test_a_gzip_shard_fails_saying_it_is_compressed(tmp_path, capsys):
     assert code == EXIT_INCOMPLETE
     err = capsys.readouterr().err
     assert "FAILED zipped: the file is gzip-compressed, not a tar" in err
-    assert "1 of 2 shards not compressed; rerun the same command to retry them (1 of them need " \
-        "their source fixed first)" in err
+    # the one failure cannot be retried: a rerun alone is not the advice
+    assert "1 of 2 shards not compressed; fix their sources first (FAILED above), then rerun " \
+        "the same command" in err
     assert (tmp_path / "arc" / "shards" / "fine.parquet").exists()

@@ -98,7 +98,8 @@ def test_a_shard_name_near_the_file_name_limit_can_be_written(tmp_path):
     assert (tmp_path / name).read_bytes() == b"data" and len(list(tmp_path.iterdir())) == 1
 
 
-def test_a_missing_src_is_refused_and_a_missing_brace_member_fails_as_its_shard(tmp_path, ray_local):
+def test_a_missing_src_is_refused_and_a_missing_brace_member_fails_as_its_shard(tmp_path, ray_local,
+                                                                                capsys):
     from conftest import sample, write_shards
 
     from pipeline.cli import EXIT_INCOMPLETE, EXIT_REFUSED, main
@@ -109,6 +110,16 @@ def test_a_missing_src_is_refused_and_a_missing_brace_member_fails_as_its_shard(
     assert not (tmp_path / "arc").exists()
     with pytest.raises(SourceError, match=r"typo does not exist \(no such directory, prefix or"):
         expand_sources([str(tmp_path / "typo")])
+    # so is a local .tar named alone (it ran Ray to fail one shard, and left _stats.json)
+    assert main(["compress", str(tmp_path / "gone.tar"), str(tmp_path / "arc"), "--codec",
+                 "webp"]) == EXIT_REFUSED
+    assert not (tmp_path / "arc").exists()
+    # an ARCHIVE that is a file: `compress src/*.tar` with ARCHIVE left out took the last tar
+    (tmp_path / "last.tar").write_bytes(b"x")
+    assert main(["compress", str(tmp_path / "gone.tar"), str(tmp_path / "last.tar"), "--codec",
+                 "webp"]) == EXIT_REFUSED
+    assert (tmp_path / "last.tar").read_bytes() == b"x"
+    assert "is a file, not a directory or prefix (was ARCHIVE left out" in capsys.readouterr().err
     # one missing name of a brace list fails that shard alone, saying a rerun will not help
     write_shards(tmp_path / "src", [[sample("a", 1)], [sample("b", 2)]])
     (tmp_path / "src" / "shard-000001.tar").unlink()

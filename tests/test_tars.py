@@ -7,7 +7,14 @@ import pytest
 from conftest import read_tar
 from conftest import tar_bytes as _tar
 
-from pipeline.tars import Sample, ShardReadError, iter_samples, split_member_name, write_samples
+from pipeline.tars import (
+    NOT_RETRYABLE,
+    Sample,
+    ShardReadError,
+    iter_samples,
+    split_member_name,
+    write_samples,
+)
 
 
 def test_grouping_follows_webdataset_and_keeps_everything():
@@ -33,8 +40,24 @@ def test_repeated_suffix_starts_a_new_sample():
 def test_truncated_tar_names_shard_and_last_key(cut, last_key):
     """Cut inside a header, inside a member's data, and exactly at a member boundary."""
     data = _tar([("a.png", b"x" * 2000), ("b.png", b"y" * 2000)])
-    with pytest.raises(ShardReadError, match=f"shard s7: tar is damaged after key '{last_key}'"):
+    with pytest.raises(ShardReadError, match=f"shard s7: tar is damaged after key '{last_key}'"
+                       ) as raised:
         list(iter_samples(io.BytesIO(data[:cut]), "s7"))
+    assert str(raised.value).endswith(f"({NOT_RETRYABLE}: repair the shard, or leave it out)")
+
+
+def test_a_read_that_fails_is_not_called_unretryable():
+    """An OSError from the store may pass on a rerun; a tar that does not parse will not."""
+    class Failing(io.RawIOBase):
+        def readable(self):
+            return True
+
+        def readinto(self, buffer):
+            raise ConnectionResetError("connection reset by peer")
+
+    with pytest.raises(ShardReadError, match="tar is damaged before its first sample") as raised:
+        list(iter_samples(Failing(), "s8"))
+    assert NOT_RETRYABLE not in str(raised.value)
 
 
 def test_written_shards_read_back_with_webdataset(tmp_path):
