@@ -294,6 +294,8 @@ def read_manifest(archive: str, storage: StorageOptions | None = None) -> dict[s
     fs, path = filesystem(url, storage)
     try:
         if not fs.exists(path):
+            if not fs.exists(path.rsplit("/", 1)[0]):  # (on a store: a prefix with no objects)
+                raise FormatError(f"{archive} does not exist (no such directory or prefix)")
             raise FormatError(
                 f"{archive} has no {MANIFEST}: it is not an archive, or its compress run has not "
                 "finished (run compress again to complete it)"

@@ -7,6 +7,7 @@ jobs.<verb>`` runs the same code for ``ray job submit``.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import math
 import os
@@ -24,6 +25,7 @@ from pipeline.runner import RayOptions
 from pipeline.sources import SourceError
 from pipeline.storage import StorageError, StorageOptions, exists, join, missing_credentials
 from pipeline.tars import NOT_RETRYABLE
+from pipeline.where import FILTERABLE, OPS
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_REFUSED = 0, 1, 2
 
@@ -90,6 +92,13 @@ def _add_ray(p: argparse.ArgumentParser, gpus: bool = True) -> None:
     g.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("latentarc")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout, not installed
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="latentarc",
@@ -98,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"latentarc {_version()}")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     p = sub.add_parser("compress", help="compress shards into an archive (resumable)",
@@ -181,13 +191,19 @@ def build_parser() -> argparse.ArgumentParser:
                        "are decoded, checked against their content hash, and written in their "
                        "original format (lossless formats losslessly, JPEG at --jpeg-quality).",
                        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("archive", metavar="ARCHIVE")
+    p.add_argument("archive", metavar="ARCHIVE", help="archive URL (directory or prefix)")
     p.add_argument("destination", metavar="DST", help="directory or prefix for the restored shards")
-    p.add_argument("--shards", nargs="+", metavar="SHARD", help="only these shards (names without .tar)")
+    p.add_argument("--shards", nargs="+", metavar="SHARD",
+                   help="only these shards (names without .tar, as `latentarc info --json` lists them)")
     p.add_argument("--keys", metavar="FILE", help="only these keys: one per line, `key` or `shard<TAB>key`")
     p.add_argument("--where", metavar="FILTER",
-                   help="only rows matching COLUMN OP VALUE [and ...], e.g. \"bpp < 0.3\"; "
-                   "pushed down to Parquet row-group statistics")
+                   help="only rows matching COLUMN OP VALUE [and ...], e.g. \"bpp < 0.3 and "
+                   "status == 'ok'\"; pushed down to Parquet row-group statistics. OP: "
+                   + " ".join(OPS) + "; text values in quotes. Columns: "
+                   + ", ".join(sorted(FILTERABLE)) + ". status is 'ok' (coded) or "
+                   "'passthrough' (stored as it came, reason says why); lpips is empty "
+                   "unless compress ran with --metrics lpips; a filter that matches no row "
+                   "restores nothing (exit 0)")
     p.add_argument("--layout", choices=["webdataset", "files"], default="webdataset",
                    help="webdataset: shards with the original names (default); "
                    "files: DST/<shard>/<key>.<ext> image files")
@@ -222,15 +238,19 @@ def build_parser() -> argparse.ArgumentParser:
                        "(always with the faithful decoder: every decoder of a codec yields the same "
                        "symbols, which is what the hash covers).",
                        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("archive", metavar="ARCHIVE")
+    p.add_argument("archive", metavar="ARCHIVE", help="archive URL (directory or prefix)")
     _add_storage(p)
     _add_ray(p, gpus=False)
 
     p = sub.add_parser("info", help="show an archive's manifest and figures",
+                       description="Show an archive's status, codec, totals (samples, bytes, "
+                       "ratio, bpp, PSNR), its shards and last compress run (failures, "
+                       "interrupted attempts) and its passthrough samples with their reasons. "
+                       "Reads only _archive.json and _stats.json.",
                        epilog="exit codes: 0 complete archive; 1 compress has not finished (the "
                        "last run's failures are listed); 2 not a latentarc archive, or an "
                        "unknown format version")
-    p.add_argument("archive", metavar="ARCHIVE")
+    p.add_argument("archive", metavar="ARCHIVE", help="archive URL (directory or prefix)")
     p.add_argument("--json", action="store_true", help="print the manifest and stats as JSON")
     _add_storage(p)
 
@@ -257,7 +277,7 @@ def _fmt(value: float | None, spec: str) -> str:
     return format(value, spec)
 
 
-def summary_table(totals: dict[str, Any], archive: str,
+def summary_table(totals: dict[str, Any], archive: str | None,
                   extra: list[tuple[str, str]] | None = None) -> str:
     """The one table users read after a run; ``extra`` rows (the demo's restore and verify)
     are aligned with it. Its first line counts samples, not images: a passthrough sample may
@@ -274,7 +294,7 @@ def summary_table(totals: dict[str, Any], archive: str,
         ("mean PSNR per image (dB)", _fmt(totals.get("mean_psnr"), ".2f")),
         *([("mean LPIPS-alex per image", _fmt(totals["mean_lpips"], ".4f"))]
           if "mean_lpips" in totals else []),
-        ("archive", archive),
+        *([("archive", archive)] if archive is not None else []),
         *(extra or []),
     ]
     width = max(len(k) for k, _ in rows)
@@ -428,7 +448,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         print(f"encoding   last run ({len(run['done'])} shard(s)) refined latents: "
               f"--effort {run['effort']}{aim}{cap}")
     totals = (manifest or stats)["totals"]
-    print(summary_table(totals, archive))
+    print(summary_table(totals, None))  # the archive is the first line already
     if stats:
         failed = stats["run"].get("failed") or {}
         stopped = (f", then stopped by {stats['run']['stopped_by']} (rerun the same compress "
@@ -488,7 +508,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         with interrupt.catch_signals():
-            return COMMANDS[args.verb](args)
+            code = COMMANDS[args.verb](args)
+            sys.stdout.flush()  # a closed pipe fails here, not at exit (exit 120, a traceback)
+            return code
+    except BrokenPipeError:  # `latentarc info ARCHIVE | head`: the reader has all it wanted
+        # stdout's buffer would fail again at exit; what remains of it goes nowhere
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13  # as a process ended by SIGPIPE, the shell's convention
     except interrupt.Interrupted as exc:  # the verb put its work in order and says what it kept
         print(f"latentarc {args.verb}: {exc.message}", file=sys.stderr)
         return exc.exit_code

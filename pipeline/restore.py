@@ -511,7 +511,11 @@ def restore(
     chosen = list(entries) if shards is None else list(dict.fromkeys(shards))  # each once
     unknown = [s for s in chosen if s not in entries]
     if unknown:
-        raise Refused(f"archive has no shard(s) {', '.join(unknown)}; it has {len(entries)} shards")
+        names = ", ".join(list(entries)[:10]) + (", ..." if len(entries) > 10 else "")
+        tar = (" (shard names are without .tar)"
+               if any(s.endswith(".tar") and s[:-4] in entries for s in unknown) else "")
+        raise Refused(f"archive has no shard(s) {', '.join(unknown)}{tar}; it has "
+                      f"{len(entries)} shards: {names}")
     any_shard, pairs = read_keys_file(keys_file) if keys_file else (set(), set())
     if keys_file and not any_shard and not pairs:
         raise Refused(f"keys file {keys_file} lists no keys")

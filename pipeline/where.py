@@ -16,7 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline.archive_format import SCHEMA
+from pipeline.archive_format import SCHEMA, STATUS_OK, STATUS_PASSTHROUGH
 from pipeline.errors import Refused
 
 FILTERABLE = {"shard", "key", "index", "status", "reason", "image_name", "format", "mode",
@@ -25,6 +25,7 @@ FILTERABLE = {"shard", "key", "index", "status", "reason", "image_name", "format
 # is refused: compared, it would match no row, and the restore would succeed with nothing
 # (e.g. ``key == 000002`` for the key "000002").
 TEXT_COLUMNS = {c for c in FILTERABLE if pa.types.is_string(SCHEMA.field(c).type)}
+STATUSES = (STATUS_OK, STATUS_PASSTHROUGH)
 OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
        "==": operator.eq, "!=": operator.ne}
 _COND = re.compile(r"""^\s*([a-z_]+)\s*(<=|>=|==|!=|<|>)\s*('([^']*)'|"([^"]*)"|[-+0-9.eE]+)\s*$""")
@@ -91,6 +92,10 @@ def parse_where(text: str) -> list[Condition]:
             raise Refused(f"--where: column {column!r} holds {kind}; write {column} {op} {hint}")
         if quoted:
             value: Any = single if single is not None else double
+            if column == "status" and op in ("==", "!=") and value not in STATUSES:
+                # it would match every row or none, and the restore "succeed"
+                raise Refused(f"--where: status is {' or '.join(map(repr, STATUSES))}, "
+                              f"not {value!r}")
         else:
             try:
                 value = float(raw)

@@ -54,6 +54,12 @@ def test_refusals_exit_2_with_one_line(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "refused" in err[0], (argv, err)
         assert "pw@" not in err[0] and "abc" not in err[0]
+    # a path that is not there is said to be not there (not "its compress run has not finished")
+    for argv in (["restore", str(tmp_path / "not-an-archive"), str(tmp_path / "o")],
+                 ["verify", str(tmp_path / "not-an-archive")]):
+        assert main(argv) == EXIT_REFUSED
+        assert "not-an-archive does not exist (no such directory or prefix)" in \
+            capsys.readouterr().err
     for flag, value in (("--batch-size", "0"), ("--batch-size", "-1"), ("--batch-mp", "0"),
                         ("--batch-mp", "1e-7"), ("--batch-mp", "nan")):  # 0 meant the default
         assert main(["compress", str(src), str(tmp_path / "a"), flag, value]) == EXIT_REFUSED
@@ -118,3 +124,18 @@ def test_no_credentials_for_a_store_is_a_refusal_that_says_what_to_set(monkeypat
     for make in (Archive.open, ArchiveDataset):
         with pytest.raises(StorageError, match="no credentials for this store.*AWS_ACCESS_KEY_ID"):
             make("s3://bucket/arc", storage)
+
+
+def test_version_and_a_closed_pipe(capsys):
+    """--version says the version; output into a pipe its reader closed (`info ... | head`)
+    ended in BrokenPipeError, exit 1, which means "compress has not finished"."""
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out.startswith("latentarc ")
+    latentarc = str(Path(sys.executable).parent / "latentarc")
+    # closed at once: the child's imports take far longer than that, so it writes after
+    child = subprocess.Popen([latentarc, "codecs"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+    child.stdout.close()
+    err = child.stderr.read().decode()
+    assert child.wait(timeout=120) == 141 and err == "", err

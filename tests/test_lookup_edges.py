@@ -143,10 +143,17 @@ def test_info_says_why_an_archive_is_incomplete(archive, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "INCOMPLETE (the last compress run ended with 1 failed shard(s), listed below)" in out
     assert "FAILED shard-000001" in out
+    assert out.count(str(arc)) == 1  # the first line; the table below it said it again
     # restore --shards naming a shard twice restores it once and says so
     report = restore(str(archive), str(tmp_path / "out"), shards=["shard-000000"] * 2,
                      progress=False)
     assert report.ok and report.shards == ["shard-000000"]
+    # a shard named as its file is refused naming the shards there are
+    assert main(["restore", str(archive), str(tmp_path / "o2"), "--shards",
+                 "shard-000000.tar"]) == EXIT_REFUSED
+    err = capsys.readouterr().err
+    assert "no shard(s) shard-000000.tar (shard names are without .tar); it has 2 shards: " \
+        "shard-000000, shard-000001" in err
 
 
 def _row_groups_of_one(path: Path, change=None) -> None:

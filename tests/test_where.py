@@ -55,3 +55,10 @@ def test_and_inside_quotes_is_part_of_the_value():
         ("key", "cat and dog"), ("reason", "a and b"), ("bpp", 1.0)]
     with pytest.raises(Refused, match="cannot parse"):
         parse_where("key == 'open and bpp < 1")
+
+
+def test_a_status_that_no_row_can_have_is_refused():
+    """status == 'okay' matched no row: a restore of nothing, exit 0."""
+    with pytest.raises(Refused, match="status is 'ok' or 'passthrough', not 'okay'"):
+        parse_where("status == 'okay'")
+    assert parse_where("status != 'passthrough'")[0].value == "passthrough"
