@@ -113,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compress", help="compress shards into an archive (resumable)",
                        description="Compress WebDataset shards into ARCHIVE, one Parquet file per "
                        "shard. Rerunning on the same ARCHIVE redoes only shards whose file is "
-                       "missing or damaged; another codec or quality than the archive's is refused.",
+                       "missing or unreadable (footer, row count; --redo names others, e.g. "
+                       "those `latentarc verify` finds damaged); another codec or quality than "
+                       "the archive's is refused.",
                        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sources", nargs="+", metavar="SRC",
                    help="shard URL, brace list (s3://b/p/shard-{000000..000009}.tar), glob, or "
@@ -177,6 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "the next batch (batches of images up to 1 MP; larger ones are always coded "
                    "alone): one batch less memory per worker, slower where there is a core or a "
                    "GPU to overlap with")
+    p.add_argument("--redo", nargs="+", default=[], metavar="SHARD",
+                   help="compress these shards again although their files are finished, e.g. "
+                   "the ones `latentarc verify` found damaged (a rerun redoes only missing or "
+                   "unreadable files: damage inside a file's pages shows only when every row is "
+                   "read). Names without .tar; their SRC must be given too. Each file is "
+                   "replaced only once its new one is written")
     p.add_argument("--metrics", default="", metavar="NAMES",
                    help="extra per-row metrics beside PSNR, comma-separated: lpips (LPIPS-alex of "
                    "the decode against the source, in the nullable column `lpips`; filter with "
@@ -327,7 +335,8 @@ def _cmd_compress(args: argparse.Namespace) -> int:
                       metrics=tuple(m.strip() for m in args.metrics.split(",") if m.strip()),
                       effort=args.effort, batching=batching, effort_for=args.effort_for,
                       effort_max_pixels=(None if args.effort_max_mp is None
-                                         else args.effort_max_mp * 1e6))
+                                         else args.effort_max_mp * 1e6),
+                      redo=args.redo)
     print(f"compress: {len(report.done)} shard(s) done, {len(report.skipped)} skipped "
           f"(already finished), {len(report.failed)} failed, in {report.seconds:.1f} s")
     print(summary_table(report.totals, report.archive))
@@ -409,6 +418,11 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     verdict = "OK" if report.ok else f"{len(report.problems)} problem(s)"
     print(f"verify: {report.rows} rows in {report.shards} shards checked in "
           f"{report.seconds:.1f} s: {verdict}")
+    if report.damaged:
+        names = " ".join(report.damaged[:10]) + (" ..." if len(report.damaged) > 10 else "")
+        print(f"latentarc: {len(report.damaged)} shard file(s) damaged: rerun the compress "
+              f"command with --redo {names} to make them again from their sources, or "
+              "`restore --skip-damaged` to restore what checks out of them", file=sys.stderr)
     return EXIT_OK if report.ok else EXIT_INCOMPLETE
 
 

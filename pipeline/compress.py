@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import time
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -217,9 +218,12 @@ def _remove_stale_temp_files(archive: str, storage: StorageOptions) -> list[str]
 
 
 def _plan(shards: list[Shard], archive: str, codec, storage: StorageOptions,
-          report: CompressReport, log: Progress) -> tuple[dict, dict, list[str]]:
+          report: CompressReport, log: Progress,
+          redo: Collection[str] = ()) -> tuple[dict, dict, list[str]]:
     """Every shard file already in the archive must match this codec (an archive never mixes
-    two); finished files of this run's shards are skipped, missing or damaged ones (re)done.
+    two); finished files of this run's shards are skipped, missing or unreadable ones (re)done,
+    and so are the ones named in ``redo`` (damage inside a file's pages is found only by
+    reading every row: ``verify`` names such shards).
 
     Returns (finished files of this run's shards, finished files of other shards, shards whose
     earlier attempt died mid-write).
@@ -243,7 +247,11 @@ def _plan(shards: list[Shard], archive: str, codec, storage: StorageOptions,
     for shard in shards:
         if shard.name in finished:
             _check_same_source(finished[shard.name], shard)
-            report.skipped.append(shard.name)
+            if shard.name in redo:  # its file is replaced only once the new one is written
+                del finished[shard.name]
+                report.redone[shard.name] = "to be replaced (--redo)"
+            else:
+                report.skipped.append(shard.name)
         elif shard.name in invalid:
             report.redone[shard.name] = invalid[shard.name]
     for name in sorted(set(invalid) - wanted):
@@ -269,8 +277,12 @@ def compress(
     batching: Batching | None = None,
     effort_for: str = "faithful",
     effort_max_pixels: float | None = None,
+    redo: Collection[str] = (),
 ) -> CompressReport:
     """Compress WebDataset shards into ``archive``; see the module docstring for resume rules.
+
+    ``redo``: shards of this run to compress again even where their file is finished (e.g.
+    the ones ``verify`` found damaged); each file is replaced only when its new one is written.
 
     ``metrics``: extra per-row metrics beside PSNR, e.g. ``("lpips",)`` (a network forward per
     image; needs the weights from ``python -m jobs.fetch_weights``). ``effort``: encode-time
@@ -323,8 +335,12 @@ def compress(
     listed_before = _listed_before(archive, storage, manifest)
     report = CompressReport(archive, codec.id, codec.quality, [s.name for s in shards])
     log = Progress("compress", len(shards), progress)
+    if unknown := sorted(set(redo) - {s.name for s in shards}):
+        raise Refused(f"--redo names shard(s) {', '.join(unknown)} that are not among this "
+                      "run's sources (give SRC for them too; names are without .tar)")
 
-    finished, others, interrupted_before = _plan(shards, archive, codec, storage, report, log)
+    finished, others, interrupted_before = _plan(shards, archive, codec, storage, report, log,
+                                                 set(redo))
     for shard in shards:  # listed by the manifest, yet gone: said, as a damaged one is
         if shard.name in listed_before and shard.name not in finished and shard.name not in report.redone:
             report.redone[shard.name] = f"missing ({MANIFEST} listed it)"

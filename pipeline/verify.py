@@ -37,6 +37,8 @@ class VerifyReport:
     rows: int = 0
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    # shards whose file has a problem of its own (not the index's): `compress --redo` remakes them
+    damaged: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -116,6 +118,8 @@ def verify(
                 report.rows += result["rows"]
                 digests[result["shard"]] = result.get("index_digest")
                 report.problems.extend(result["problems"])
+                if result["problems"]:
+                    report.damaged.append(result["shard"])
                 log.update(result["shard"], result["rows"],
                            error="; ".join(result["problems"][:1]) or None)
             else:

@@ -62,11 +62,17 @@ def test_missing_or_damaged_input_shard_fails_alone(small_shards, tmp_path, caps
     broken = small_shards / "shard-000002.tar"
     broken.write_bytes((small_shards / "shard-000000.tar").read_bytes()[:3000])
     missing = str(small_shards / "shard-000009.tar")
+    # a local file named alone that is not there is a bad argument: refused before any work
     code = main(["compress", str(small_shards), missing, str(archive), "--codec", "png", "-q"])
+    assert code == EXIT_REFUSED
+    assert "shard-000009.tar does not exist" in capsys.readouterr().err
+    assert not archive.exists()
+    # (a missing name of a brace list fails as its shard: test_sources_and_storage)
+    code = main(["compress", str(small_shards), str(archive), "--codec", "png", "-q"])
     assert code == EXIT_INCOMPLETE
     err = capsys.readouterr().err
     assert "FAILED shard-000002: tar is damaged" in err
-    assert "FAILED shard-000009" in err and "2 of 4 shards not compressed" in err
+    assert "1 of 3 shards not compressed" in err
     assert sorted(os.listdir(archive / "shards")) == ["shard-000000.parquet", "shard-000001.parquet"]
     assert not (archive / "_archive.json").exists()  # incomplete archives have no manifest
     assert main(["info", str(archive)]) == EXIT_INCOMPLETE

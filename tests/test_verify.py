@@ -67,7 +67,20 @@ def test_crc_catches_a_plain_bit_flip(small_shards, tmp_path, capsys):
 
     rewrite_row(archive / "shards" / "shard-000000.parquet", "a0", flip)
     assert main(["verify", str(archive), "-q"]) == EXIT_INCOMPLETE
-    assert "key 'a0': bitstream CRC32C mismatch" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "key 'a0': bitstream CRC32C mismatch" in err
+    # a rerun does not read every row, so it skips the file; verify names the fix: --redo
+    assert "1 shard file(s) damaged: rerun the compress command with --redo shard-000000" in err
+    again = ["compress", str(small_shards), str(archive), "--codec", "webp", "--no-size-guard",
+             "-q"]
+    assert main(again) == EXIT_OK
+    assert main(["verify", str(archive), "-q"]) == EXIT_INCOMPLETE
+    assert main([*again, "--redo", "shard-000009"]) == EXIT_REFUSED  # not among the sources
+    assert "--redo names shard(s) shard-000009 that are not among" in capsys.readouterr().err
+    assert main([*again, "--redo", "shard-000000"]) == EXIT_OK
+    assert main(["verify", str(archive), "-q"]) == EXIT_OK
+    stats = json.loads((archive / "_stats.json").read_text())
+    assert stats["run"]["done"] == ["shard-000000"] and stats["run"]["skipped"] == ["shard-000001"]
 
 
 def test_changed_passthrough_bytes_are_caught(small_shards, tmp_path, capsys):
