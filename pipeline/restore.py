@@ -241,7 +241,9 @@ def restore_shard(
     else:
         def write(f) -> None:
             write_samples(f, samples())
-            if not found and (where or keys is not None):
+            # nothing selected, or nothing that checks out (--skip-damaged): an empty tar
+            # would pass for the shard restored
+            if not found and (where or keys is not None or damaged):
                 raise _NothingSelected  # write_atomic drops its temp file: no file is written
 
         try:
@@ -256,7 +258,7 @@ def restore_shard(
         excluded = sorted(present & (keys - set(found) - set(damaged_keys)))
     return {"shard": shard, "samples": len(found), "keys": found, "bytes_out": size,
             "row_groups_skipped": len(skipped), "excluded_keys": excluded,
-            "wrote": bool(found) or not (where or keys is not None),
+            "wrote": bool(found) or not (where or keys is not None or damaged),
             "damaged": damaged, "damaged_keys": damaged_keys}
 
 

@@ -175,6 +175,14 @@ def _row_groups_of_one(path: Path, change=None) -> None:
         writer.add_key_value_metadata({META_KEY: meta})
 
 
+def _damage_every(row):
+    """Every row's bitstream replaced by bytes that are no stream, under a matching CRC."""
+    import crc32c
+
+    row["bitstream"] = b"\0" * 8
+    row["crc32c"] = crc32c.crc32c(row["bitstream"])
+
+
 def _damage_a(row):
     """A flipped bit in key a's bitstream, under a matching CRC: the decode or the content
     hash catches it."""
@@ -238,3 +246,11 @@ def test_skip_damaged_restores_what_checks_out_and_names_the_rest(archive, tmp_p
     again = restore(str(archive), str(tmp_path / "again"), shards=["shard-000001"],
                     skip_damaged=True, progress=False)
     assert not again.ok and again.written == {"shard-000001": 2} and not again.failed
+
+    # a shard none of whose rows check out is not written at all: an empty tar would pass
+    # for the shard restored (it was written, and counted as restored)
+    _row_groups_of_one(archive / "shards" / "shard-000000.parquet", _damage_every)
+    none = restore(str(archive), str(tmp_path / "none"), shards=["shard-000000"],
+                   skip_damaged=True, progress=False)
+    assert not none.ok and len(none.damaged["shard-000000"]) == 2
+    assert not (tmp_path / "none" / "shard-000000.tar").exists() and not none.outputs
