@@ -285,6 +285,15 @@ def _fmt(value: float | None, spec: str) -> str:
     return format(value, spec)
 
 
+def _lpips_of(totals: dict[str, Any]) -> str:
+    """Over how many images the LPIPS mean is, where not all: shards added by a run without
+    --metrics lpips have none, and the mean alone read as the archive's."""
+    counted, compressed = totals.get("lpips_count"), totals.get("compressed", 0)
+    if counted is None or counted >= compressed:
+        return ""
+    return f" (of {counted} of the {compressed} coded images: runs without --metrics lpips)"
+
+
 def summary_table(totals: dict[str, Any], archive: str | None,
                   extra: list[tuple[str, str]] | None = None) -> str:
     """The one table users read after a run; ``extra`` rows (the demo's restore and verify)
@@ -300,7 +309,7 @@ def summary_table(totals: dict[str, Any], archive: str | None,
         *([("bpp (coded bits / pixels)", _fmt(totals["bpp"], ".3f"))] if "bpp" in totals else []),
         ("mean bpp per image", _fmt(totals.get("mean_bpp"), ".3f")),
         ("mean PSNR per image (dB)", _fmt(totals.get("mean_psnr"), ".2f")),
-        *([("mean LPIPS-alex per image", _fmt(totals["mean_lpips"], ".4f"))]
+        *([("mean LPIPS-alex per image", _fmt(totals["mean_lpips"], ".4f") + _lpips_of(totals))]
           if "mean_lpips" in totals else []),
         *([("archive", archive)] if archive is not None else []),
         *(extra or []),

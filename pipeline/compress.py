@@ -176,6 +176,7 @@ def totals(shard_stats: list[dict[str, Any]]) -> dict[str, Any]:
     lpips_count = sum(s.get("lpips_count", 0) for s in shard_stats)
     if lpips_count:  # only archives written with --metrics lpips have the figure
         out["mean_lpips"] = sum(s.get("lpips_sum", 0.0) for s in shard_stats) / lpips_count
+        out["lpips_count"] = lpips_count  # fewer than compressed: runs without --metrics lpips
     return out
 
 

@@ -70,6 +70,22 @@ def test_lpips_column_stats_info_and_where(fake_perceptual, small_shards, tmp_pa
     assert restored == {k for k, r in ok.items() if r["lpips"] < cut} and restored
 
 
+def test_the_lpips_mean_says_how_many_images_it_covers(fake_perceptual, small_shards, tmp_path,
+                                                       monkeypatch, capsys):
+    """A shard added by a run without --metrics lpips has no LPIPS; the archive's mean was
+    shown as if it covered every image."""
+    run_in_process(monkeypatch)
+    archive = tmp_path / "arc"
+    args = ["--codec", "webp", "--quality", "30", "--no-size-guard", "-q"]
+    assert main(["compress", str(small_shards / "shard-000000.tar"), str(archive), *args,
+                 "--metrics", "lpips"]) == EXIT_OK
+    assert "coded images" not in capsys.readouterr().out  # every coded image has one
+    assert main(["compress", str(small_shards), str(archive), *args]) == EXIT_OK
+    capsys.readouterr()
+    assert main(["info", str(archive)]) == EXIT_OK
+    assert "(of 2 of the 5 coded images: runs without --metrics lpips)" in capsys.readouterr().out
+
+
 def test_lpips_is_off_by_default_and_unknown_metrics_are_refused(fake_perceptual, small_shards,
                                                                   tmp_path, monkeypatch, capsys):
     run_in_process(monkeypatch)
