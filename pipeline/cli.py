@@ -349,6 +349,9 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     print(f"compress: {len(report.done)} shard(s) done, {len(report.skipped)} skipped "
           f"(already finished), {len(report.failed)} failed, in {report.seconds:.1f} s")
     print(summary_table(report.totals, report.archive))
+    if report.totals.get("passthrough"):
+        print(f"  ({report.totals['passthrough']} sample(s) stored as they came, each with its "
+              f"reason: `latentarc info {report.archive}` lists them)")
     if report.failed:
         for name, error in report.failed.items():
             print(failed_line(name, error), file=sys.stderr)

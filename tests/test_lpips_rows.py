@@ -79,7 +79,11 @@ def test_the_lpips_mean_says_how_many_images_it_covers(fake_perceptual, small_sh
     args = ["--codec", "webp", "--quality", "30", "--no-size-guard", "-q"]
     assert main(["compress", str(small_shards / "shard-000000.tar"), str(archive), *args,
                  "--metrics", "lpips"]) == EXIT_OK
-    assert "coded images" not in capsys.readouterr().out  # every coded image has one
+    out = capsys.readouterr().out
+    assert "coded images" not in out  # every coded image has one
+    # and the passthrough sample ("bad": no decodable image) is pointed to, not only counted
+    assert f"(1 sample(s) stored as they came, each with its reason: `latentarc info {archive}`" \
+        in out
     assert main(["compress", str(small_shards), str(archive), *args]) == EXIT_OK
     capsys.readouterr()
     assert main(["info", str(archive)]) == EXIT_OK
