@@ -216,8 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="webdataset: shards with the original names (default); "
                    "files: DST/<shard>/<key>.<ext> image files")
     p.add_argument("--image-format", choices=["png", "jpeg", "webp", "bmp", "tiff"],
-                   help="write every decoded image in this format (png: the exact decoded "
-                   "pixels); passthrough samples keep their original bytes and format")
+                   help="write every decoded image in this format (every one but jpeg is "
+                   "written losslessly: the exact decoded pixels; jpeg at --jpeg-quality); "
+                   "passthrough samples keep their original bytes and format")
     p.add_argument("--jpeg-quality", type=int, default=95, help="quality for JPEG output (default 95)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace shards (or, with --layout files, shard directories) that DST "
