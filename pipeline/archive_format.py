@@ -181,6 +181,8 @@ class ShardFile:
     shard: str
     url: str
     meta: dict[str, Any]
+    # which version of the file (storage.file_identity): tells a file rewritten since apart
+    identity: tuple | None = None
 
 
 class Footers:
@@ -253,6 +255,7 @@ def validate_shard_file(
         with f:
             meta = shard_meta(parquet, url)
             rows = parquet.metadata.num_rows
+            identity = file_identity(f)
             size = getattr(f, "size", None)  # known from opening it: no second request
             if size is None:  # a chained URL's local copy (simplecache::s3://...) has none
                 fs, path = filesystem(url, storage)
@@ -269,7 +272,7 @@ def validate_shard_file(
         return None, f"named {shard} but holds shard {meta.get('shard')!r} (renamed or copied)"
     # The file's size is known only once it is written, so its metadata cannot hold it;
     # without it the totals of a resumed run counted 0 bytes for every skipped shard.
-    return ShardFile(shard, url, {**meta, "archive_bytes": size}), ""
+    return ShardFile(shard, url, {**meta, "archive_bytes": size}, identity), ""
 
 
 def read_json(url: str, storage: StorageOptions | None = None) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import importlib.metadata
 import json
 import math
 import os
+import select
 import sys
 import traceback
 from collections.abc import Sequence
@@ -38,6 +39,7 @@ EXIT_CODES = """exit codes:
      name from another source, unknown archive version, a damaged manifest, restore over
      existing output without --overwrite, an object store without credentials or that
      refuses them
+  141  stdout is a pipe whose reader stopped reading (`latentarc info ARCHIVE | head`)
   130, 143  stopped by Ctrl-C (SIGINT) or SIGTERM (`ray job stop`, `timeout`, `kill`): the
      actors are stopped, finished shards are kept, and one line says what is left; compress
      records the run in _stats.json and a rerun of the same command does the rest
@@ -184,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "the ones `latentarc verify` found damaged (a rerun redoes only missing or "
                    "unreadable files: damage inside a file's pages shows only when every row is "
                    "read). Names without .tar; their SRC must be given too. Each file is "
-                   "replaced only once its new one is written")
+                   "replaced only once its new one is written. Put it after ARCHIVE: it takes "
+                   "every name that follows")
     p.add_argument("--metrics", default="", metavar="NAMES",
                    help="extra per-row metrics beside PSNR, comma-separated: lpips (LPIPS-alex of "
                    "the decode against the source, in the nullable column `lpips`; filter with "
@@ -287,12 +290,14 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def _lpips_of(totals: dict[str, Any]) -> str:
-    """Over how many images the LPIPS mean is, where not all: shards added by a run without
-    --metrics lpips have none, and the mean alone read as the archive's."""
+    """Over how many images the LPIPS mean is, where not all (shards added by a run without
+    --metrics lpips, or images the network cannot score): the mean alone read as the
+    archive's."""
     counted, compressed = totals.get("lpips_count"), totals.get("compressed", 0)
     if counted is None or counted >= compressed:
         return ""
-    return f" (of {counted} of the {compressed} coded images: runs without --metrics lpips)"
+    return (f" (of {counted} of the {compressed} coded images; the others have none: a run "
+            "without --metrics lpips, or too small to score)")
 
 
 def summary_table(totals: dict[str, Any], archive: str | None,
@@ -408,9 +413,12 @@ def _cmd_restore(args: argparse.Namespace) -> int:
         print(f"DAMAGED {line}", file=sys.stderr)
     if lost:
         more = " (the first 50 above)" if len(lost) > 50 else ""
+        empty = sorted(set(report.damaged) - set(report.outputs))
+        none = (f"; nothing of {len(empty)} of them checked out, so no file was written for "
+                f"{', '.join(empty[:10])}{' ...' if len(empty) > 10 else ''}" if empty else "")
         print(f"latentarc: {len(lost)} damaged row(s) or row group(s) left out of "
-              f"{len(report.damaged)} restored shard(s){more}; the rest of each was restored "
-              "and checks out", file=sys.stderr)
+              f"{len(report.damaged)} shard(s){more}; the rest of each was restored "
+              f"and checks out{none}", file=sys.stderr)
     if report.failed:
         names = sorted(report.failed)
         again = (f"; to restore just those, rerun with --shards {' '.join(names[:10])}"
@@ -538,9 +546,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = COMMANDS[args.verb](args)
             sys.stdout.flush()  # a closed pipe fails here, not at exit (exit 120, a traceback)
             return code
-    except BrokenPipeError:  # `latentarc info ARCHIVE | head`: the reader has all it wanted
-        # stdout's buffer would fail again at exit; what remains of it goes nowhere
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except BrokenPipeError as exc:
+        if not _stdout_closed():  # a pipe of the verb's own (a socket, a FIFO): an error
+            return _error(args, exc)
         return 128 + 13  # as a process ended by SIGPIPE, the shell's convention
     except interrupt.Interrupted as exc:  # the verb put its work in order and says what it kept
         print(f"latentarc {args.verb}: {exc.message}", file=sys.stderr)
@@ -567,14 +575,35 @@ def main(argv: Sequence[str] | None = None) -> int:
             first = str(exc).splitlines()[1:2] or [str(exc)]  # without the regex that follows
             print(f"latentarc {args.verb}: refused: {first[0].split(':')[0]}", file=sys.stderr)
             return EXIT_REFUSED
-        if os.environ.get("LATENTARC_DEBUG"):
-            traceback.print_exc()
-        # compress never removes a finished shard file: e.g. a store still down as the run
-        # ends fails the final listing, and the rerun has only the rest to do
-        hint = ("; shard files finished before the error, if any, are kept: rerun the same "
-                "command to do the rest" if args.verb == "compress" else "")
-        print(f"latentarc {args.verb}: error: {type(exc).__name__}: {exc}{hint}", file=sys.stderr)
-        return EXIT_INCOMPLETE
+        return _error(args, exc)
+
+
+def _error(args: argparse.Namespace, exc: BaseException) -> int:
+    """An error no verb foresaw: one line, exit 1 (LATENTARC_DEBUG=1: the traceback too)."""
+    if os.environ.get("LATENTARC_DEBUG"):
+        traceback.print_exception(exc)
+    # compress never removes a finished shard file: e.g. a store still down as the run
+    # ends fails the final listing, and the rerun has only the rest to do
+    hint = ("; shard files finished before the error, if any, are kept: rerun the same "
+            "command to do the rest" if args.verb == "compress" else "")
+    print(f"latentarc {args.verb}: error: {type(exc).__name__}: {exc}{hint}", file=sys.stderr)
+    return EXIT_INCOMPLETE
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe its reader closed (`latentarc info ARCHIVE | head`: the reader
+    has all it wanted). Then what stdout still buffers goes nowhere, or it fails again at exit."""
+    try:
+        fd = sys.stdout.fileno()
+        poll = select.poll()
+        poll.register(fd, select.POLLOUT)
+        # a pipe without readers polls as an error on its write end (Linux, BSD)
+        if not any(events & select.POLLERR for _, events in poll.poll(0)):
+            return False
+        os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+    except (OSError, ValueError, AttributeError):  # no real stdout (pytest's capture)
+        return False
+    return True
 
 
 def run() -> None:

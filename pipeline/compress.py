@@ -1,7 +1,8 @@
 """``compress``: plan which shards need work, run them on Ray, write the stats and the manifest.
 
 Resume is the plan: a shard whose file exists, validates and was made from the same source
-URL is skipped (and named as skipped); a missing or damaged one is (re)done. An archive
+URL is skipped (and named as skipped); a missing or unreadable one is (re)done, and so is one
+named by ``redo`` (damage inside a file's pages is found by ``verify``, which reads every row). An archive
 written with another codec, quality or weights is refused, because mixing them would make one
 archive decode two ways; so is a finished shard of the same name from another source. A
 damaged file whose source is not in the run fails the run (exit 1) rather than drop out of the
@@ -176,7 +177,8 @@ def totals(shard_stats: list[dict[str, Any]]) -> dict[str, Any]:
     lpips_count = sum(s.get("lpips_count", 0) for s in shard_stats)
     if lpips_count:  # only archives written with --metrics lpips have the figure
         out["mean_lpips"] = sum(s.get("lpips_sum", 0.0) for s in shard_stats) / lpips_count
-        out["lpips_count"] = lpips_count  # fewer than compressed: runs without --metrics lpips
+        out["lpips_count"] = lpips_count  # fewer than compressed: runs without the metric, or
+        # images too small for the network
     return out
 
 
@@ -220,18 +222,19 @@ def _remove_stale_temp_files(archive: str, storage: StorageOptions) -> list[str]
 
 def _plan(shards: list[Shard], archive: str, codec, storage: StorageOptions,
           report: CompressReport, log: Progress,
-          redo: Collection[str] = ()) -> tuple[dict, dict, list[str]]:
+          redo: Collection[str] = ()) -> tuple[dict, dict, list[str], dict]:
     """Every shard file already in the archive must match this codec (an archive never mixes
     two); finished files of this run's shards are skipped, missing or unreadable ones (re)done,
     and so are the ones named in ``redo`` (damage inside a file's pages is found only by
     reading every row: ``verify`` names such shards).
 
     Returns (finished files of this run's shards, finished files of other shards, shards whose
-    earlier attempt died mid-write).
+    earlier attempt died mid-write, the finished files ``redo`` named: to be replaced).
     """
     interrupted = _remove_stale_temp_files(archive, storage)
     finished: dict[str, ShardFile] = {}
     others: dict[str, ShardFile] = {}
+    replaced: dict[str, ShardFile] = {}
     invalid: dict[str, str] = {}
     wanted = {s.name for s in shards}
     names = _existing_shards(archive, storage)
@@ -249,7 +252,7 @@ def _plan(shards: list[Shard], archive: str, codec, storage: StorageOptions,
         if shard.name in finished:
             _check_same_source(finished[shard.name], shard)
             if shard.name in redo:  # its file is replaced only once the new one is written
-                del finished[shard.name]
+                replaced[shard.name] = finished.pop(shard.name)
                 report.redone[shard.name] = "to be replaced (--redo)"
             else:
                 report.skipped.append(shard.name)
@@ -261,7 +264,7 @@ def _plan(shards: list[Shard], archive: str, codec, storage: StorageOptions,
                                "among this run's: compress again with that source to redo it, "
                                "or delete the file to leave the shard out")
         log.note(f"FAILED {report.failed[name]}")
-    return finished, others, interrupted
+    return finished, others, interrupted, replaced
 
 
 def compress(
@@ -336,12 +339,14 @@ def compress(
     listed_before = _listed_before(archive, storage, manifest)
     report = CompressReport(archive, codec.id, codec.quality, [s.name for s in shards])
     log = Progress("compress", len(shards), progress)
+    if isinstance(redo, str):  # one name, not its characters
+        redo = [redo]
     if unknown := sorted(set(redo) - {s.name for s in shards}):
         raise Refused(f"--redo names shard(s) {', '.join(unknown)} that are not among this "
                       "run's sources (give SRC for them too; names are without .tar)")
 
-    finished, others, interrupted_before = _plan(shards, archive, codec, storage, report, log,
-                                                 set(redo))
+    finished, others, interrupted_before, replaced = _plan(shards, archive, codec, storage,
+                                                           report, log, set(redo))
     for shard in shards:  # listed by the manifest, yet gone: said, as a damaged one is
         if shard.name in listed_before and shard.name not in finished and shard.name not in report.redone:
             report.redone[shard.name] = f"missing ({MANIFEST} listed it)"
@@ -397,7 +402,11 @@ def compress(
             for shard in todo:
                 if shard.name not in results and shard.name in present:
                     found, _ = validate_shard_file(archive, shard.name, storage)
-                    if found is not None:
+                    # --redo: the file it had before may still be there; counted as this
+                    # run's only where it is told apart (by its identity) as a new one
+                    old = replaced.get(shard.name)
+                    if found is not None and (old is None or None not in (
+                            old.identity, found.identity) and found.identity != old.identity):
                         results[shard.name] = found.meta
                         report.done.append(shard.name)
             report.interrupted = sorted(interrupted_before)

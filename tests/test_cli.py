@@ -139,3 +139,16 @@ def test_version_and_a_closed_pipe(capsys):
     child.stdout.close()
     err = child.stderr.read().decode()
     assert child.wait(timeout=120) == 141 and err == "", err
+
+
+def test_a_broken_pipe_of_the_verbs_own_is_an_error(monkeypatch, capsys):
+    """Only a closed stdout ends quietly (141); a pipe the verb wrote to (a socket, a FIFO)
+    that broke is an error like any other, said and exit 1."""
+    import pipeline.cli as cli
+
+    def broken(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setitem(cli.COMMANDS, "codecs", broken)
+    assert main(["codecs"]) == 1
+    assert "latentarc codecs: error: BrokenPipeError" in capsys.readouterr().err

@@ -153,6 +153,43 @@ def test_a_stopped_compress_keeps_its_finished_shards_and_the_rerun_does_the_res
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("ray_local")
+def test_a_stopped_redo_counts_only_the_files_it_replaced(tmp_path_factory, tmp_path):
+    """compress --redo stopped mid-run: a shard still in flight has its old (finished) file,
+    which the stop's count of files present took for one this run had finished (run.done
+    in _stats.json), so a later run would never redo it."""
+    from pipeline.compress import compress
+    from pipeline.shard_encode import Guard
+
+    src, _ = trial_input(tmp_path_factory.getbasetemp(), SHARDS, SAMPLES)
+    archive, log = tmp_path / "arc", tmp_path / "run.log"
+    assert compress(str(src), str(archive), "webp", guard=Guard(size=False), progress=False).ok
+    files = {p.stem: p for p in (archive / "shards").glob("*.parquet")}
+    before = {name: p.stat().st_ino for name, p in files.items()}
+    proc = _start(["jobs.compress", str(src), str(archive), "--codec", "webp", "--actors", "1",
+                   "--no-size-guard", "--redo", *sorted(files)], log)
+
+    def replaced() -> set[str]:
+        return {n for n, p in files.items() if p.exists() and p.stat().st_ino != before[n]}
+
+    deadline = time.monotonic() + 240
+    while proc.poll() is None and not replaced() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before the signal: give it more work"
+    tree = descendants(proc.pid)
+    os.kill(proc.pid, signal.SIGTERM)
+    try:
+        assert proc.wait(timeout=60) == 143, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    done = set(json.loads((archive / "_stats.json").read_text())["run"]["done"])
+    new = replaced()
+    assert done and done <= new and len(new) < SHARDS, (sorted(done), sorted(new))
+    assert _leftovers(tree) == []
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_local")
 def test_a_stopped_restore_leaves_whole_tars_only_and_names_the_rest(tmp_path_factory, tmp_path):
     from pipeline.compress import compress
     from pipeline.restore import restore

@@ -239,7 +239,7 @@ def test_skip_damaged_restores_what_checks_out_and_names_the_rest(archive, tmp_p
     err = capsys.readouterr().err
     assert "DAMAGED shard-000001 key 'a': bitstream does not decode" in err
     assert "DAMAGED shard-000001 key 'rep': unreadable (row group 2: " in err
-    assert "latentarc: 2 damaged row(s) or row group(s) left out of 1 restored shard(s)" in err
+    assert "latentarc: 2 damaged row(s) or row group(s) left out of 1 shard(s)" in err
     restored = read_tar(out / "shard-000001.tar")
     assert sorted(restored) == ["bad", "rep"]  # the first "rep" (index 1) and the passthrough
     assert restored["bad"]["png"] == b"not an image"
