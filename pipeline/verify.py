@@ -124,6 +124,7 @@ def verify(
                            error="; ".join(result["problems"][:1]) or None)
             else:
                 report.problems.append(result["error"])  # runner's errors name the shard
+                report.damaged.append(result["shard"])  # its file may be why its worker died
                 log.update(result["shard"], error=result["error"])
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM (pipeline/interrupt.py): nothing to undo
         raise interrupt.Interrupted(
