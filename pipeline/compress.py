@@ -2,9 +2,10 @@
 
 Resume is the plan: a shard whose file exists, validates and was made from the same source
 URL is skipped (and named as skipped); a missing or unreadable one is (re)done, and so is one
-named by ``redo`` (damage inside a file's pages is found by ``verify``, which reads every row). An archive
-written with another codec, quality or weights is refused, because mixing them would make one
-archive decode two ways; so is a finished shard of the same name from another source. A
+named by ``redo`` (damage inside a file's pages is found by ``verify``, which reads every
+row). An archive written with another codec, quality or weights is refused, because mixing
+them would make one archive decode two ways; so is a finished shard of the same name from
+another source. A
 damaged file whose source is not in the run fails the run (exit 1) rather than drop out of the
 manifest. ``_archive.json`` is removed while work is pending and written last, only when
 every shard is accounted for.
