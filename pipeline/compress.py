@@ -318,6 +318,11 @@ def compress(
         raise Refused(str(exc)) from exc
     metrics = _check_metrics(tuple(metrics))
     archive = archive.rstrip("/")
+    try:
+        shards = expand_sources(sources, storage)
+    except (ValueError, OSError) as exc:
+        raise Refused(f"cannot list the shards of {' '.join(map(_printable, sources))}: {exc}") from exc
+    # after the sources: with wrong credentials, listing them says so first
     fs, path = filesystem(archive, storage)
     if fs.isfile(path):  # e.g. `compress src/*.tar` with ARCHIVE left out: the last tar
         last = (" (was ARCHIVE left out, so that the last SRC was taken for it?)"
@@ -329,10 +334,6 @@ def compress(
             raise Refused(f"ARCHIVE {archive} holds .tar shards and no archive: was ARCHIVE "
                           "left out, so that the last SRC was taken for it? (an archive is "
                           "written to a directory or prefix of its own)")
-    try:
-        shards = expand_sources(sources, storage)
-    except (ValueError, OSError) as exc:
-        raise Refused(f"cannot list the shards of {' '.join(map(_printable, sources))}: {exc}") from exc
 
     manifest_url = join(archive, MANIFEST)
     manifest = None

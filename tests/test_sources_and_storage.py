@@ -115,15 +115,16 @@ def test_a_missing_src_is_refused_and_a_missing_brace_member_fails_as_its_shard(
                  "webp"]) == EXIT_REFUSED
     assert not (tmp_path / "arc").exists()
     # an ARCHIVE that is a file: `compress src/*.tar` with ARCHIVE left out took the last tar
+    (tmp_path / "first.tar").write_bytes(b"x")
     (tmp_path / "last.tar").write_bytes(b"x")
-    assert main(["compress", str(tmp_path / "gone.tar"), str(tmp_path / "last.tar"), "--codec",
+    assert main(["compress", str(tmp_path / "first.tar"), str(tmp_path / "last.tar"), "--codec",
                  "webp"]) == EXIT_REFUSED
     assert (tmp_path / "last.tar").read_bytes() == b"x"
     assert "is a file, not a directory or prefix (was ARCHIVE left out" in capsys.readouterr().err
     # ... or a source directory (`compress dirA dirB`): nothing is written into it
     (tmp_path / "dirB").mkdir()
     (tmp_path / "dirB" / "x.tar").write_bytes(b"x")
-    assert main(["compress", str(tmp_path / "src"), str(tmp_path / "dirB"), "--codec",
+    assert main(["compress", str(tmp_path / "first.tar"), str(tmp_path / "dirB"), "--codec",
                  "webp"]) == EXIT_REFUSED
     assert "holds .tar shards and no archive: was ARCHIVE left out" in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "dirB").iterdir()) == ["x.tar"]
