@@ -328,12 +328,15 @@ def compress(
         last = (" (was ARCHIVE left out, so that the last SRC was taken for it?)"
                 if archive.endswith(".tar") else "")
         raise Refused(f"ARCHIVE {archive} is a file, not a directory or prefix{last}")
-    if fs.isdir(path):  # `compress dirA dirB` with ARCHIVE left out: dirB, a source, taken for it
+    try:  # one listing (a request on a store); a new archive has nothing to list
         names = {p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)}
-        if any(n.endswith(".tar") for n in names) and not names & {MANIFEST, STATS, "shards"}:
-            raise Refused(f"ARCHIVE {archive} holds .tar shards and no archive: was ARCHIVE "
-                          "left out, so that the last SRC was taken for it? (an archive is "
-                          "written to a directory or prefix of its own)")
+    except FileNotFoundError:
+        names = set()
+    # `compress dirA dirB` with ARCHIVE left out: dirB, a source, taken for it
+    if any(n.endswith(".tar") for n in names) and not names & {MANIFEST, STATS, "shards"}:
+        raise Refused(f"ARCHIVE {archive} holds .tar shards and no archive: was ARCHIVE "
+                      "left out, so that the last SRC was taken for it? (an archive is "
+                      "written to a directory or prefix of its own)")
 
     manifest_url = join(archive, MANIFEST)
     manifest = None

@@ -181,6 +181,19 @@ class _S3Bytes:
         self.requests, self.got = 0, 0
 
 
+def _samples_with_a_kept_member(seed: int, count: int, member_bytes: int) -> list[dict]:
+    """``count`` samples k00, k01, ...: a 16x16 PNG and ``member_bytes`` random bytes kept
+    beside it (what makes a shard file larger than the reads a lookup should make)."""
+    rng = np.random.default_rng(seed)
+    samples = []
+    for i in range(count):
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(buf, "PNG")
+        samples.append({"__key__": f"k{i:02d}", "png": buf.getvalue(),
+                        "bin": rng.bytes(member_bytes)})
+    return samples
+
+
 def test_lookups_and_a_rerun_read_footers_and_one_row_group_not_whole_files(
         s3_bucket, tmp_path, monkeypatch):
     """fsspec's remote files read ahead 50 MiB on every miss: a get downloaded the whole
@@ -191,13 +204,7 @@ def test_lookups_and_a_rerun_read_footers_and_one_row_group_not_whole_files(
     from pipeline.archive import Archive
 
     url, storage = s3_bucket
-    rng = np.random.default_rng(3)
-    samples = []
-    for i in range(20):
-        buf = io.BytesIO()
-        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(buf, "PNG")
-        samples.append({"__key__": f"k{i:02d}", "png": buf.getvalue(),
-                        "bin": rng.bytes(1 << 20)})
+    samples = _samples_with_a_kept_member(3, 20, 1 << 20)
     write_shards(tmp_path / "src", [samples])
     archive = f"{url}/arc"
     args = [str(tmp_path / "src"), archive, "--codec", "webp", "--endpoint-url",
@@ -246,12 +253,7 @@ def test_a_second_get_reads_no_footer_until_the_files_change(s3_bucket, tmp_path
     from pipeline.archive import Archive, write_index
 
     url, storage = s3_bucket
-    rng = np.random.default_rng(4)
-    samples = []
-    for i in range(12):
-        buf = io.BytesIO()
-        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(buf, "PNG")
-        samples.append({"__key__": f"k{i:02d}", "png": buf.getvalue(), "bin": rng.bytes(40_000)})
+    samples = _samples_with_a_kept_member(4, 12, 40_000)
     write_shards(tmp_path / "src", [samples])
     archive = f"{url}/arc"
     assert main(["compress", str(tmp_path / "src"), archive, "--codec", "webp", "--endpoint-url",
